@@ -1,0 +1,44 @@
+# Two commands matter: `make run` (the whole system on embedded services) and `make test`.
+# Both work on a fresh machine with only Python 3.11: they build .venv first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck check services services-down provision bench clean
+
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python manage.py run_stack
+
+test: $(STAMP) lint typecheck
+	$(BIN)/python -m pytest --cov --cov-report=term:skip-covered --cov-report=xml -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	HEALTH_EMBEDDED_SERVICES=false DATABASE_URL=postgresql://typecheck@127.0.0.1:1/none \
+		$(BIN)/mypy .
+
+services: $(STAMP)
+	$(BIN)/python -m devstack up
+
+services-down: $(STAMP)
+	$(BIN)/python -m devstack down
+
+provision: $(STAMP)
+	$(BIN)/python manage.py provision
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean: services-down
+	rm -rf .devstack .devstack-test-* .pytest_cache .mypy_cache .ruff_cache .coverage coverage.xml

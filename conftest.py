@@ -1,0 +1,91 @@
+"""Fixtures shared by every app's tests. Services are real: see devstack/pytest_plugin.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+
+import pytest
+from django.db import connections
+from rest_framework.test import APIClient
+
+from core import bus, raw_store
+from core.provisioning import STREAMS, ProvisionReport, provision_bucket, provision_streams
+from devstack.pytest_plugin import embedded_stack
+from devstack.stack import Stack
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _provisioned_bus_and_bucket() -> Iterator[None]:
+    report = ProvisionReport()
+    provision_streams(report)
+    provision_bucket(report)
+    yield
+    bus.reset_bus()  # close before the services stop, or it keeps reconnecting
+
+
+@pytest.fixture
+def stack() -> Iterator[Stack]:
+    """The embedded services, for tests that stop one and start it again.
+
+    Every service is running again after the test, whatever the test did.
+    """
+    current = embedded_stack()
+    if current is None:
+        pytest.skip(
+            "needs the embedded services: DATABASE_URL/NATS_URL/S3_ENDPOINT_URL point "
+            "at external servers this test must not stop"
+        )
+    yield current
+    restarted = [name for name, ok in current.status().items() if not ok]
+    current.up()
+    if "s3" in restarted:
+        raw_store.reset_client()
+        provision_bucket(ProvisionReport())  # moto keeps objects in memory only
+    if "nats" in restarted:
+        bus.reset_bus()
+    if "postgres" in restarted:
+        connections.close_all()
+
+
+def purge_streams() -> None:
+    async def _purge() -> None:
+        nc = await bus.connect(name="tests")
+        try:
+            js = nc.jetstream()
+            for spec in STREAMS:
+                await js.purge_stream(spec.name)
+        finally:
+            await nc.close()
+
+    asyncio.run(_purge())
+
+
+@pytest.fixture
+def clean_streams() -> None:
+    """Start with empty streams, so a test reads only what it published."""
+    purge_streams()
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def make_api_key(db: None) -> Callable[..., str]:
+    from access.services import api_key_create
+
+    def make(
+        scopes: tuple[str, ...] = ("health:read",),
+        users: tuple[str, ...] = (),
+        **kwargs: object,
+    ) -> str:
+        return api_key_create(
+            name="test",
+            scopes=list(scopes),
+            user_ids=list(users),
+            **kwargs,  # type: ignore[arg-type]
+        ).secret
+
+    return make

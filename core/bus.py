@@ -1,0 +1,144 @@
+"""NATS JetStream access for synchronous Django code.
+
+nats-py is asyncio-only while Django views, the relay and dramatiq actors are synchronous.
+`Bus` runs one event loop in a daemon thread per process and keeps one connection open on
+it, so a publish costs a round trip, not a connect. It is created lazily, after any fork
+(gunicorn workers each get their own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, TypeVar
+
+import nats
+import nats.errors
+from django.conf import settings
+from nats.aio.client import Client as NatsClient
+from nats.js.api import PubAck
+from nats.js.client import JetStreamContext
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class BusUnavailable(RuntimeError):
+    """JetStream did not acknowledge in time, or could not be reached."""
+
+
+async def connect(url: str | None = None, *, name: str = "health", **options: Any) -> NatsClient:
+    """One place that knows how we connect: short timeouts, no endless reconnect storm."""
+
+    async def on_error(exc: Exception) -> None:
+        # nats-py's default logs the exception with its message at ERROR on every retry.
+        logger.warning("nats_connection_error", extra={"error_type": type(exc).__name__})
+
+    defaults: dict[str, Any] = {
+        "error_cb": on_error,
+        "connect_timeout": 2,
+        "reconnect_time_wait": 0.5,
+        "max_reconnect_attempts": -1,
+        "allow_reconnect": True,
+    }
+    return await nats.connect(url or settings.NATS_URL, name=name, **(defaults | options))
+
+
+class Bus:
+    def __init__(self, url: str | None = None) -> None:
+        self._url = url
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="nats")
+        self._thread.start()
+        self._nc: NatsClient | None = None
+        self._js: JetStreamContext | None = None
+        self._lock = asyncio.Lock()
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise BusUnavailable("timed out waiting for JetStream") from None
+
+    async def _jetstream(self) -> JetStreamContext:
+        async with self._lock:
+            if self._nc is None or self._nc.is_closed:
+                # Fail fast on first connect; later drops reconnect in the background.
+                self._nc = await connect(self._url)
+                self._js = self._nc.jetstream(timeout=5)
+            assert self._js is not None
+            return self._js
+
+    async def _publish(
+        self, subject: str, payload: bytes, headers: dict[str, str] | None, timeout: float
+    ) -> PubAck:
+        try:
+            js = await self._jetstream()
+            return await js.publish(subject, payload, timeout=timeout, headers=headers)
+        except Exception as exc:  # nats raises a zoo of types; all mean "not published"
+            raise BusUnavailable(f"publish to {subject} failed: {type(exc).__name__}") from None
+
+    def publish(
+        self,
+        subject: str,
+        payload: bytes | dict[str, Any],
+        *,
+        msg_id: str | None = None,
+        timeout: float = 2.0,
+    ) -> PubAck:
+        """Publish and wait for the JetStream ack. `msg_id` de-duplicates server side."""
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        return self._run(self._publish(subject, data, headers, timeout), timeout + 1)
+
+    def ping(self, timeout: float = 2.0) -> None:
+        async def _ping() -> None:
+            try:
+                js = await self._jetstream()
+                await js.account_info()
+            except Exception as exc:
+                raise BusUnavailable(type(exc).__name__) from None
+
+        self._run(asyncio.wait_for(_ping(), timeout), timeout + 1)
+
+    def close(self) -> None:
+        async def _close() -> None:
+            if self._nc is not None and not self._nc.is_closed:
+                # The server may have gone first; then there is nothing left to flush.
+                with contextlib.suppress(OSError, nats.errors.Error):
+                    await self._nc.close()
+
+        try:
+            self._run(_close(), 5)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+_bus: Bus | None = None
+_bus_lock = threading.Lock()
+
+
+def get_bus() -> Bus:
+    global _bus
+    with _bus_lock:
+        if _bus is None:
+            _bus = Bus()
+        return _bus
+
+
+def reset_bus() -> None:
+    """Drop the process-wide connection (tests that restart NATS call this)."""
+    global _bus
+    with _bus_lock:
+        if _bus is not None:
+            with contextlib.suppress(BusUnavailable):
+                _bus.close()
+        _bus = None

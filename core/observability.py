@@ -1,0 +1,110 @@
+"""Structured logs, Sentry and OpenTelemetry, set up so that no token or health value leaks.
+
+The rules: loggers get event ids and counts, never payloads. As a second line of defence,
+`RedactFilter` scrubs anything that looks like a credential from every record, and Sentry's
+`before_send` drops request bodies, headers and local variables before an event leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+SENSITIVE_KEYS = frozenset(
+    {
+        "access_token", "refresh_token", "id_token", "token", "code", "code_verifier",
+        "client_secret", "authorization", "password", "secret", "api_key", "key",
+        "x-oura-signature", "x-client-secret", "verification_token", "body", "payload",
+        "document",
+    }
+)  # fmt: skip
+
+_CREDENTIAL_PATTERNS = (
+    # key=value in URLs, forms and reprs
+    re.compile(
+        r"(?i)\b(access_token|refresh_token|id_token|code|code_verifier|client_secret|"
+        r"verification_token|challenge|state)=([^&\s'\"]+)"
+    ),
+    # "key": "value" in JSON-ish text
+    re.compile(
+        r"(?i)([\"'](?:access_token|refresh_token|id_token|client_secret|code)[\"']\s*:\s*)"
+        r"([\"'])[^\"']*\2"
+    ),
+    re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+"),
+)
+
+
+def redact(text: str) -> str:
+    text = _CREDENTIAL_PATTERNS[0].sub(r"\1=[redacted]", text)
+    text = _CREDENTIAL_PATTERNS[1].sub(r"\1\2[redacted]\2", text)
+    return _CREDENTIAL_PATTERNS[2].sub(r"\1 [redacted]", text)
+
+
+class RedactFilter(logging.Filter):
+    """Scrubs credentials from the message and drops sensitive `extra` fields."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message or record.args:
+            record.msg, record.args = cleaned, None
+        for key in list(vars(record)):
+            if key.lower() in SENSITIVE_KEYS:
+                setattr(record, key, "[redacted]")
+        if record.exc_info and record.exc_info[1] is not None:
+            # Exception messages may quote values (pydantic, psycopg); keep the type only.
+            exc = record.exc_info[1]
+            record.exc_text = f"{type(exc).__module__}.{type(exc).__name__} (message redacted)"
+            record.exc_info = None
+        return True
+
+
+def _scrub_sentry_event(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
+    request = event.get("request")
+    if isinstance(request, dict):
+        for field in ("data", "cookies", "headers", "query_string"):
+            request.pop(field, None)
+    for exception in (event.get("exception") or {}).get("values", []):
+        exception["value"] = "(message redacted)"
+        for frame in (exception.get("stacktrace") or {}).get("frames", []):
+            frame.pop("vars", None)
+    event.pop("extra", None)
+    breadcrumbs = event.get("breadcrumbs")
+    if isinstance(breadcrumbs, dict):
+        for crumb in breadcrumbs.get("values", []):
+            if isinstance(crumb.get("message"), str):
+                crumb["message"] = redact(crumb["message"])
+            crumb.pop("data", None)
+    return event
+
+
+def init_observability(
+    *, sentry_dsn: str, environment: str, traces_sample_rate: float, otel_tracing: bool
+) -> None:
+    if sentry_dsn:
+        import sentry_sdk
+
+        sentry_sdk.init(
+            dsn=sentry_dsn,
+            environment=environment,
+            send_default_pii=False,
+            include_local_variables=False,
+            max_request_body_size="never",
+            traces_sample_rate=traces_sample_rate,
+            before_send=_scrub_sentry_event,  # type: ignore[arg-type]  # sentry's Event TypedDict
+        )
+    if otel_tracing:
+        from opentelemetry import trace
+        from opentelemetry.instrumentation.django import DjangoInstrumentor
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+        provider = TracerProvider()
+        # Spans carry ids and timings only; an OTLP exporter is configured by the operator
+        # through the standard OTEL_* variables when opentelemetry-exporter-otlp is present.
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        trace.set_tracer_provider(provider)
+        DjangoInstrumentor().instrument(
+            request_hook=None, response_hook=None, excluded_urls="healthz,readyz,metrics"
+        )

@@ -1,0 +1,139 @@
+"""The raw object store: one S3 bucket, every object written with server-side encryption.
+
+Keys follow `provider=oura/date=YYYY-MM-DD/user={userId}/event={eventId}.json`. Writes are
+idempotent (same key, same bytes), so a retried archive is harmless.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from django.conf import settings
+from django.core.files.storage import storages
+from storages.backends.s3 import S3Storage
+
+
+class RawStoreUnavailable(RuntimeError):
+    """S3 could not be reached or refused the request."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    sha256: str
+    size: int
+
+
+def object_key(*, provider: str, day: date, user_id: str, event_id: str) -> str:
+    return f"provider={provider}/date={day.isoformat()}/user={user_id}/event={event_id}.json"
+
+
+def _storage() -> S3Storage:
+    storage = storages["raw"]
+    assert isinstance(storage, S3Storage)
+    return storage
+
+
+_CLIENT_CONFIG = Config(
+    connect_timeout=2, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"}
+)
+_client: Any = None
+
+
+def client() -> Any:
+    """A boto3 client with short timeouts; S3 being down must not hang a worker."""
+    global _client
+    if _client is None:
+        import boto3
+
+        _client = boto3.client(
+            "s3",
+            endpoint_url=settings.S3_ENDPOINT_URL or None,
+            region_name=settings.S3_REGION,
+            aws_access_key_id=settings.S3_ACCESS_KEY_ID or None,
+            aws_secret_access_key=settings.S3_SECRET_ACCESS_KEY or None,
+            config=_CLIENT_CONFIG,
+        )
+    return _client
+
+
+def reset_client() -> None:
+    global _client
+    _client = None
+
+
+def _sse_params() -> dict[str, str]:
+    params = {"ServerSideEncryption": settings.S3_SSE}
+    if settings.S3_SSE_KMS_KEY_ID:
+        params["SSEKMSKeyId"] = settings.S3_SSE_KMS_KEY_ID
+    return params
+
+
+def put(key: str, data: bytes) -> StoredObject:
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        client().put_object(
+            Bucket=settings.S3_BUCKET,
+            Key=key,
+            Body=data,
+            ContentType="application/json",
+            # S3 verifies this on receipt, so a corrupted upload is refused, not stored.
+            ChecksumSHA256=base64.b64encode(hashlib.sha256(data).digest()).decode(),
+            Metadata={"sha256": digest},
+            **_sse_params(),
+        )
+    except (BotoCoreError, ClientError) as exc:
+        raise RawStoreUnavailable(f"put failed: {type(exc).__name__}") from None
+    return StoredObject(key=key, sha256=digest, size=len(data))
+
+
+def get(key: str) -> bytes:
+    try:
+        response = client().get_object(Bucket=settings.S3_BUCKET, Key=key)
+        return bytes(response["Body"].read())
+    except (BotoCoreError, ClientError) as exc:
+        raise RawStoreUnavailable(f"get failed: {type(exc).__name__}") from None
+
+
+def head(key: str) -> dict[str, Any] | None:
+    try:
+        return dict(client().head_object(Bucket=settings.S3_BUCKET, Key=key))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+            return None
+        raise RawStoreUnavailable(f"head failed: {type(exc).__name__}") from None
+    except BotoCoreError as exc:
+        raise RawStoreUnavailable(f"head failed: {type(exc).__name__}") from None
+
+
+def delete_prefix(prefix: str) -> int:
+    """Delete every object under `prefix` (GDPR erasure); returns how many were removed."""
+    removed = 0
+    try:
+        paginator = client().get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=settings.S3_BUCKET, Prefix=prefix):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                client().delete_objects(Bucket=settings.S3_BUCKET, Delete={"Objects": keys})
+                removed += len(keys)
+    except (BotoCoreError, ClientError) as exc:
+        raise RawStoreUnavailable(f"delete failed: {type(exc).__name__}") from None
+    return removed
+
+
+def signed_url(key: str) -> str:
+    """A short-lived GET URL (RAW_SIGNED_URL_TTL_S), for backoffice staff only."""
+    return str(_storage().url(key))
+
+
+def ping() -> None:
+    try:
+        client().head_bucket(Bucket=settings.S3_BUCKET)
+    except (BotoCoreError, ClientError) as exc:
+        raise RawStoreUnavailable(f"bucket check failed: {type(exc).__name__}") from None

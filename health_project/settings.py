@@ -1,0 +1,351 @@
+"""Settings, read from the environment only (see docs/phase-3/configuration.md).
+
+HEALTH_ENV picks the mode:
+- development (default): works with nothing set; a missing DATABASE_URL, NATS_URL or
+  S3_ENDPOINT_URL starts that service embedded under .devstack/ (see devstack/).
+- test: like development, but the test suite points the URLs at its own throw-away set.
+- production: every connection variable is required, and development secrets are refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from health_project.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    env_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+HEALTH_ENV = env_choice("HEALTH_ENV", ("development", "test", "production"), "development")
+PRODUCTION = HEALTH_ENV == "production"
+
+# Development-only secrets. Production refuses to start with any of them.
+_DEV_SECRET_KEY = "dev-insecure-secret-key-do-not-use-in-production-3f9c1a7e5b2d4c6e8f0a"
+_DEV_TOKEN_KEY = "ZGV2LW9ubHktdG9rZW4ta2V5LWRvLW5vdC11c2UtISE="  # base64 of a fixed 32 bytes
+_DEV_CLIENT_SECRET = "sim-client-secret"
+_DEV_VERIFICATION_TOKEN = "dev-verification-token"
+
+
+def _require_in_production(name: str, value: str, dev_value: str | None = None) -> str:
+    if PRODUCTION and not value:
+        raise ImproperlyConfigured(f"{name} must be set when HEALTH_ENV=production")
+    if PRODUCTION and dev_value is not None and value == dev_value:
+        raise ImproperlyConfigured(f"{name} is the development default; set a real secret")
+    return value
+
+
+SECRET_KEY = _require_in_production(
+    "DJANGO_SECRET_KEY", env_str("DJANGO_SECRET_KEY", _DEV_SECRET_KEY), _DEV_SECRET_KEY
+)
+if PRODUCTION and len(SECRET_KEY) < 50:
+    raise ImproperlyConfigured("DJANGO_SECRET_KEY must be at least 50 characters")
+
+DEBUG = False if PRODUCTION else env_bool("DJANGO_DEBUG", True)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost"])
+if PRODUCTION and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must be set when HEALTH_ENV=production")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+# --- Connections ------------------------------------------------------------------------
+
+_CONNECTION_VARS = ("DATABASE_URL", "NATS_URL", "S3_ENDPOINT_URL")
+if not PRODUCTION and env_bool("HEALTH_EMBEDDED_SERVICES", True):
+    import os
+
+    from devstack import ensure_running
+
+    ensure_running(only_missing_from={var: os.environ.get(var, "") for var in _CONNECTION_VARS})
+
+DATABASE_URL = _require_in_production(
+    "DATABASE_URL", env_url("DATABASE_URL", schemes=("postgres", "postgresql"))
+)
+if not DATABASE_URL:
+    raise ImproperlyConfigured("DATABASE_URL must be set when HEALTH_EMBEDDED_SERVICES is off")
+DATABASES = {
+    "default": dj_database_url.parse(
+        DATABASE_URL,
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
+        conn_health_checks=True,
+    )
+}
+DATABASES["default"].setdefault("OPTIONS", {})
+# Fail fast when Postgres is gone: a webhook should get 503 quickly so Oura retries.
+DATABASES["default"]["OPTIONS"]["connect_timeout"] = env_int("DATABASE_CONNECT_TIMEOUT", 3)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+NATS_URL = _require_in_production("NATS_URL", env_url("NATS_URL", schemes=("nats", "tls")))
+# Production streams are R3 on a 3-node cluster; the embedded server is a single node.
+NATS_STREAM_REPLICAS = env_int("NATS_STREAM_REPLICAS", 3 if PRODUCTION else 1, minimum=1)
+
+S3_ENDPOINT_URL = env_url("S3_ENDPOINT_URL", schemes=("http", "https"))
+if PRODUCTION and not S3_ENDPOINT_URL:
+    # Empty is fine in production: boto3 then talks to AWS S3 itself.
+    S3_ENDPOINT_URL = ""
+S3_BUCKET = env_str("S3_BUCKET", "health-integrations-raw")
+S3_REGION = env_str("S3_REGION", "us-east-1")
+# moto accepts any credentials; real deployments use the AWS credential chain.
+S3_ACCESS_KEY_ID = env_str("S3_ACCESS_KEY_ID", "" if PRODUCTION else "embedded")
+S3_SECRET_ACCESS_KEY = env_str("S3_SECRET_ACCESS_KEY", "" if PRODUCTION else "embedded")
+# "aws:kms" with S3_SSE_KMS_KEY_ID in production; AES256 (SSE-S3) works everywhere.
+S3_SSE = env_choice("S3_SSE", ("AES256", "aws:kms"), "AES256")
+S3_SSE_KMS_KEY_ID = env_str("S3_SSE_KMS_KEY_ID")
+RAW_RETENTION_DAYS = env_int("RAW_RETENTION_DAYS", 180, minimum=1)
+RAW_SIGNED_URL_TTL_S = env_int("RAW_SIGNED_URL_TTL_S", 300, minimum=10)
+
+_storage_options: dict[str, object] = {
+    "bucket_name": S3_BUCKET,
+    "region_name": S3_REGION,
+    "file_overwrite": True,  # keys are content-addressed by event id: a rewrite is a retry
+    "querystring_auth": True,
+    "querystring_expire": RAW_SIGNED_URL_TTL_S,
+    "object_parameters": {"ServerSideEncryption": S3_SSE}
+    | ({"SSEKMSKeyId": S3_SSE_KMS_KEY_ID} if S3_SSE_KMS_KEY_ID else {}),
+    "default_acl": None,
+}
+if S3_ENDPOINT_URL:
+    _storage_options["endpoint_url"] = S3_ENDPOINT_URL
+if S3_ACCESS_KEY_ID:
+    _storage_options["access_key"] = S3_ACCESS_KEY_ID
+    _storage_options["secret_key"] = S3_SECRET_ACCESS_KEY
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "raw": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": _storage_options},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"
+        if PRODUCTION
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+
+# --- Oura -------------------------------------------------------------------------------
+
+# Development points at the local simulator (python manage.py oura_simulator --port 8787).
+_SIM = env_str("OURA_SIMULATOR_URL", "http://127.0.0.1:8787")
+OURA_API_BASE_URL = env_url(
+    "OURA_API_BASE_URL", "" if PRODUCTION else _SIM, schemes=("http", "https")
+)
+OURA_AUTHORIZE_URL = env_url(
+    "OURA_AUTHORIZE_URL", "" if PRODUCTION else f"{_SIM}/oauth/authorize", schemes=("http", "https")
+)
+OURA_TOKEN_URL = env_url(
+    "OURA_TOKEN_URL", "" if PRODUCTION else f"{_SIM}/oauth/token", schemes=("http", "https")
+)
+OURA_REVOKE_URL = env_url(
+    "OURA_REVOKE_URL", "" if PRODUCTION else f"{_SIM}/oauth/revoke", schemes=("http", "https")
+)
+for _name in ("OURA_API_BASE_URL", "OURA_AUTHORIZE_URL", "OURA_TOKEN_URL", "OURA_REVOKE_URL"):
+    _require_in_production(_name, globals()[_name])
+OURA_CLIENT_ID = _require_in_production(
+    "OURA_CLIENT_ID", env_str("OURA_CLIENT_ID", "" if PRODUCTION else "sim-client-id")
+)
+OURA_CLIENT_SECRET = _require_in_production(
+    "OURA_CLIENT_SECRET", env_str("OURA_CLIENT_SECRET", _DEV_CLIENT_SECRET), _DEV_CLIENT_SECRET
+)
+# During a client-secret rotation Oura may sign with either secret for a while.
+OURA_CLIENT_SECRET_PREVIOUS = env_str("OURA_CLIENT_SECRET_PREVIOUS")
+OURA_WEBHOOK_VERIFICATION_TOKEN = _require_in_production(
+    "OURA_WEBHOOK_VERIFICATION_TOKEN",
+    env_str("OURA_WEBHOOK_VERIFICATION_TOKEN", _DEV_VERIFICATION_TOKEN),
+    _DEV_VERIFICATION_TOKEN,
+)
+PUBLIC_BASE_URL = env_url(
+    "PUBLIC_BASE_URL", "" if PRODUCTION else "http://127.0.0.1:8000", schemes=("http", "https")
+)
+_require_in_production("PUBLIC_BASE_URL", PUBLIC_BASE_URL)
+OURA_REDIRECT_URI = env_str("OURA_REDIRECT_URI", f"{PUBLIC_BASE_URL}/v1/oauth/oura/callback")
+OURA_WEBHOOK_CALLBACK_URL = env_str(
+    "OURA_WEBHOOK_CALLBACK_URL", f"{PUBLIC_BASE_URL}/v1/webhooks/oura"
+)
+OURA_SCOPES = env_list(
+    "OURA_SCOPES",
+    ["email", "personal", "daily", "heartrate", "workout", "session", "tag", "spo2"],
+)
+OURA_HTTP_TIMEOUT_S = env_float("OURA_HTTP_TIMEOUT_S", 10.0, minimum=0.1)
+OURA_MAX_RETRIES = env_int("OURA_MAX_RETRIES", 5, minimum=0)
+# Oura's documented limit: 5000 requests per 5-minute window per application.
+OURA_APP_RATE_LIMIT = env_int("OURA_APP_RATE_LIMIT", 5000, minimum=1)
+OURA_APP_RATE_WINDOW_S = env_int("OURA_APP_RATE_WINDOW_S", 300, minimum=1)
+OURA_OAUTH_STATE_TTL_S = env_int("OURA_OAUTH_STATE_TTL_S", 600, minimum=30)
+
+# Fernet keys, newest first. The first encrypts; all of them decrypt (rotation).
+TOKEN_ENCRYPTION_KEYS = env_list("TOKEN_ENCRYPTION_KEYS", [] if PRODUCTION else [_DEV_TOKEN_KEY])
+if not TOKEN_ENCRYPTION_KEYS:
+    raise ImproperlyConfigured("TOKEN_ENCRYPTION_KEYS must be set when HEALTH_ENV=production")
+if PRODUCTION and _DEV_TOKEN_KEY in TOKEN_ENCRYPTION_KEYS:
+    raise ImproperlyConfigured("TOKEN_ENCRYPTION_KEYS contains the development key")
+for _key in TOKEN_ENCRYPTION_KEYS:
+    try:
+        if len(base64.urlsafe_b64decode(_key.encode())) != 32:
+            raise ValueError
+    except (binascii.Error, ValueError):
+        raise ImproperlyConfigured(
+            "TOKEN_ENCRYPTION_KEYS must be comma-separated Fernet keys "
+            "(32 url-safe base64-encoded bytes each)"
+        ) from None
+
+# --- Webhook ingestion ------------------------------------------------------------------
+
+WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 256 * 1024, minimum=1024)
+WEBHOOK_TIMESTAMP_TOLERANCE_S = env_int("WEBHOOK_TIMESTAMP_TOLERANCE_S", 300, minimum=1)
+WEBHOOK_RATE_LIMIT_PER_MINUTE = env_int("WEBHOOK_RATE_LIMIT_PER_MINUTE", 60000, minimum=1)
+API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", 600, minimum=1)
+
+# --- Django -----------------------------------------------------------------------------
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "core",
+    "access",
+    "ingestion",
+    "normalized",
+    "jobs",
+    "backoffice",
+    "oura_simulator",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "health_project.urls"
+WSGI_APPLICATION = "health_project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / ".staticfiles"
+
+# --- REST framework and OpenAPI ---------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["access.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "core.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Health integrations API",
+    "DESCRIPTION": "REST v1: Oura connections, webhooks, backfill jobs and normalized reads.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Security (production) --------------------------------------------------------------
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = PRODUCTION
+# Load balancers probe over plain HTTP inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_HSTS_SECONDS = 31536000 if PRODUCTION else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = PRODUCTION
+SECURE_HSTS_PRELOAD = PRODUCTION
+SESSION_COOKIE_SECURE = PRODUCTION
+CSRF_COOKIE_SECURE = PRODUCTION
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+
+# --- Observability ----------------------------------------------------------------------
+
+LOG_LEVEL = env_choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO")
+LOG_FORMAT = env_choice("LOG_FORMAT", ("json", "text"), "json")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "core.observability.RedactFilter"}},
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "static_fields": {"pii": False},
+        },
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["redact"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # botocore and httpx log request details at DEBUG, including URLs with tokens.
+        "botocore": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+        "nats": {"level": "WARNING"},
+    },
+}
+
+SENTRY_DSN = env_str("SENTRY_DSN")
+SENTRY_TRACES_SAMPLE_RATE = env_float("SENTRY_TRACES_SAMPLE_RATE", 0.0, minimum=0.0)
+OTEL_TRACING = env_bool("OTEL_TRACING", False)
+
+from core.observability import init_observability  # noqa: E402 - needs the above
+
+init_observability(
+    sentry_dsn=SENTRY_DSN,
+    environment=HEALTH_ENV,
+    traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE,
+    otel_tracing=OTEL_TRACING,
+)

@@ -1,0 +1,150 @@
+"""Normalized Oura data in schema `health`.
+
+Every row records the raw object it came from (`raw_object_key`) and the normalizer version
+that wrote it. Each table has the unique key the normalizer upserts on, so redelivery of a
+message rewrites the same row instead of adding one.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from core.db import health_table
+
+
+class NormalizedRow(models.Model):
+    user_id = models.CharField(max_length=64)
+    oura_id = models.CharField(max_length=128, help_text="Oura's document id")
+    raw_object_key = models.CharField(max_length=512, blank=True)
+    normalizer_version = models.PositiveIntegerField()
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        abstract = True
+
+
+class DailyReadiness(NormalizedRow):
+    day = models.DateField()
+    score = models.SmallIntegerField(null=True)
+    temperature_deviation = models.FloatField(null=True)
+    temperature_trend_deviation = models.FloatField(null=True)
+    contributors = models.JSONField(default=dict)
+    timestamp = models.DateTimeField(null=True)
+
+    class Meta:
+        db_table = health_table("oura_daily_readiness")
+        constraints = [
+            models.UniqueConstraint(fields=["user_id", "day"], name="readiness_user_day_uniq")
+        ]
+        indexes = [models.Index(fields=["user_id", "oura_id"], name="readiness_oura_id_idx")]
+
+    def __str__(self) -> str:
+        return f"readiness {self.user_id} {self.day}"
+
+
+class DailySleep(NormalizedRow):
+    day = models.DateField()
+    score = models.SmallIntegerField(null=True)
+    contributors = models.JSONField(default=dict)
+    timestamp = models.DateTimeField(null=True)
+
+    class Meta:
+        db_table = health_table("oura_daily_sleep")
+        constraints = [
+            models.UniqueConstraint(fields=["user_id", "day"], name="daily_sleep_user_day_uniq")
+        ]
+        indexes = [models.Index(fields=["user_id", "oura_id"], name="daily_sleep_oura_id_idx")]
+
+    def __str__(self) -> str:
+        return f"daily sleep {self.user_id} {self.day}"
+
+
+class DailyActivity(NormalizedRow):
+    day = models.DateField()
+    score = models.SmallIntegerField(null=True)
+    active_calories = models.IntegerField(null=True)
+    total_calories = models.IntegerField(null=True)
+    target_calories = models.IntegerField(null=True)
+    steps = models.IntegerField(null=True)
+    equivalent_walking_distance = models.IntegerField(null=True)
+    high_activity_time = models.IntegerField(null=True)
+    medium_activity_time = models.IntegerField(null=True)
+    low_activity_time = models.IntegerField(null=True)
+    sedentary_time = models.IntegerField(null=True)
+    resting_time = models.IntegerField(null=True)
+    non_wear_time = models.IntegerField(null=True)
+    average_met_minutes = models.FloatField(null=True)
+    inactivity_alerts = models.IntegerField(null=True)
+    contributors = models.JSONField(default=dict)
+    timestamp = models.DateTimeField(null=True)
+
+    class Meta:
+        db_table = health_table("oura_daily_activity")
+        constraints = [
+            models.UniqueConstraint(fields=["user_id", "day"], name="daily_activity_user_day_uniq")
+        ]
+        indexes = [models.Index(fields=["user_id", "oura_id"], name="daily_act_oura_id_idx")]
+
+    def __str__(self) -> str:
+        return f"daily activity {self.user_id} {self.day}"
+
+
+class SleepPeriod(NormalizedRow):
+    day = models.DateField()
+    type = models.CharField(max_length=20, blank=True)
+    bedtime_start = models.DateTimeField()
+    bedtime_end = models.DateTimeField()
+    total_sleep_duration = models.IntegerField(null=True)
+    deep_sleep_duration = models.IntegerField(null=True)
+    light_sleep_duration = models.IntegerField(null=True)
+    rem_sleep_duration = models.IntegerField(null=True)
+    awake_time = models.IntegerField(null=True)
+    time_in_bed = models.IntegerField(null=True)
+    efficiency = models.SmallIntegerField(null=True)
+    latency = models.IntegerField(null=True)
+    average_heart_rate = models.FloatField(null=True)
+    lowest_heart_rate = models.SmallIntegerField(null=True)
+    average_hrv = models.FloatField(null=True)
+    average_breath = models.FloatField(null=True)
+    readiness_score = models.SmallIntegerField(null=True)
+
+    class Meta:
+        db_table = health_table("oura_sleep_periods")
+        constraints = [
+            models.UniqueConstraint(fields=["user_id", "oura_id"], name="sleep_period_uniq")
+        ]
+        indexes = [models.Index(fields=["user_id", "day"], name="sleep_period_day_idx")]
+
+    def __str__(self) -> str:
+        return f"sleep period {self.user_id} {self.day}"
+
+
+class Activity(NormalizedRow):
+    """Workouts and sessions ("Moments"), in one table as the draft's `oura_activities`."""
+
+    class Kind(models.TextChoices):
+        WORKOUT = "workout"
+        SESSION = "session"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    day = models.DateField()
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    type = models.CharField(max_length=64, help_text="workout activity or session type")
+    intensity = models.CharField(max_length=10, blank=True)
+    calories = models.FloatField(null=True)
+    distance = models.FloatField(null=True)
+    source = models.CharField(max_length=30, blank=True)
+    label = models.CharField(max_length=200, blank=True)
+    metrics = models.JSONField(default=dict, help_text="summaries of samples, mood, etc.")
+
+    class Meta:
+        db_table = health_table("oura_activities")
+        constraints = [
+            models.UniqueConstraint(fields=["user_id", "kind", "oura_id"], name="activity_uniq")
+        ]
+        indexes = [models.Index(fields=["user_id", "start", "id"], name="activity_start_idx")]
+
+    def __str__(self) -> str:
+        return f"activity {self.user_id} {self.start}"
