@@ -179,7 +179,9 @@ class OuraSimulator:
 
     # ---- tokens ------------------------------------------------------------------------------
 
-    def issue_tokens(self, oura_user_id: str, scopes: Iterable[str] | None = None) -> dict[str, Any]:
+    def issue_tokens(
+        self, oura_user_id: str, scopes: Iterable[str] | None = None
+    ) -> dict[str, Any]:
         self.store.get_user(oura_user_id)
         names = oauth.normalise_scopes(" ".join(scopes)) if scopes is not None else None
         granted = frozenset(names if names is not None else self.config.default_scopes)
@@ -229,7 +231,11 @@ class OuraSimulator:
             with self._rng_lock:
                 salt = self._rng.randrange(1 << 30)
             doc = data.generate_new(
-                user.profile, dtype, when or datetime.now(UTC).date(), self.store.gen_options(), salt
+                user.profile,
+                dtype,
+                when or datetime.now(UTC).date(),
+                self.store.gen_options(),
+                salt,
             )
         else:
             doc = copy.deepcopy(document)
@@ -246,7 +252,9 @@ class OuraSimulator:
             self.emitter.emit("update" if existed else "create", dtype, doc_id, oura_user_id)
         return doc
 
-    def delete_document(self, oura_user_id: str, data_type: str, object_id: str, emit: bool = True) -> None:
+    def delete_document(
+        self, oura_user_id: str, data_type: str, object_id: str, emit: bool = True
+    ) -> None:
         dtype = _rest_type(data_type)
         if not self.store.delete(oura_user_id, dtype, object_id):
             raise KeyError(f"no {dtype} document {object_id} for {oura_user_id}")
@@ -267,7 +275,9 @@ class OuraSimulator:
             bounds = self.store.history_bounds(self.store.get_user(oura_user_id))
             if s is None:
                 s = to_instant(bounds[0]) if bounds else datetime(1970, 1, 1, tzinfo=UTC)
-            rows, _ = self.store.timeseries(oura_user_id, dtype, s, e or datetime.now(UTC), None, None)
+            rows, _ = self.store.timeseries(
+                oura_user_id, dtype, s, e or datetime.now(UTC), None, None
+            )
             return rows
         return self.store.list_documents(oura_user_id, dtype, s, e)
 
@@ -344,7 +354,9 @@ class OuraSimulator:
             return self._data_request(request, bearer, parts, sandbox), bearer
         return detail(404, "Not Found"), None
 
-    def _data_request(self, request: Request, bearer: str | None, parts: list[str], sandbox: bool) -> Response:
+    def _data_request(
+        self, request: Request, bearer: str | None, parts: list[str], sandbox: bool
+    ) -> Response:
         cfg = self.config
         if cfg.latency_ms:
             time.sleep(cfg.latency_ms / 1000)

@@ -56,7 +56,7 @@ class SimulatorConfig:
     include_producer_timestamp: bool = False  # 2026 heartrate rows
     omit_timestamp_unix: bool = False  # 2024 time-series rows had none
     omit_cardiovascular_age_id: bool = False  # 2024 cardiovascular_age docs had no id
-    sandbox_history_days: int = 60
+    sandbox_history_days: int = 120
 
     # --- failure injection (data routes only) --------------------------------------------------
     error_rate: float = 0.0

@@ -406,13 +406,17 @@ def _sample(r: random.Random, n: int, center: float, spread: float, ts: str, int
     v = center
     for _ in range(n):
         v += r.gauss(0, spread * 0.3) + (center - v) * 0.1
-        items.append(None if r.random() < null_p else round(v, decimals) if decimals else float(round(v)))
+        items.append(
+            None if r.random() < null_p else round(v, decimals) if decimals else float(round(v))
+        )
     return {"interval": interval, "items": items, "timestamp": ts}
 
 
 def _sleep_period(p: Profile, st: DayState, r: random.Random, nap: bool) -> Doc:
     if nap:
-        start = datetime.combine(st.day, time(r.randint(13, 16), r.randint(0, 59), r.randint(0, 59)))
+        start = datetime.combine(
+            st.day, time(r.randint(13, 16), r.randint(0, 59), r.randint(0, 59))
+        )
         tib = r.randint(20 * 60, 80 * 60)
     else:
         start, tib = st.bedtime_start, st.time_in_bed_s
@@ -507,7 +511,11 @@ def _daily_activity(p: Profile, st: DayState, r: random.Random) -> Doc:
         "low_activity_time": low,
         "medium_activity_met_minutes": int(med / 60 * 4),
         "medium_activity_time": med,
-        "met": {"interval": 60.0, "items": met_items, "timestamp": fmt_local(start, st.offset, True)},
+        "met": {
+            "interval": 60.0,
+            "items": met_items,
+            "timestamp": fmt_local(start, st.offset, True),
+        },
         "meters_to_target": target_meters - ewd,
         "non_wear_time": nonwear,
         "resting_time": rest,
@@ -530,7 +538,11 @@ def _workout(p: Profile, st: DayState, w: Workout, r: random.Random) -> Doc:
     # The live API mixes local and +00:00 stamps within one user (CONTRACT 4.5).
     utc = r.random() < 0.25
     if utc:
-        sdt, edt, off = w.start - timedelta(minutes=st.offset), end - timedelta(minutes=st.offset), 0
+        sdt, edt, off = (
+            w.start - timedelta(minutes=st.offset),
+            end - timedelta(minutes=st.offset),
+            0,
+        )
     else:
         sdt, edt, off = w.start, end, st.offset
     return {
@@ -593,7 +605,9 @@ def generate_day(p: Profile, dtype: str, day: date, opts: GenOptions) -> list[Do
         docs.extend(_workout(p, st, w, r) for w in st.workouts)
     elif dtype == "session":
         if r.random() < 0.3:
-            start = datetime.combine(day, time(r.randint(7, 21), r.randint(0, 59), r.randint(0, 59)))
+            start = datetime.combine(
+                day, time(r.randint(7, 21), r.randint(0, 59), r.randint(0, 59))
+            )
             dur = r.randint(3, 20) * 60
             n = dur // 5
             ts = fmt_local(start, st.offset, millis=True)
@@ -682,7 +696,9 @@ def generate_day(p: Profile, dtype: str, day: date, opts: GenOptions) -> list[Do
             })  # fmt: skip
     elif dtype == "rest_mode_period":
         if (day.toordinal() + p.vo2) % 97 == 0:
-            start = datetime.combine(day, time(r.randint(8, 20), r.randint(0, 59), r.randint(0, 59)))
+            start = datetime.combine(
+                day, time(r.randint(8, 20), r.randint(0, 59), r.randint(0, 59))
+            )
             end = start + timedelta(days=r.randint(1, 4), hours=r.randint(0, 5))
             docs.append({
                 "end_day": end.date().isoformat(),
@@ -734,7 +750,12 @@ def ring_setup_days(first: date, last: date) -> list[date]:
 def _timeline(p: Profile, utc_day: date) -> list[tuple[int, int, str, str]]:
     """(start_epoch, end_epoch, source, intensity) blocks of sleep/workout around a UTC day."""
     blocks: list[tuple[int, int, str, str]] = []
-    for d in (utc_day - timedelta(days=1), utc_day, utc_day + timedelta(days=1), utc_day + timedelta(days=2)):
+    for d in (
+        utc_day - timedelta(days=1),
+        utc_day,
+        utc_day + timedelta(days=1),
+        utc_day + timedelta(days=2),
+    ):
         st = day_state(p, d)
         s = _epoch(st.bedtime_start, st.offset)
         blocks.append((s, s + st.time_in_bed_s, "sleep", ""))

@@ -99,14 +99,18 @@ def authorize(sim: OuraSimulator, request: Request) -> Response:
     return _redirect(_with_query(redirect_uri, params))
 
 
-def _client_credentials(request: Request, form: MultiDict[str, str]) -> tuple[str | None, str | None]:
+def _client_credentials(
+    request: Request, form: MultiDict[str, str]
+) -> tuple[str | None, str | None]:
     auth = request.authorization
     if auth is not None and auth.type == "basic":
         return auth.username, auth.password
     return form.get("client_id"), form.get("client_secret")
 
 
-def issue(sim: OuraSimulator, user_id: str, scopes: frozenset[str]) -> tuple[TokenRecord, dict[str, Any]]:
+def issue(
+    sim: OuraSimulator, user_id: str, scopes: frozenset[str]
+) -> tuple[TokenRecord, dict[str, Any]]:
     rec = TokenRecord(
         access_token="_0XBPWQQ_" + secrets.token_urlsafe(32),
         refresh_token="_1XBPWQQ_" + secrets.token_urlsafe(32),

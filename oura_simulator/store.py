@@ -198,7 +198,7 @@ class Store:
 
         def keep(doc: Doc) -> None:
             ts = data.filter_ts(dtype, doc)
-            if ts is not None and (start and ts < start or end and ts > end):
+            if ts is not None and ((start and ts < start) or (end and ts > end)):
                 return
             out.append((ts or far_past, str(doc.get("id", doc.get("day", ""))), doc))
 
@@ -214,7 +214,9 @@ class Store:
 
     def hidden_id(self, user: SimUser, dtype: str, doc: Doc) -> str:
         # cardiovascular_age without ids (2024 mode) still needs an identity for overrides.
-        return data.make_id(self.config.seed, user.oura_user_id, dtype, date.fromisoformat(doc["day"]), 0)
+        return data.make_id(
+            self.config.seed, user.oura_user_id, dtype, date.fromisoformat(doc["day"]), 0
+        )
 
     def get_document(self, uid: str, dtype: str, doc_id: str) -> Doc | None:
         user = self.get_user(uid)

@@ -74,7 +74,10 @@ class WebhookReceiver:
         if req.method == "GET":
             with self._lock:
                 self.challenges.append(dict(req.args))
-            if not self.challenge_ok or req.args.get("verification_token") != self.verification_token:
+            if (
+                not self.challenge_ok
+                or req.args.get("verification_token") != self.verification_token
+            ):
                 resp = Response('{"detail":"bad token"}', 401, content_type="application/json")
             else:
                 body = json.dumps({"challenge": req.args.get("challenge")})

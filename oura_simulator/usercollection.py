@@ -176,7 +176,9 @@ def resolve_query(dtype: str, args: Any, sandbox: bool) -> Query:
         except (KeyError, TypeError, ValueError):
             raise BadRequest(detail(400, "Invalid next_token")) from None
     timeseries = dtype in data.TIMESERIES_TYPES
-    s_name, e_name = ("start_datetime", "end_datetime") if timeseries else ("start_date", "end_date")
+    s_name, e_name = (
+        ("start_datetime", "end_datetime") if timeseries else ("start_date", "end_date")
+    )
     raw_s, raw_e = args.get(s_name) or None, args.get(e_name) or None
     start = parse_when(s_name, raw_s, not timeseries) if raw_s else None
     end = parse_when(e_name, raw_e, not timeseries) if raw_e else None
@@ -222,7 +224,9 @@ def list_collection(store: Store, uid: str, dtype: str, q: Query, page_size: int
     return {"data": [_project(d, keep) for d in page], "next_token": token}
 
 
-def _scope_failure(sim: OuraSimulator, rec: TokenRecord, dtype: str, single: bool) -> Response | None:
+def _scope_failure(
+    sim: OuraSimulator, rec: TokenRecord, dtype: str, single: bool
+) -> Response | None:
     needed = COLLECTION_SCOPES[dtype]
     if not needed or rec.scopes & set(needed):
         return None
@@ -302,7 +306,9 @@ def _sandbox_id(seed: int, uid: str, dtype: str, doc: Doc) -> Doc:
     return {**doc, "id": f"{dtype}-{idx + 1}-{day.year}-{day.month}-{day.day}"}
 
 
-def handle_sandbox(sim: OuraSimulator, request: Request, bearer: str | None, parts: list[str]) -> Response:
+def handle_sandbox(
+    sim: OuraSimulator, request: Request, bearer: str | None, parts: list[str]
+) -> Response:
     if not bearer:
         return detail(401, "Not authenticated")
     dtype = parts[0] if parts else ""

@@ -75,8 +75,10 @@ def _validate(body: Any, required: tuple[str, ...]) -> list[dict[str, Any]]:
         if name not in body:
             errors.append(pydantic_item("missing", ["body", name], "Field required", body))
     for name in ("callback_url", "verification_token"):
-        if name in body and not isinstance(body[name], str) and not (
-            body[name] is None and name not in required
+        if (
+            name in body
+            and not isinstance(body[name], str)
+            and not (body[name] is None and name not in required)
         ):
             errors.append(pydantic_item("string_type", ["body", name],
                                         "Input should be a valid string", body[name]))  # fmt: skip
@@ -258,7 +260,9 @@ class Emitter:
             targets = [
                 s
                 for s in self.sim.store.subscriptions.values()
-                if s.event_type == event_type and s.data_type == data_type and s.expiration_time > now
+                if s.event_type == event_type
+                and s.data_type == data_type
+                and s.expiration_time > now
             ]
         copies = 2 if cfg.duplicate_delivery else 1
         jobs = [(s.id, body) for s in targets for _ in range(copies)]
@@ -361,7 +365,9 @@ class Emitter:
             error = type(exc).__name__
         d.status = status
         d.attempt_log.append((time.time(), status, error))
-        if status is not None and (200 <= status < 300 or (cfg.success_on_3xx and 300 <= status < 400)):
+        if status is not None and (
+            200 <= status < 300 or (cfg.success_on_3xx and 300 <= status < 400)
+        ):
             d.done = d.succeeded = True
             return None
         if status == 410:  # the receiver cancels the subscription (CONTRACT 5.4)
