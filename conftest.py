@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -65,6 +66,28 @@ def purge_streams() -> None:
 def clean_streams() -> None:
     """Start with empty streams, so a test reads only what it published."""
     purge_streams()
+
+
+@pytest.fixture
+def subprocess_env(transactional_db: None) -> dict[str, str]:
+    """Environment for a `manage.py` child process that must see this test's database.
+
+    pytest-django renames the database (test_<name>); a child process reading DATABASE_URL
+    would otherwise open the development one. Tests using it must be transactional, so the
+    child sees committed rows.
+    """
+    from django.db import connection
+
+    db = connection.settings_dict
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    url = f"postgresql://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "HEALTH_ENV": "test",
+        "HEALTH_EMBEDDED_SERVICES": "false",
+        "LOG_FORMAT": "json",
+    }
 
 
 @pytest.fixture

@@ -73,3 +73,102 @@ class RawEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.event_id}"
+
+
+class OuraConnection(models.Model):
+    """Our user's link to their Oura account, with OAuth tokens encrypted at rest.
+
+    `access_token_enc` and `refresh_token_enc` hold Fernet ciphertext (ingestion/crypto.py);
+    the clear tokens exist only in memory while a request to Oura is made.
+    """
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        NEEDS_REAUTH = "needs_reauth"
+        REVOKED = "revoked"
+
+    user_id = models.CharField(max_length=64, unique=True)
+    provider_user_id = models.CharField(
+        max_length=128, unique=True, help_text="Oura personal_info.id (webhook user_id)"
+    )
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.ACTIVE)
+    scopes = models.JSONField(default=list)
+    access_token_enc = models.BinaryField(null=True, editable=False)
+    refresh_token_enc = models.BinaryField(null=True, editable=False)
+    access_token_expires_at = models.DateTimeField(null=True)
+    token_version = models.PositiveIntegerField(
+        default=0, help_text="bumped on every refresh; guards concurrent refreshes"
+    )
+    connected_at = models.DateTimeField(default=timezone.now)
+    last_refresh_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = health_table("oura_connections")
+
+    def __str__(self) -> str:
+        return f"{self.user_id} ↔ oura {self.provider_user_id} ({self.status})"
+
+
+class OAuthState(models.Model):
+    """A pending connect: the `state` we sent to Oura, bound to one user, used once."""
+
+    state_hash = models.CharField(max_length=64, unique=True)
+    user_id = models.CharField(max_length=64)
+    code_verifier_enc = models.BinaryField(editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = health_table("oura_oauth_states")
+
+    def __str__(self) -> str:
+        return f"oauth state for {self.user_id}"
+
+
+class WebhookSubscription(models.Model):
+    """Our mirror of one Oura webhook subscription (event_type × data_type)."""
+
+    subscription_id = models.CharField(max_length=64, unique=True)
+    event_type = models.CharField(max_length=10)
+    data_type = models.CharField(max_length=40)
+    callback_url = models.URLField(max_length=500)
+    expiration_time = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+    renewed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = health_table("oura_webhook_subscriptions")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["callback_url", "event_type", "data_type"], name="subscription_kind_uniq"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type}:{self.data_type} until {self.expiration_time:%Y-%m-%d}"
+
+
+class RateLimitWindow(models.Model):
+    """The shared Oura request budget: one row per app and window, counted in Postgres.
+
+    Every process (web, normalizer, workers) takes from the same row with an atomic UPDATE,
+    so the budget holds across processes and machines.
+    """
+
+    bucket = models.CharField(max_length=64)
+    window_start = models.DateTimeField()
+    used = models.PositiveIntegerField(default=0)
+    blocked_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = health_table("oura_rate_limit_windows")
+        constraints = [
+            models.UniqueConstraint(fields=["bucket", "window_start"], name="rate_window_uniq")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bucket} {self.window_start:%H:%M:%S} used={self.used}"
