@@ -85,7 +85,7 @@ class OuraSimulator:
         )
         self.base_url = f"http://{host}:{self._server.server_port}"
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="oura-sim-http", daemon=True
+            target=self._server.serve_forever, args=(0.05,), name="oura-sim-http", daemon=True
         )
         self._thread.start()
         self.emitter.start()

@@ -121,7 +121,7 @@ class Store:
         self.revoked_tokens: list[str] = []
         self.overrides: dict[tuple[str, str], dict[str, Doc]] = {}
         self.tombstones: dict[tuple[str, str], set[str]] = {}
-        self.ts_overrides: dict[tuple[str, str], dict[str, Doc]] = {}
+        self.ts_overrides: dict[tuple[str, str], list[Doc]] = {}
         self.subscriptions: dict[str, Subscription] = {}
         self.requests: list[RequestRecord] = []
         self.login_user: str | None = None
@@ -264,27 +264,33 @@ class Store:
         dtype: str,
         start: datetime,
         end: datetime,
-        after_ms: int | None,
+        after: tuple[int, int] | None,
         limit: int | None,
-    ) -> tuple[list[Doc], bool]:
-        """Rows with start <= ts <= end (and ts > after_ms), oldest first; (rows, more?)."""
+    ) -> tuple[list[Doc], tuple[int, int] | None]:
+        """Rows with start <= ts <= end, oldest first, resuming after a cursor.
+
+        The cursor is (ms, n): skip rows before ms and the first n rows stamped exactly ms,
+        because real recordings contain duplicate timestamps. Returns (rows, next cursor).
+        """
         user = self.get_user(uid)
         bounds = self.history_bounds(user)
         with self.lock:
-            extra = list(self.ts_overrides.get((uid, dtype), {}).values())
+            extra = list(self.ts_overrides.get((uid, dtype), []))
         extra_by_day: dict[date, list[tuple[int, Doc]]] = {}
         for row in extra:
             ts = data.parse_instant(row["timestamp"])
             extra_by_day.setdefault(ts.astimezone(UTC).date(), []).append(
-                (int(ts.timestamp() * 1000), row)
+                (round(ts.timestamp() * 1000), row)
             )
         now_ms = int(time.time() * 1000)
-        start_ms = int(start.timestamp() * 1000)
-        end_ms = int(end.timestamp() * 1000)
-        lo_ms = max(start_ms, (after_ms + 1) if after_ms is not None else start_ms)
+        start_ms = round(start.timestamp() * 1000)
+        end_ms = round(end.timestamp() * 1000)
+        skip_ms, skip_n = after if after is not None else (start_ms, 0)
+        lo_ms = max(start_ms, skip_ms)
         day = datetime.fromtimestamp(lo_ms / 1000, UTC).date()
         last_day = end.astimezone(UTC).date()
         out: list[Doc] = []
+        last_ms, same = skip_ms, skip_n if lo_ms == skip_ms else 0
         opts = self.gen_options()
         gen = data.generate_heartrate if dtype == "heartrate" else data.generate_battery
         while day <= last_day:
@@ -296,17 +302,24 @@ class Store:
                         rows.append((t, row))
             rows.extend(extra_by_day.get(day, []))
             rows.sort(key=lambda x: x[0])
+            seen_at_skip = 0
             for t, row in rows:
-                if lo_ms <= t <= end_ms:
-                    out.append(row)
-                    if limit is not None and len(out) > limit:
-                        return out[:limit], True
+                if t < lo_ms or t > end_ms:
+                    continue
+                if t == skip_ms and seen_at_skip < skip_n:
+                    seen_at_skip += 1
+                    continue
+                if limit is not None and len(out) == limit:
+                    return out, (last_ms, same)
+                out.append(row)
+                same = same + 1 if t == last_ms else 1
+                last_ms = t
             day += timedelta(days=1)
-        return out, False
+        return out, None
 
     def put_timeseries_row(self, uid: str, dtype: str, row: Doc) -> None:
         with self.lock:
-            self.ts_overrides.setdefault((uid, dtype), {})[row["timestamp"]] = row
+            self.ts_overrides.setdefault((uid, dtype), []).append(row)
 
     # ---- request log ---------------------------------------------------------------------------
 

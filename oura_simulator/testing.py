@@ -59,7 +59,7 @@ class WebhookReceiver:
 
     def start(self, host: str = "127.0.0.1") -> str:
         self._server = make_server(host, 0, self._app, threaded=True, request_handler=_QuietHandler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
         self.url = f"http://{host}:{self._server.server_port}/oura/webhook"
         return self.url
 

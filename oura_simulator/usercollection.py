@@ -209,10 +209,10 @@ def list_collection(store: Store, uid: str, dtype: str, q: Query, page_size: int
         if q.latest:
             rows, _ = store.timeseries(uid, dtype, q.start, q.end, None, None)
             return {"data": [_project(r, keep) for r in rows[-1:]], "next_token": None}
-        rows, more = store.timeseries(uid, dtype, q.start, q.end, q.cursor, ts_page_size)
-        token = None
-        if more and rows:
-            token = q.token(int(data.parse_instant(rows[-1]["timestamp"]).timestamp() * 1000))
+        after = (q.cursor // 10_000, q.cursor % 10_000) if q.cursor is not None else None
+        rows, nxt = store.timeseries(uid, dtype, q.start, q.end, after, ts_page_size)
+        # One opaque integer carries (ms, rows already sent at that ms).
+        token = q.token(nxt[0] * 10_000 + nxt[1]) if nxt else None
         return {"data": [_project(r, keep) for r in rows], "next_token": token}
     if dtype == "ring_configuration":
         docs = store.list_documents(uid, dtype, None, None)
