@@ -129,7 +129,7 @@ class OAuthState(models.Model):
 
 
 class WebhookSubscription(models.Model):
-    """Our mirror of one Oura webhook subscription (event_type × data_type)."""
+    """Our mirror of one Oura webhook subscription (event_type x data_type)."""
 
     subscription_id = models.CharField(max_length=64, unique=True)
     event_type = models.CharField(max_length=10)

@@ -5,78 +5,129 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('ingestion', '0001_initial'),
+        ("ingestion", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='OAuthState',
+            name="OAuthState",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('state_hash', models.CharField(max_length=64, unique=True)),
-                ('user_id', models.CharField(max_length=64)),
-                ('code_verifier_enc', models.BinaryField()),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('expires_at', models.DateTimeField()),
-                ('used_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("state_hash", models.CharField(max_length=64, unique=True)),
+                ("user_id", models.CharField(max_length=64)),
+                ("code_verifier_enc", models.BinaryField()),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("expires_at", models.DateTimeField()),
+                ("used_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'db_table': 'health"."oura_oauth_states',
+                "db_table": 'health"."oura_oauth_states',
             },
         ),
         migrations.CreateModel(
-            name='OuraConnection',
+            name="OuraConnection",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('user_id', models.CharField(max_length=64, unique=True)),
-                ('provider_user_id', models.CharField(help_text='Oura personal_info.id (webhook user_id)', max_length=128, unique=True)),
-                ('status', models.CharField(choices=[('active', 'Active'), ('needs_reauth', 'Needs Reauth'), ('revoked', 'Revoked')], default='active', max_length=12)),
-                ('scopes', models.JSONField(default=list)),
-                ('access_token_enc', models.BinaryField(null=True)),
-                ('refresh_token_enc', models.BinaryField(null=True)),
-                ('access_token_expires_at', models.DateTimeField(null=True)),
-                ('token_version', models.PositiveIntegerField(default=0, help_text='bumped on every refresh; guards concurrent refreshes')),
-                ('connected_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('last_refresh_at', models.DateTimeField(blank=True, null=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("user_id", models.CharField(max_length=64, unique=True)),
+                (
+                    "provider_user_id",
+                    models.CharField(
+                        help_text="Oura personal_info.id (webhook user_id)",
+                        max_length=128,
+                        unique=True,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("active", "Active"),
+                            ("needs_reauth", "Needs Reauth"),
+                            ("revoked", "Revoked"),
+                        ],
+                        default="active",
+                        max_length=12,
+                    ),
+                ),
+                ("scopes", models.JSONField(default=list)),
+                ("access_token_enc", models.BinaryField(null=True)),
+                ("refresh_token_enc", models.BinaryField(null=True)),
+                ("access_token_expires_at", models.DateTimeField(null=True)),
+                (
+                    "token_version",
+                    models.PositiveIntegerField(
+                        default=0, help_text="bumped on every refresh; guards concurrent refreshes"
+                    ),
+                ),
+                ("connected_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("last_refresh_at", models.DateTimeField(blank=True, null=True)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
             ],
             options={
-                'db_table': 'health"."oura_connections',
+                "db_table": 'health"."oura_connections',
             },
         ),
         migrations.CreateModel(
-            name='RateLimitWindow',
+            name="RateLimitWindow",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('bucket', models.CharField(max_length=64)),
-                ('window_start', models.DateTimeField()),
-                ('used', models.PositiveIntegerField(default=0)),
-                ('blocked_until', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("bucket", models.CharField(max_length=64)),
+                ("window_start", models.DateTimeField()),
+                ("used", models.PositiveIntegerField(default=0)),
+                ("blocked_until", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'db_table': 'health"."oura_rate_limit_windows',
-                'constraints': [models.UniqueConstraint(fields=('bucket', 'window_start'), name='rate_window_uniq')],
+                "db_table": 'health"."oura_rate_limit_windows',
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("bucket", "window_start"), name="rate_window_uniq"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='WebhookSubscription',
+            name="WebhookSubscription",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('subscription_id', models.CharField(max_length=64, unique=True)),
-                ('event_type', models.CharField(max_length=10)),
-                ('data_type', models.CharField(max_length=40)),
-                ('callback_url', models.URLField(max_length=500)),
-                ('expiration_time', models.DateTimeField()),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('renewed_at', models.DateTimeField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("subscription_id", models.CharField(max_length=64, unique=True)),
+                ("event_type", models.CharField(max_length=10)),
+                ("data_type", models.CharField(max_length=40)),
+                ("callback_url", models.URLField(max_length=500)),
+                ("expiration_time", models.DateTimeField()),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("renewed_at", models.DateTimeField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
             ],
             options={
-                'db_table': 'health"."oura_webhook_subscriptions',
-                'constraints': [models.UniqueConstraint(fields=('callback_url', 'event_type', 'data_type'), name='subscription_kind_uniq')],
+                "db_table": 'health"."oura_webhook_subscriptions',
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("callback_url", "event_type", "data_type"),
+                        name="subscription_kind_uniq",
+                    )
+                ],
             },
         ),
     ]

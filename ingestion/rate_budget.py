@@ -1,0 +1,138 @@
+"""One Oura request budget per application, shared by every process through Postgres.
+
+Oura allows OURA_APP_RATE_LIMIT requests per OURA_APP_RATE_WINDOW_S (5000 per 300 s by
+default). Each request first takes a unit from the current fixed window with one atomic
+UPDATE, so webhook fetches, normalizers and backfill workers on any machine draw from the
+same count. Backfill may use only part of each window (BACKFILL_SHARE): the rest is kept for
+live webhook fetches, which therefore always go first when the budget is tight.
+
+A 429 from Oura sets `blocked_until` on the window, which pauses every process until the
+time Oura named in Retry-After.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db import connection
+
+from core.metrics import provider_rate_limit_hits
+
+logger = logging.getLogger(__name__)
+
+BACKFILL_SHARE = 0.8
+BUCKET = "oura-app"
+
+
+class Priority(enum.Enum):
+    LIVE = "live"  # webhook fetches, token refreshes, connect flow
+    BACKFILL = "backfill"
+
+
+@dataclass(frozen=True)
+class BudgetExhausted(Exception):
+    retry_at: datetime
+
+    @property
+    def retry_after_s(self) -> float:
+        return max(0.0, (self.retry_at - datetime.now(UTC)).total_seconds())
+
+
+def _window_start(now: datetime) -> datetime:
+    window = settings.OURA_APP_RATE_WINDOW_S
+    epoch = int(now.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % window, UTC)
+
+
+def _cap(priority: Priority) -> int:
+    limit: int = settings.OURA_APP_RATE_LIMIT
+    return limit if priority is Priority.LIVE else max(1, int(limit * BACKFILL_SHARE))
+
+
+_BLOCK_ROW_START = datetime(1970, 1, 1, tzinfo=UTC)  # the one row that carries a 429 pause
+
+
+def try_acquire(priority: Priority = Priority.LIVE, *, now: datetime | None = None) -> None:
+    """Take one request from the current window, or raise BudgetExhausted with when to retry."""
+    now = now or datetime.now(UTC)
+    start = _window_start(now)
+    next_window = start + timedelta(seconds=settings.OURA_APP_RATE_WINDOW_S)
+    with connection.cursor() as cursor:
+        # Insert-or-increment in one statement. The conditional increment means concurrent
+        # callers can never push `used` past the cap; nothing is taken while a 429 pause holds.
+        cursor.execute(
+            """
+            INSERT INTO health.oura_rate_limit_windows (bucket, window_start, used)
+            SELECT %(bucket)s, %(start)s, 1
+             WHERE NOT EXISTS (
+                   SELECT 1 FROM health.oura_rate_limit_windows
+                    WHERE bucket = %(bucket)s AND window_start = %(block)s
+                      AND blocked_until > %(now)s)
+            ON CONFLICT (bucket, window_start) DO UPDATE
+               SET used = health.oura_rate_limit_windows.used + 1
+             WHERE health.oura_rate_limit_windows.used < %(cap)s
+            RETURNING used
+            """,
+            {"bucket": BUCKET, "start": start, "block": _BLOCK_ROW_START, "now": now,
+             "cap": _cap(priority)},
+        )  # fmt: skip
+        if cursor.fetchone() is not None:
+            return
+        cursor.execute(
+            "SELECT blocked_until FROM health.oura_rate_limit_windows "
+            "WHERE bucket = %s AND window_start = %s",
+            [BUCKET, _BLOCK_ROW_START],
+        )
+        row = cursor.fetchone()
+    blocked_until = row[0] if row else None
+    retry_at = blocked_until if blocked_until and blocked_until > now else next_window
+    provider_rate_limit_hits.labels(provider="oura", source="local_budget").inc()
+    raise BudgetExhausted(retry_at=retry_at)
+
+
+def acquire(
+    priority: Priority = Priority.LIVE, *, max_wait_s: float = 0.0, sleep: bool = True
+) -> None:
+    """Take one request, waiting up to `max_wait_s` for the budget; else BudgetExhausted."""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        try:
+            try_acquire(priority)
+            return
+        except BudgetExhausted as exhausted:
+            wait = exhausted.retry_after_s
+            if not sleep or time.monotonic() + wait > deadline:
+                raise
+            logger.info("oura_budget_wait", extra={"wait_s": round(wait, 3)})
+            time.sleep(max(wait, 0.01))
+
+
+def block_until(until: datetime) -> None:
+    """Oura said 429: stop every process from calling until `until`."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO health.oura_rate_limit_windows (bucket, window_start, used, blocked_until)
+            VALUES (%s, %s, 0, %s)
+            ON CONFLICT (bucket, window_start) DO UPDATE
+               SET blocked_until = GREATEST(health.oura_rate_limit_windows.blocked_until,
+                                            EXCLUDED.blocked_until)
+            """,
+            [BUCKET, _BLOCK_ROW_START, until],
+        )
+
+
+def used_in_current_window() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT used FROM health.oura_rate_limit_windows "
+            "WHERE bucket = %s AND window_start = %s",
+            [BUCKET, _window_start(datetime.now(UTC))],
+        )
+        row = cursor.fetchone()
+    return int(row[0]) if row else 0
