@@ -12,6 +12,8 @@ from functools import lru_cache
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 
+_NO_KEY = "no configured TOKEN_ENCRYPTION_KEYS key decrypts this"
+
 
 class TokenDecryptionError(RuntimeError):
     """No configured key opens this ciphertext (a key was dropped too early)."""
@@ -34,9 +36,7 @@ def decrypt(cipher: bytes | memoryview) -> str:
     try:
         return _current().decrypt(bytes(cipher)).decode()
     except InvalidToken:
-        raise TokenDecryptionError(
-            "no configured TOKEN_ENCRYPTION_KEYS key decrypts this"
-        ) from None
+        raise TokenDecryptionError(_NO_KEY) from None
 
 
 def rotate(cipher: bytes | memoryview) -> bytes:
@@ -44,6 +44,4 @@ def rotate(cipher: bytes | memoryview) -> bytes:
     try:
         return _current().rotate(bytes(cipher))
     except InvalidToken:
-        raise TokenDecryptionError(
-            "no configured TOKEN_ENCRYPTION_KEYS key decrypts this"
-        ) from None
+        raise TokenDecryptionError(_NO_KEY) from None

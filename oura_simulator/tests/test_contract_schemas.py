@@ -86,7 +86,11 @@ def _list_params(path: str) -> dict[str, str]:
         end = datetime.now(UTC)
         return {"start_datetime": (end - timedelta(hours=30)).isoformat(), "end_datetime": end.isoformat()}
     if "start_date" in names:
-        return {"start_date": (today - timedelta(days=399)).isoformat(), "end_date": today.isoformat()}
+        # Sparse types need a long window to contain anything; dense ones stay short so
+        # schema validation of 1440-item MET arrays does not dominate the run.
+        sparse = any(t in path for t in ("rest_mode_period", "tag", "vO2_max", "session"))
+        back = 399 if sparse else 10
+        return {"start_date": (today - timedelta(days=back)).isoformat(), "end_date": today.isoformat()}
     return {}
 
 
