@@ -1,0 +1,175 @@
+"""Date semantics, paging, projection, latest (CONTRACT 3.3-3.5)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from oura_simulator import OuraSimulator, SimulatorConfig
+
+from .conftest import ApiClient
+
+D = (datetime.now(UTC).date() - timedelta(days=20)).isoformat()
+D1 = (date.fromisoformat(D) + timedelta(days=1)).isoformat()
+
+
+def days(resp_json: dict) -> list[str]:
+    return [d["day"] for d in resp_json["data"]]
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    ["daily_readiness", "daily_sleep", "daily_stress", "daily_spo2", "daily_resilience",
+     "daily_cardiovascular_age", "sleep_time"],
+)  # fmt: skip
+def test_midnight_stamped_daily_collections_are_end_inclusive(api: ApiClient, dtype: str) -> None:
+    assert days(api.get(f"/v2/usercollection/{dtype}", start_date=D, end_date=D).json()) == [D]
+    both = api.get(f"/v2/usercollection/{dtype}", start_date=D, end_date=D1).json()
+    assert days(both) == [D, D1]
+
+
+def test_daily_activity_is_end_exclusive(api: ApiClient) -> None:
+    path = "/v2/usercollection/daily_activity"
+    assert api.get(path, start_date=D, end_date=D).json()["data"] == []
+    assert days(api.get(path, start_date=D, end_date=D1).json()) == [D]
+    # The OW workaround: a date-time end includes the whole day (CONTRACT 3.3).
+    assert days(api.get(path, start_date=D, end_date=f"{D}T23:59:59").json()) == [D]
+
+
+def test_workout_and_sleep_filter_on_start_instant(api: ApiClient) -> None:
+    for dtype, key in (("workout", "start_datetime"), ("sleep", "bedtime_start"),
+                       ("session", "start_datetime")):  # fmt: skip
+        docs = api.get(f"/v2/usercollection/{dtype}", start_date=D, end_date=D1).json()["data"]
+        lo = datetime.fromisoformat(D).replace(tzinfo=UTC)
+        for doc in docs:
+            assert lo <= datetime.fromisoformat(doc[key]) <= lo + timedelta(days=1)
+
+
+def test_documents_helper_matches_http(api: ApiClient) -> None:
+    uid = api.user.oura_user_id
+    for dtype in ("daily_activity", "sleep", "workout", "daily_readiness"):
+        http = api.get(f"/v2/usercollection/{dtype}", start_date=D, end_date=D1).json()["data"]
+        assert http == api.sim.documents(uid, dtype, D, D1)
+
+
+def test_validation_errors(api: ApiClient) -> None:
+    path = "/v2/usercollection/daily_sleep"
+    impossible = api.get(path, start_date="2026-02-29")
+    assert impossible.status_code == 422
+    assert impossible.json()["detail"][0]["type"].endswith("parsing")
+    reversed_range = api.get(path, start_date=D1, end_date=D)
+    assert reversed_range.status_code == 400
+    assert D1 in reversed_range.json()["detail"]
+    assert api.get(path, start_date="garbage").status_code == 422
+    assert api.get(path, next_token="!!!not-a-token").status_code == 400
+
+
+def test_oldest_first_and_defaults(api: ApiClient) -> None:
+    default = api.get("/v2/usercollection/daily_readiness").json()["data"]
+    today = datetime.now(UTC).date()
+    assert days({"data": default}) == [(today - timedelta(days=1)).isoformat(), today.isoformat()]
+    hr = api.get("/v2/usercollection/heartrate").json()["data"]
+    stamps = [r["timestamp_unix"] for r in hr]
+    assert stamps == sorted(stamps)
+    assert stamps[0] >= (datetime.now(UTC) - timedelta(hours=24, seconds=5)).timestamp() * 1000
+
+
+@pytest.mark.parametrize("resend_params", [True, False])
+def test_document_paging_visits_every_row_once(resend_params: bool) -> None:
+    sim = OuraSimulator(SimulatorConfig(document_page_size=7))
+    sim.start()
+    try:
+        api = ApiClient(sim, sim.add_user(history_days=60))
+        params = {"start_date": "2000-01-01", "end_date": "2100-01-01"}
+        ids: list[str] = []
+        resp = api.get("/v2/usercollection/daily_sleep", **params).json()
+        pages = 1
+        while True:
+            ids += [d["id"] for d in resp["data"]]
+            if not resp["next_token"]:
+                break
+            query = {**params, "next_token": resp["next_token"]} if resend_params else {
+                "next_token": resp["next_token"]
+            }
+            resp = api.get("/v2/usercollection/daily_sleep", **query).json()
+            pages += 1
+        expected = [d["id"] for d in sim.documents(api.user.oura_user_id, "daily_sleep")]
+        assert ids == expected and len(set(ids)) == 60
+        assert pages == 9
+        # An empty next_token= is the same as none (CONTRACT 3.3).
+        assert api.get("/v2/usercollection/daily_sleep", **params, next_token="").json()[
+            "data"
+        ][0]["id"] == expected[0]
+    finally:
+        sim.stop()
+
+
+def test_heartrate_pages_at_1000_rows(api: ApiClient) -> None:
+    start = (datetime.now(UTC) - timedelta(days=3)).replace(microsecond=0)
+    end = start + timedelta(days=2)
+    params = {"start_datetime": start.isoformat(), "end_datetime": end.isoformat()}
+    first = api.get("/v2/usercollection/heartrate", **params).json()
+    assert len(first["data"]) == 1000 and first["next_token"]
+    rows = api.collect("/v2/usercollection/heartrate", **params)
+    expected = api.sim.documents(api.user.oura_user_id, "heartrate", start, end)
+    assert rows == expected
+    assert len({r["timestamp_unix"] for r in rows}) == len(rows)
+    alone = api.get("/v2/usercollection/heartrate", next_token=first["next_token"]).json()
+    assert alone["data"][0] == rows[1000]
+
+
+def test_fields_projection(api: ApiClient) -> None:
+    doc = api.get("/v2/usercollection/daily_readiness", start_date=D, end_date=D,
+                  fields="score,day,bogus").json()["data"][0]  # fmt: skip
+    assert set(doc) == {"id", "score", "day"}
+    full = api.get("/v2/usercollection/daily_readiness", start_date=D, end_date=D,
+                   fields="bogus").json()["data"][0]  # fmt: skip
+    assert "contributors" in full
+    row = api.get("/v2/usercollection/heartrate", fields="bpm").json()["data"][0]
+    assert set(row) == {"timestamp", "bpm"}
+
+
+def test_latest_only_on_time_series(api: ApiClient) -> None:
+    latest = api.get("/v2/usercollection/heartrate", latest="true").json()
+    assert len(latest["data"]) == 1
+    everything = api.get("/v2/usercollection/heartrate").json()["data"]
+    assert latest["data"][0] == everything[-1]
+    battery = api.get("/v2/usercollection/ring_battery_level", latest="true").json()["data"]
+    assert len(battery) == 1
+    ignored = api.get("/v2/usercollection/daily_sleep", start_date=D, end_date=D1, latest="true")
+    assert len(ignored.json()["data"]) == 2
+
+
+def test_five_years_served_lazily() -> None:
+    import time
+
+    sim = OuraSimulator()
+    sim.start()
+    try:
+        api = ApiClient(sim, sim.add_user())
+        started = time.perf_counter()
+        docs = api.collect("/v2/usercollection/daily_readiness", start_date="2000-01-01",
+                           end_date=datetime.now(UTC).date().isoformat())  # fmt: skip
+        elapsed = time.perf_counter() - started
+        assert 1820 <= len(docs) <= 1830
+        assert elapsed < 5, elapsed
+        # Nothing was materialised: overrides stay empty, generation is per request.
+        assert not sim.store.overrides
+    finally:
+        sim.stop()
+
+
+def test_same_user_same_day_is_deterministic() -> None:
+    docs = []
+    for _ in range(2):
+        sim = OuraSimulator(SimulatorConfig(seed=7))
+        user = sim.add_user()
+        docs.append(
+            (user.oura_user_id, sim.documents(user.oura_user_id, "sleep", D, D1),
+             sim.documents(user.oura_user_id, "heartrate", D, D1))  # fmt: skip
+        )
+    assert docs[0] == docs[1]
+    other = OuraSimulator(SimulatorConfig(seed=8)).add_user("same-id")
+    again = OuraSimulator(SimulatorConfig(seed=8)).add_user("same-id")
+    assert other.profile == again.profile
