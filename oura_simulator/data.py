@@ -830,9 +830,9 @@ def generate_battery(p: Profile, utc_day: date, opts: GenOptions) -> list[Doc]:
 
 def generate_new(p: Profile, dtype: str, day: date, opts: GenOptions, salt: int) -> Doc:
     """A fresh realistic document for put_document(document=None): new uuid, given day."""
-    for idx in range(16):
-        # Borrow a generated template from a shifted day so every type yields something.
-        probe = day - timedelta(days=idx * 7 + salt % 5)
+    for idx in range(200):
+        # Borrow a generated template from a nearby day; sparse types need a long probe.
+        probe = day - timedelta(days=idx + salt % 5)
         docs = generate_day(p, dtype, probe, GenOptions())
         if docs:
             doc = _reday(docs[0], probe, day)
