@@ -273,10 +273,11 @@ class OuraSimulator:
         s, e = to_instant(start), to_instant(end)
         if dtype in data.TIMESERIES_TYPES:
             bounds = self.store.history_bounds(self.store.get_user(oura_user_id))
-            if s is None:
-                s = to_instant(bounds[0]) if bounds else datetime(1970, 1, 1, tzinfo=UTC)
+            first = s or datetime(1970, 1, 1, tzinfo=UTC)
+            if s is None and bounds:
+                first = datetime(bounds[0].year, bounds[0].month, bounds[0].day, tzinfo=UTC)
             rows, _ = self.store.timeseries(
-                oura_user_id, dtype, s, e or datetime.now(UTC), None, None
+                oura_user_id, dtype, first, e or datetime.now(UTC), None, None
             )
             return rows
         return self.store.list_documents(oura_user_id, dtype, s, e)
@@ -386,13 +387,17 @@ class OuraSimulator:
             if forced == 429:
                 now = int(time.time())
                 window = int(cfg.rate_limit_window_s)
-                return detail(429, "Rate limit exceeded", {
-                    "Retry-After": "1",
-                    "X-RateLimit-Limit": str(cfg.rate_limit_per_token),
-                    "X-RateLimit-Window": str(window),
-                    "X-RateLimit-Reset": str(now + 1),
-                    "X-RateLimit-Tier": "token",
-                })  # fmt: skip
+                return detail(
+                    429,
+                    "Rate limit exceeded",
+                    {
+                        "Retry-After": "1",
+                        "X-RateLimit-Limit": str(cfg.rate_limit_per_token),
+                        "X-RateLimit-Window": str(window),
+                        "X-RateLimit-Reset": str(now + 1),
+                        "X-RateLimit-Tier": "token",
+                    },
+                )
             return detail(forced, _reason(forced))
         if roll_timeout:
             time.sleep(cfg.timeout_hang_s)  # longer than the client's timeout, then answer

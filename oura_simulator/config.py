@@ -33,7 +33,7 @@ DEFAULT_HISTORY_DAYS = 5 * 365 + 2
 class SimulatorConfig:
     # --- application credentials and OAuth -------------------------------------------------
     client_id: str = "sim-client-id"
-    client_secret: str = "sim-client-secret"
+    client_secret: str = "sim-client-secret"  # noqa: S105  dev default, env overrides
     # Empty list accepts any redirect_uri (handy in dev); otherwise exact match (CONTRACT 2.1).
     redirect_uris: list[str] = field(default_factory=list)
     issuer: str = "https://moi.ouraring.com/oauth/v2/ext/oauth-anonymous"

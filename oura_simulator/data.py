@@ -400,8 +400,16 @@ def _hypnogram(r: random.Random, slots: int) -> str:
     return "".join(out)
 
 
-def _sample(r: random.Random, n: int, center: float, spread: float, ts: str, interval: float,
-            null_p: float = 0.02, decimals: int = 0) -> Doc:  # fmt: skip
+def _sample(
+    r: random.Random,
+    n: int,
+    center: float,
+    spread: float,
+    ts: str,
+    interval: float,
+    null_p: float = 0.02,
+    decimals: int = 0,
+) -> Doc:
     items: list[float | None] = []
     v = center
     for _ in range(n):
@@ -479,10 +487,7 @@ def _daily_activity(p: Profile, st: DayState, r: random.Random) -> Doc:
     met_items: list[float | None] = []
     for slot in range(288):
         hour = 4 + slot * 5 // 60
-        if hour < 7 or hour >= 23:
-            c = "1"
-        else:
-            c = r.choices("012345", weights=[2, 6, 40, 35, 12, 5])[0]
+        c = "1" if hour < 7 or hour >= 23 else r.choices("012345", weights=[2, 6, 40, 35, 12, 5])[0]
         classes.append(c)
         base = {"0": 0.0, "1": 0.9, "2": 1.2, "3": 2.2, "4": 4.0, "5": 7.0}[c]
         for _ in range(5):
@@ -580,21 +585,25 @@ def generate_day(p: Profile, dtype: str, day: date, opts: GenOptions) -> list[Do
     docs: list[Doc] = []
     midnight = f"{iso}T00:00:00+00:00"
     if dtype == "daily_readiness":
-        docs.append({
-            "contributors": _contrib(r, st.readiness_score, _READINESS_CONTRIB, 0.03),
-            "day": iso,
-            "score": st.readiness_score,
-            "temperature_deviation": round(r.gauss(0, 0.25), 2),
-            "temperature_trend_deviation": round(r.gauss(0, 0.15), 2),
-            "timestamp": midnight,
-        })  # fmt: skip
+        docs.append(
+            {
+                "contributors": _contrib(r, st.readiness_score, _READINESS_CONTRIB, 0.03),
+                "day": iso,
+                "score": st.readiness_score,
+                "temperature_deviation": round(r.gauss(0, 0.25), 2),
+                "temperature_trend_deviation": round(r.gauss(0, 0.15), 2),
+                "timestamp": midnight,
+            }
+        )
     elif dtype == "daily_sleep":
-        docs.append({
-            "contributors": _contrib(r, st.sleep_score, _SLEEP_CONTRIB, 0.0),
-            "day": iso,
-            "score": st.sleep_score,
-            "timestamp": midnight,
-        })  # fmt: skip
+        docs.append(
+            {
+                "contributors": _contrib(r, st.sleep_score, _SLEEP_CONTRIB, 0.0),
+                "day": iso,
+                "score": st.sleep_score,
+                "timestamp": midnight,
+            }
+        )
     elif dtype == "daily_activity":
         docs.append(_daily_activity(p, st, r))
     elif dtype == "sleep":
@@ -611,115 +620,149 @@ def generate_day(p: Profile, dtype: str, day: date, opts: GenOptions) -> list[Do
             dur = r.randint(3, 20) * 60
             n = dur // 5
             ts = fmt_local(start, st.offset, millis=True)
-            docs.append({
-                "day": iso,
-                "start_datetime": fmt_local(start, st.offset),
-                "end_datetime": fmt_local(start + timedelta(seconds=dur), st.offset),
-                "type": r.choice(["breathing", "meditation", "relaxation", "rest", "body_status"]),
-                "heart_rate": _sample(r, n, p.rhr + 10, 3, ts, 5.0, 0.05, 1),
-                "heart_rate_variability": _sample(r, n, 95 - p.age, 8, ts, 5.0, 0.2, 1),
-                "mood": r.choice(["bad", "worse", "same", "good", "great", None]),
-                "motion_count": _sample(r, n, 18, 8, ts, 5.0, 0.0),
-            })  # fmt: skip
+            docs.append(
+                {
+                    "day": iso,
+                    "start_datetime": fmt_local(start, st.offset),
+                    "end_datetime": fmt_local(start + timedelta(seconds=dur), st.offset),
+                    "type": r.choice(
+                        ["breathing", "meditation", "relaxation", "rest", "body_status"]
+                    ),
+                    "heart_rate": _sample(r, n, p.rhr + 10, 3, ts, 5.0, 0.05, 1),
+                    "heart_rate_variability": _sample(r, n, 95 - p.age, 8, ts, 5.0, 0.2, 1),
+                    "mood": r.choice(["bad", "worse", "same", "good", "great", None]),
+                    "motion_count": _sample(r, n, 18, 8, ts, 5.0, 0.0),
+                }
+            )
     elif dtype == "daily_spo2":
-        docs.append({
-            "breathing_disturbance_index": r.randint(0, 30),
-            "day": iso,
-            "spo2_percentage": None if r.random() < 0.02 else {"average": round(r.uniform(94.5, 99.2), 3)},
-        })  # fmt: skip
+        docs.append(
+            {
+                "breathing_disturbance_index": r.randint(0, 30),
+                "day": iso,
+                "spo2_percentage": None
+                if r.random() < 0.02
+                else {"average": round(r.uniform(94.5, 99.2), 3)},
+            }
+        )
     elif dtype == "daily_stress":
-        docs.append({
-            "day": iso,
-            "day_summary": r.choice(["restored", "normal", "normal", "stressful", None]),
-            "recovery_high": r.randint(0, 24) * 900,
-            "stress_high": r.randint(0, 20) * 900,
-        })  # fmt: skip
+        docs.append(
+            {
+                "day": iso,
+                "day_summary": r.choice(["restored", "normal", "normal", "stressful", None]),
+                "recovery_high": r.randint(0, 24) * 900,
+                "stress_high": r.randint(0, 20) * 900,
+            }
+        )
     elif dtype == "daily_resilience":
-        docs.append({
-            "day": iso,
-            "contributors": {
-                "sleep_recovery": round(r.uniform(20, 95), 1),
-                "daytime_recovery": round(r.uniform(15, 90), 1),
-                "stress": round(r.uniform(10, 80), 1),
-            },
-            "level": r.choice(["limited", "adequate", "solid", "strong", "exceptional"]),
-        })  # fmt: skip
+        docs.append(
+            {
+                "day": iso,
+                "contributors": {
+                    "sleep_recovery": round(r.uniform(20, 95), 1),
+                    "daytime_recovery": round(r.uniform(15, 90), 1),
+                    "stress": round(r.uniform(10, 80), 1),
+                },
+                "level": r.choice(["limited", "adequate", "solid", "strong", "exceptional"]),
+            }
+        )
     elif dtype == "daily_cardiovascular_age":
-        docs.append({
-            "day": iso,
-            "pulse_wave_velocity": round(r.uniform(5.5, 9.5), 1),
-            "vascular_age": max(18, min(100, p.age + r.randint(-6, 6))),
-        })  # fmt: skip
+        docs.append(
+            {
+                "day": iso,
+                "pulse_wave_velocity": round(r.uniform(5.5, 9.5), 1),
+                "vascular_age": max(18, min(100, p.age + r.randint(-6, 6))),
+            }
+        )
     elif dtype == "vO2_max":
         if (day.toordinal() + p.rhr) % 7 == 0:
             when = datetime.combine(day, time(r.randint(6, 20), r.randint(0, 59), r.randint(0, 59)))
-            docs.append({
-                "day": iso,
-                "timestamp": fmt_local(when, st.offset),
-                "vo2_max": p.vo2 + r.randint(-2, 2),
-            })  # fmt: skip
+            docs.append(
+                {
+                    "day": iso,
+                    "timestamp": fmt_local(when, st.offset),
+                    "vo2_max": p.vo2 + r.randint(-2, 2),
+                }
+            )
     elif dtype == "sleep_time":
         status = r.choice(["optimal_found", "only_recommended_found", "not_enough_nights"])
         window = None
         if status == "optimal_found":
             s = r.randint(-6, 2) * 900
             window = {"day_tz": st.offset * 60, "start_offset": s, "end_offset": s + 3600}
-        docs.append({
-            "day": iso,
-            "optimal_bedtime": window,
-            "recommendation": r.choice(["earlier_bedtime", "follow_optimal_bedtime", "improve_efficiency"]),
-            "status": status,
-        })  # fmt: skip
+        docs.append(
+            {
+                "day": iso,
+                "optimal_bedtime": window,
+                "recommendation": r.choice(
+                    ["earlier_bedtime", "follow_optimal_bedtime", "improve_efficiency"]
+                ),
+                "status": status,
+            }
+        )
     elif dtype == "enhanced_tag":
         if r.random() < 0.25:
             when = datetime.combine(day, time(r.randint(8, 23), r.randint(0, 59), r.randint(0, 59)))
             custom = r.random() < 0.15
             has_end = r.random() < 0.3
             end = when + timedelta(minutes=r.randint(10, 180))
-            docs.append({
-                "tag_type_code": "custom" if custom else r.choice(_TAG_CODES),
-                "start_time": fmt_local(when, st.offset),
-                "end_time": fmt_local(end, st.offset) if has_end else None,
-                "start_day": iso,
-                "end_day": end.date().isoformat() if has_end else None,
-                "comment": r.choice(["", "", "felt tired", "late dinner"]),
-                "custom_name": "Cold plunge" if custom else None,
-            })  # fmt: skip
+            docs.append(
+                {
+                    "tag_type_code": "custom" if custom else r.choice(_TAG_CODES),
+                    "start_time": fmt_local(when, st.offset),
+                    "end_time": fmt_local(end, st.offset) if has_end else None,
+                    "start_day": iso,
+                    "end_day": end.date().isoformat() if has_end else None,
+                    "comment": r.choice(["", "", "felt tired", "late dinner"]),
+                    "custom_name": "Cold plunge" if custom else None,
+                }
+            )
     elif dtype == "tag":
         if r.random() < 0.05:
             when = datetime.combine(day, time(r.randint(8, 22), r.randint(0, 59)))
-            docs.append({
-                "day": iso,
-                "text": r.choice(["Morning workout", "Headache", None]),
-                "timestamp": fmt_local(when, st.offset),
-                "tags": [r.choice(["tag_generic_workout", "tag_generic_sick", "tag_generic_alcohol"])],
-            })  # fmt: skip
+            docs.append(
+                {
+                    "day": iso,
+                    "text": r.choice(["Morning workout", "Headache", None]),
+                    "timestamp": fmt_local(when, st.offset),
+                    "tags": [
+                        r.choice(["tag_generic_workout", "tag_generic_sick", "tag_generic_alcohol"])
+                    ],
+                }
+            )
     elif dtype == "rest_mode_period":
         if (day.toordinal() + p.vo2) % 97 == 0:
             start = datetime.combine(
                 day, time(r.randint(8, 20), r.randint(0, 59), r.randint(0, 59))
             )
             end = start + timedelta(days=r.randint(1, 4), hours=r.randint(0, 5))
-            docs.append({
-                "end_day": end.date().isoformat(),
-                "end_time": fmt_local(end, st.offset),
-                "episodes": [{
-                    "tags": r.sample(["tag_generic_cold", "tag_sleep_alcohol", "tag_generic_fever"], 2),
-                    "timestamp": fmt_local(start, st.offset, millis=True),
-                }],
-                "start_day": iso,
-                "start_time": fmt_local(start, st.offset),
-            })  # fmt: skip
+            docs.append(
+                {
+                    "end_day": end.date().isoformat(),
+                    "end_time": fmt_local(end, st.offset),
+                    "episodes": [
+                        {
+                            "tags": r.sample(
+                                ["tag_generic_cold", "tag_sleep_alcohol", "tag_generic_fever"], 2
+                            ),
+                            "timestamp": fmt_local(start, st.offset, millis=True),
+                        }
+                    ],
+                    "start_day": iso,
+                    "start_time": fmt_local(start, st.offset),
+                }
+            )
     elif dtype == "ring_configuration":
         gen = r.choice([("gen3", "heritage", "3.0.3"), ("gen4", "balance", "4.1.7")])
-        docs.append({
-            "color": r.choice(["stealth_black", "silver", "brushed_silver", "rose"]),
-            "design": gen[1],
-            "firmware_version": gen[2],
-            "hardware_type": gen[0],
-            "set_up_at": fmt_utc(_epoch(datetime.combine(day, time(10, 48, 37)), 0)),
-            "size": r.randint(6, 13),
-        })  # fmt: skip
+        docs.append(
+            {
+                "color": r.choice(["stealth_black", "silver", "brushed_silver", "rose"]),
+                "design": gen[1],
+                "firmware_version": gen[2],
+                "hardware_type": gen[0],
+                "set_up_at": fmt_utc(_epoch(datetime.combine(day, time(10, 48, 37)), 0)),
+                "size": r.randint(6, 13),
+            }
+        )
     else:
         raise ValueError(f"not a document type: {dtype}")
     out = []

@@ -47,7 +47,7 @@ class WebhookReceiver:
     status from ``statuses`` (then 200). Set ``hang_s`` to simulate a slow receiver.
     """
 
-    verification_token: str = "verify-me"
+    verification_token: str = "verify-me"  # noqa: S105  test value
     statuses: list[int] = field(default_factory=list)
     hang_s: float = 0.0
     challenge_ok: bool = True

@@ -74,7 +74,9 @@ def parse_when(name: str, raw: str, date_allowed: bool) -> datetime:
     loc_tail = ["datetime", "date"] if date_allowed else [None]
     items = []
     for tail in loc_tail:
-        loc: list[str | int] = ["query", name] + ([tail] if tail else [])
+        loc: list[str | int] = ["query", name]
+        if tail:
+            loc.append(tail)
         kind = "datetime" if tail != "date" else "date"
         err = "day value is outside expected range" if _DATE.match(raw) else "invalid format"
         items.append(
@@ -144,8 +146,15 @@ def _fields(dtype: str, raw: str | None) -> set[str] | None:
 class Query:
     """Resolved list query; also what an opaque next_token carries."""
 
-    def __init__(self, dtype: str, start: datetime, end: datetime, fields: str | None,
-                 latest: bool, cursor: int | None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        dtype: str,
+        start: datetime,
+        end: datetime,
+        fields: str | None,
+        latest: bool,
+        cursor: int | None,
+    ) -> None:
         self.dtype = dtype
         self.start = start
         self.end = end
@@ -171,8 +180,14 @@ def resolve_query(dtype: str, args: Any, sandbox: bool) -> Query:
     if raw_token:  # an empty next_token= counts as absent (CONTRACT 3.3)
         p = decode_token(raw_token, dtype)
         try:
-            return Query(dtype, datetime.fromisoformat(p["s"]), datetime.fromisoformat(p["e"]),
-                         p.get("f"), bool(p.get("l")), int(p["c"]))  # fmt: skip
+            return Query(
+                dtype,
+                datetime.fromisoformat(p["s"]),
+                datetime.fromisoformat(p["e"]),
+                p.get("f"),
+                bool(p.get("l")),
+                int(p["c"]),
+            )
         except (KeyError, TypeError, ValueError):
             raise BadRequest(detail(400, "Invalid next_token")) from None
     timeseries = dtype in data.TIMESERIES_TYPES
@@ -202,8 +217,9 @@ def resolve_query(dtype: str, args: Any, sandbox: bool) -> Query:
     return Query(dtype, start, end, fields, latest, None)
 
 
-def list_collection(store: Store, uid: str, dtype: str, q: Query, page_size: int,
-                    ts_page_size: int) -> Doc:  # fmt: skip
+def list_collection(
+    store: Store, uid: str, dtype: str, q: Query, page_size: int, ts_page_size: int
+) -> Doc:
     keep = _fields(dtype, q.fields)
     if dtype in data.TIMESERIES_TYPES:
         if q.latest:
@@ -287,8 +303,9 @@ def handle(sim: OuraSimulator, request: Request, bearer: str | None, parts: list
     except BadRequest as exc:
         return exc.response
     cfg = sim.config
-    body = list_collection(sim.store, user.oura_user_id, dtype, q, cfg.document_page_size,
-                           cfg.timeseries_page_size)  # fmt: skip
+    body = list_collection(
+        sim.store, user.oura_user_id, dtype, q, cfg.document_page_size, cfg.timeseries_page_size
+    )
     return json_response(body)
 
 

@@ -68,8 +68,14 @@ def _enum_error(field_name: str, value: Any, allowed: tuple[str, ...]) -> dict[s
 
 def _validate(body: Any, required: tuple[str, ...]) -> list[dict[str, Any]]:
     if not isinstance(body, dict):
-        return [pydantic_item("model_attributes_type", ["body"],
-                              "Input should be a valid dictionary or object", body)]  # fmt: skip
+        return [
+            pydantic_item(
+                "model_attributes_type",
+                ["body"],
+                "Input should be a valid dictionary or object",
+                body,
+            )
+        ]
     errors = []
     for name in required:
         if name not in body:
@@ -80,8 +86,11 @@ def _validate(body: Any, required: tuple[str, ...]) -> list[dict[str, Any]]:
             and not isinstance(body[name], str)
             and not (body[name] is None and name not in required)
         ):
-            errors.append(pydantic_item("string_type", ["body", name],
-                                        "Input should be a valid string", body[name]))  # fmt: skip
+            errors.append(
+                pydantic_item(
+                    "string_type", ["body", name], "Input should be a valid string", body[name]
+                )
+            )
     if body.get("event_type") is not None and body["event_type"] not in OPERATIONS:
         errors.append(_enum_error("event_type", body["event_type"], OPERATIONS))
     if body.get("data_type") is not None and body["data_type"] not in data.WEBHOOK_DATA_TYPES:
@@ -191,8 +200,10 @@ def _create(sim: OuraSimulator, request: Request) -> Response:
         with sim.store.lock:
             for s in sim.store.subscriptions.values():
                 if (s.callback_url, s.event_type, s.data_type) == (
-                    body["callback_url"], body["event_type"], body["data_type"]
-                ):  # fmt: skip
+                    body["callback_url"],
+                    body["event_type"],
+                    body["data_type"],
+                ):
                     return detail(409, "Subscription already exists")
     # The challenge runs while the POST is still open, as on the live API (CONTRACT 5.2).
     failure = run_challenge(cfg, body["callback_url"], body["verification_token"])

@@ -65,7 +65,7 @@ class ApiClient:
 
 
 @pytest.fixture
-def api(oura_sim: OuraSimulator) -> Iterator[ApiClient]:
+def api(oura_sim: OuraSimulator) -> Iterator[ApiClient]:  # noqa: F811  re-exported fixture
     client = ApiClient(oura_sim, oura_sim.add_user(history_days=60))
     yield client
     client.http.close()

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
@@ -84,19 +84,25 @@ def _list_params(path: str) -> dict[str, str]:
     today = datetime.now(UTC).date()
     if "start_datetime" in names:
         end = datetime.now(UTC)
-        return {"start_datetime": (end - timedelta(hours=30)).isoformat(), "end_datetime": end.isoformat()}
+        return {
+            "start_datetime": (end - timedelta(hours=30)).isoformat(),
+            "end_datetime": end.isoformat(),
+        }
     if "start_date" in names:
         # Sparse types need a long window to contain anything; dense ones stay short so
         # schema validation of 1440-item MET arrays does not dominate the run.
         sparse = any(t in path for t in ("rest_mode_period", "tag", "vO2_max", "session"))
         back = 399 if sparse else 10
-        return {"start_date": (today - timedelta(days=back)).isoformat(), "end_date": today.isoformat()}
+        return {
+            "start_date": (today - timedelta(days=back)).isoformat(),
+            "end_date": today.isoformat(),
+        }
     return {}
 
 
 @pytest.mark.parametrize("path", usercollection_routes())
 def test_usercollection_route_matches_spec(world: Any, path: str) -> None:
-    sim, client = world
+    client: ApiClient = world[1]
     sandbox = "/sandbox/" in path
     headers = {"Authorization": "Bearer any-string-works"} if sandbox else None
 
@@ -129,7 +135,7 @@ def test_usercollection_route_matches_spec(world: Any, path: str) -> None:
 
 
 def test_sandbox_has_no_personal_info(world: Any) -> None:
-    sim, client = world
+    _sim, client = world
     resp = client.http.get(
         "/v2/sandbox/usercollection/personal_info", headers={"Authorization": "Bearer x"}
     )
@@ -168,7 +174,8 @@ def test_webhook_routes_match_spec(world: Any) -> None:
             assert bad.status_code == 422
             assert not list(component("HTTPValidationError").iter_errors(bad.json()))
             deleted = http.delete(f"/v2/webhook/subscription/{sub_id}")
-            assert deleted.status_code == 204 and deleted.content == b""
+            assert deleted.status_code == 204
+            assert deleted.content == b""
             EXERCISED.add(("delete", "/v2/webhook/subscription/{id}"))
     finally:
         receiver.stop()
@@ -193,7 +200,8 @@ def test_token_response_shape(world: Any) -> None:
     documented = load_json(CONTRACT_DIR / "fixtures/oauth/token_response.observed-2026-07.json")
     body = sim.issue_tokens(sim.users[0].oura_user_id)
     assert set(body) == set(documented)
-    assert body["token_type"] == "bearer" and body["id_token"] is None
+    assert body["token_type"] == "bearer"
+    assert body["id_token"] is None
     assert isinstance(body["expires_in"], int)
     assert all(s.startswith("extapi:") for s in body["scope"].split())
 

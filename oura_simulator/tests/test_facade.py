@@ -33,7 +33,8 @@ def test_override_and_tombstone_generated_history() -> None:
     sim.put_document(user.oura_user_id, "daily_readiness", {**before[3], "score": 1}, emit=False)
     sim.delete_document(user.oura_user_id, "daily_readiness", before[4]["id"], emit=False)
     after = sim.documents(user.oura_user_id, "daily_readiness")
-    assert len(after) == 9 and after[3]["score"] == 1
+    assert len(after) == 9
+    assert after[3]["score"] == 1
 
 
 def test_management_command_smoke() -> None:
@@ -46,7 +47,15 @@ def test_management_command_smoke() -> None:
     )
     env = {**os.environ, "OURA_CLIENT_ID": "cmd-client"}
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
-                         text=True, timeout=60, check=True)  # fmt: skip
-    assert "listening on http://127.0.0.1:" in out.stdout and "client_id=cmd-client" in out.stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "listening on http://127.0.0.1:" in out.stdout
+    assert "client_id=cmd-client" in out.stdout
     assert out.stdout.count("  user ") == 2

@@ -91,9 +91,7 @@ def test_heartrate_2024_replays_across_pages(replay: Any) -> None:
     for row in recorded["data"]:
         sim.put_document(client.user.oura_user_id, "heartrate", row, emit=False)
     first, last = recorded["data"][0]["timestamp"], recorded["data"][-1]["timestamp"]
-    rows = client.collect(
-        "/v2/usercollection/heartrate", start_datetime=first, end_datetime=last
-    )
+    rows = client.collect("/v2/usercollection/heartrate", start_datetime=first, end_datetime=last)
     # 1101 rows at 1000 per page: the 2026 page size splits what 2024 sent in one page.
     assert rows == recorded["data"]
 

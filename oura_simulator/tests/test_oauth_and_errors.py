@@ -19,8 +19,14 @@ REDIRECT = "https://app.example/callback"
 
 
 def authorize(sim: OuraSimulator, prefix: str = "/oauth/authorize", **extra: str) -> dict[str, Any]:
-    params = {"response_type": "code", "client_id": sim.config.client_id,
-              "redirect_uri": REDIRECT, "state": "st4te", "scope": "email personal daily", **extra}  # fmt: skip
+    params = {
+        "response_type": "code",
+        "client_id": sim.config.client_id,
+        "redirect_uri": REDIRECT,
+        "state": "st4te",
+        "scope": "email personal daily",
+        **extra,
+    }
     resp = httpx.get(sim.base_url + prefix, params=params)
     assert resp.status_code == 302, resp.text
     location = resp.headers["location"]
@@ -28,9 +34,15 @@ def authorize(sim: OuraSimulator, prefix: str = "/oauth/authorize", **extra: str
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
 
-def token(sim: OuraSimulator, prefix: str = "/oauth/token", auth: Any = None, **form: str) -> httpx.Response:
+def token(
+    sim: OuraSimulator, prefix: str = "/oauth/token", auth: Any = None, **form: str
+) -> httpx.Response:
     if auth is None:
-        form = {"client_id": sim.config.client_id, "client_secret": sim.config.client_secret, **form}
+        form = {
+            "client_id": sim.config.client_id,
+            "client_secret": sim.config.client_secret,
+            **form,
+        }
     return httpx.post(sim.base_url + prefix, data=form, auth=auth)
 
 
@@ -41,28 +53,42 @@ def exchange(sim: OuraSimulator, code: str, **extra: str) -> httpx.Response:
 def test_authorize_redirect_and_token_response(oura_sim: OuraSimulator) -> None:
     user = oura_sim.add_user()
     q = authorize(oura_sim, scope="extapi:email personal spo2Daily")
-    assert q["state"] == "st4te" and q["iss"] == oura_sim.config.issuer
+    assert q["state"] == "st4te"
+    assert q["iss"] == oura_sim.config.issuer
     assert q["scope"] == "extapi:email extapi:personal extapi:spo2"
     resp = exchange(oura_sim, q["code"])
     body = resp.json()
-    assert resp.status_code == 200 and body["token_type"] == "bearer"
-    assert body["expires_in"] == 86400 and body["id_token"] is None
+    assert resp.status_code == 200
+    assert body["token_type"] == "bearer"
+    assert body["expires_in"] == 86400
+    assert body["id_token"] is None
     assert body["scope"] == "extapi:email extapi:personal extapi:spo2"
-    info = httpx.get(oura_sim.base_url + "/v2/usercollection/personal_info",
-                     headers={"Authorization": f"Bearer {body['access_token']}"}).json()  # fmt: skip
-    assert info["id"] == user.oura_user_id and info["email"] == user.email
+    info = httpx.get(
+        oura_sim.base_url + "/v2/usercollection/personal_info",
+        headers={"Authorization": f"Bearer {body['access_token']}"},
+    ).json()
+    assert info["id"] == user.oura_user_id
+    assert info["email"] == user.email
 
 
 def test_mirror_routes_and_basic_auth(oura_sim: OuraSimulator) -> None:
     oura_sim.add_user()
     q = authorize(oura_sim, "/oauth/v2/ext/oauth-authorize")
-    resp = token(oura_sim, "/oauth/v2/ext/oauth-token",
-                 auth=(oura_sim.config.client_id, oura_sim.config.client_secret),
-                 grant_type="authorization_code", code=q["code"], redirect_uri=REDIRECT)  # fmt: skip
+    resp = token(
+        oura_sim,
+        "/oauth/v2/ext/oauth-token",
+        auth=(oura_sim.config.client_id, oura_sim.config.client_secret),
+        grant_type="authorization_code",
+        code=q["code"],
+        redirect_uri=REDIRECT,
+    )
     assert resp.status_code == 200
-    revoke = httpx.post(oura_sim.base_url + "/oauth/v2/ext/oauth-revoke",
-                        params={"access_token": resp.json()["access_token"]})  # fmt: skip
-    assert revoke.status_code == 200 and revoke.json() == {}
+    revoke = httpx.post(
+        oura_sim.base_url + "/oauth/v2/ext/oauth-revoke",
+        params={"access_token": resp.json()["access_token"]},
+    )
+    assert revoke.status_code == 200
+    assert revoke.json() == {}
 
 
 def test_code_is_single_use_and_expires(oura_sim: OuraSimulator) -> None:
@@ -70,7 +96,8 @@ def test_code_is_single_use_and_expires(oura_sim: OuraSimulator) -> None:
     code = authorize(oura_sim)["code"]
     assert exchange(oura_sim, code).status_code == 200
     reused = exchange(oura_sim, code)
-    assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
+    assert reused.status_code == 400
+    assert reused.json()["error"] == "invalid_grant"
     assert set(reused.json()) == {"error", "error_description", "status", "title", "detail"}
     oura_sim.config.auth_code_ttl_s = 0
     late = authorize(oura_sim)["code"]
@@ -85,17 +112,24 @@ def test_refresh_rotation_and_reuse(oura_sim: OuraSimulator) -> None:
     assert second.status_code == 200
     assert second.json()["refresh_token"] != first["refresh_token"]
     again = token(oura_sim, grant_type="refresh_token", refresh_token=first["refresh_token"])
-    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
-    third = token(oura_sim, grant_type="refresh_token", refresh_token=second.json()["refresh_token"])
+    assert again.status_code == 400
+    assert again.json()["error"] == "invalid_grant"
+    third = token(
+        oura_sim, grant_type="refresh_token", refresh_token=second.json()["refresh_token"]
+    )
     assert third.status_code == 200
 
 
 def test_client_and_grant_errors(oura_sim: OuraSimulator) -> None:
-    wrong = httpx.post(oura_sim.base_url + "/oauth/token",
-                       data={"grant_type": "refresh_token", "client_id": "x", "client_secret": "y"})  # fmt: skip
-    assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"
+    wrong = httpx.post(
+        oura_sim.base_url + "/oauth/token",
+        data={"grant_type": "refresh_token", "client_id": "x", "client_secret": "y"},
+    )
+    assert wrong.status_code == 401
+    assert wrong.json()["error"] == "invalid_client"
     cc = token(oura_sim, grant_type="client_credentials")
-    assert cc.status_code == 400 and cc.json()["error"] == "unsupported_grant_type"
+    assert cc.status_code == 400
+    assert cc.json()["error"] == "unsupported_grant_type"
 
 
 def test_denial_and_registered_redirect(oura_sim: OuraSimulator) -> None:
@@ -104,8 +138,14 @@ def test_denial_and_registered_redirect(oura_sim: OuraSimulator) -> None:
     assert authorize(oura_sim) == {"error": "access_denied", "state": "st4te"}
     assert "code" in authorize(oura_sim)
     oura_sim.config.redirect_uris = ["https://elsewhere.example/cb"]
-    bad = httpx.get(oura_sim.base_url + "/oauth/authorize", params={
-        "response_type": "code", "client_id": oura_sim.config.client_id, "redirect_uri": REDIRECT})  # fmt: skip
+    bad = httpx.get(
+        oura_sim.base_url + "/oauth/authorize",
+        params={
+            "response_type": "code",
+            "client_id": oura_sim.config.client_id,
+            "redirect_uri": REDIRECT,
+        },
+    )
     assert bad.status_code == 400
 
 
@@ -114,8 +154,10 @@ def test_set_login_picks_user(oura_sim: OuraSimulator) -> None:
     second = oura_sim.add_user("second-user")
     oura_sim.set_login("second-user")
     access = exchange(oura_sim, authorize(oura_sim)["code"]).json()["access_token"]
-    info = httpx.get(oura_sim.base_url + "/v2/usercollection/personal_info",
-                     headers={"Authorization": f"Bearer {access}"}).json()  # fmt: skip
+    info = httpx.get(
+        oura_sim.base_url + "/v2/usercollection/personal_info",
+        headers={"Authorization": f"Bearer {access}"},
+    ).json()
     assert info["id"] == second.oura_user_id
 
 
@@ -125,7 +167,10 @@ def test_pkce(oura_sim: OuraSimulator) -> None:
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
     pk = {"code_challenge": challenge.decode(), "code_challenge_method": "S256"}
     assert exchange(oura_sim, authorize(oura_sim, **pk)["code"]).status_code == 400
-    assert exchange(oura_sim, authorize(oura_sim, **pk)["code"], code_verifier="w" * 50).status_code == 400
+    assert (
+        exchange(oura_sim, authorize(oura_sim, **pk)["code"], code_verifier="w" * 50).status_code
+        == 400
+    )
     ok = exchange(oura_sim, authorize(oura_sim, **pk)["code"], code_verifier=verifier)
     assert ok.status_code == 200
 
@@ -133,7 +178,9 @@ def test_pkce(oura_sim: OuraSimulator) -> None:
 def test_revoke_kills_access_and_refresh(oura_sim: OuraSimulator) -> None:
     api = ApiClient(oura_sim, oura_sim.add_user(history_days=5))
     assert api.get("/v2/usercollection/daily_sleep").status_code == 200
-    httpx.get(oura_sim.base_url + "/oauth/revoke", params={"access_token": api.tokens["access_token"]})
+    httpx.get(
+        oura_sim.base_url + "/oauth/revoke", params={"access_token": api.tokens["access_token"]}
+    )
     assert api.get("/v2/usercollection/daily_sleep").status_code == 401
     assert api.tokens["access_token"] in oura_sim.revoked_tokens
     refresh = token(oura_sim, grant_type="refresh_token", refresh_token=api.tokens["refresh_token"])
@@ -144,8 +191,13 @@ def test_bearer_failures(oura_sim: OuraSimulator) -> None:
     user = oura_sim.add_user(history_days=5)
     api = ApiClient(oura_sim, user, scopes=["daily", "personal"])
     assert api.get("/v2/usercollection/daily_sleep").status_code == 200
-    assert httpx.get(oura_sim.base_url + "/v2/usercollection/daily_sleep",
-                     headers={"Authorization": "Bearer nope"}).status_code == 401  # fmt: skip
+    assert (
+        httpx.get(
+            oura_sim.base_url + "/v2/usercollection/daily_sleep",
+            headers={"Authorization": "Bearer nope"},
+        ).status_code
+        == 401
+    )
     stress = api.get("/v2/usercollection/daily_resilience")
     assert stress.status_code == 401
     assert stress.json() == {"detail": "Token is not authorized access stress scope."}
@@ -164,34 +216,46 @@ def test_bearer_failures(oura_sim: OuraSimulator) -> None:
 def test_unknown_routes_and_sandbox(api: ApiClient) -> None:
     assert api.get("/v2/usercollection/nope").status_code == 404
     assert api.get("/v2/usercollection/heartrate/some-id").status_code == 404
-    sandbox = httpx.get(api.sim.base_url + "/v2/sandbox/usercollection/daily_sleep",
-                        headers={"Authorization": "Bearer whatever"}).json()["data"]  # fmt: skip
+    sandbox = httpx.get(
+        api.sim.base_url + "/v2/sandbox/usercollection/daily_sleep",
+        headers={"Authorization": "Bearer whatever"},
+    ).json()["data"]
     assert sandbox[0]["id"].startswith("daily_sleep-1-")
-    one = httpx.get(api.sim.base_url + f"/v2/sandbox/usercollection/daily_sleep/{sandbox[0]['id']}",
-                    headers={"Authorization": "Bearer whatever"})  # fmt: skip
+    one = httpx.get(
+        api.sim.base_url + f"/v2/sandbox/usercollection/daily_sleep/{sandbox[0]['id']}",
+        headers={"Authorization": "Bearer whatever"},
+    )
     assert one.json() == sandbox[0]
     assert httpx.get(api.sim.base_url + "/v2/sandbox/usercollection/daily_sleep").status_code == 401
 
 
 @pytest.mark.parametrize("tier", ["token", "application"])
 def test_rate_limit_429_headers(tier: str) -> None:
-    cfg = SimulatorConfig(rate_limit_per_token=3 if tier == "token" else 100,
-                          rate_limit_per_app=3 if tier == "application" else 100)  # fmt: skip
+    cfg = SimulatorConfig(
+        rate_limit_per_token=3 if tier == "token" else 100,
+        rate_limit_per_app=3 if tier == "application" else 100,
+    )
     with OuraSimulator(cfg) as sim:
         users = [sim.add_user(history_days=2) for _ in range(2)]
         clients = [ApiClient(sim, u) for u in users]
-        statuses = [clients[i % 2 if tier == "application" else 0].get(
-            "/v2/usercollection/daily_sleep").status_code for i in range(4)]  # fmt: skip
+        statuses = [
+            clients[i % 2 if tier == "application" else 0]
+            .get("/v2/usercollection/daily_sleep")
+            .status_code
+            for i in range(4)
+        ]
         assert statuses == [200, 200, 200, 429]
         resp = clients[0].get("/v2/usercollection/daily_sleep")
-        assert resp.status_code == 429 and resp.json() == {"detail": "Rate limit exceeded"}
+        assert resp.status_code == 429
+        assert resp.json() == {"detail": "Rate limit exceeded"}
         assert resp.headers["X-RateLimit-Tier"] == tier
         assert resp.headers["X-RateLimit-Limit"] == "3"
         assert resp.headers["X-RateLimit-Window"] == "300"
         assert int(resp.headers["Retry-After"]) >= 1
         assert int(resp.headers["X-RateLimit-Reset"]) > time.time()
         per_window = [r for r in sim.requests if r.path == "/v2/usercollection/daily_sleep"]
-        assert len(per_window) == 5 and [r.status for r in per_window][-1] == 429
+        assert len(per_window) == 5
+        assert [r.status for r in per_window][-1] == 429
 
 
 def test_forced_statuses_and_error_rate(api: ApiClient) -> None:
@@ -210,7 +274,9 @@ def test_error_rate_is_seeded() -> None:
         with OuraSimulator(SimulatorConfig(error_rate=0.5, seed=3)) as sim:
             api = ApiClient(sim, sim.add_user(history_days=2))
             runs.append([api.get("/v2/usercollection/daily_sleep").status_code for _ in range(12)])
-    assert runs[0] == runs[1] and 200 in runs[0] and any(s >= 500 for s in runs[0])
+    assert runs[0] == runs[1]
+    assert 200 in runs[0]
+    assert any(s >= 500 for s in runs[0])
 
 
 def test_latency_and_timeout_injection(api: ApiClient) -> None:
@@ -221,6 +287,9 @@ def test_latency_and_timeout_injection(api: ApiClient) -> None:
     api.sim.config.latency_ms = 0
     api.sim.config.timeout_rate, api.sim.config.timeout_hang_s = 1.0, 0.5
     with pytest.raises(httpx.ReadTimeout):
-        api.http.get("/v2/usercollection/daily_sleep", timeout=0.2,
-                     headers={"Authorization": f"Bearer {api.tokens['access_token']}"})  # fmt: skip
+        api.http.get(
+            "/v2/usercollection/daily_sleep",
+            timeout=0.2,
+            headers={"Authorization": f"Bearer {api.tokens['access_token']}"},
+        )
     api.sim.config.timeout_rate = 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -14,15 +15,22 @@ D = (datetime.now(UTC).date() - timedelta(days=20)).isoformat()
 D1 = (date.fromisoformat(D) + timedelta(days=1)).isoformat()
 
 
-def days(resp_json: dict) -> list[str]:
+def days(resp_json: dict[str, Any]) -> list[str]:
     return [d["day"] for d in resp_json["data"]]
 
 
 @pytest.mark.parametrize(
     "dtype",
-    ["daily_readiness", "daily_sleep", "daily_stress", "daily_spo2", "daily_resilience",
-     "daily_cardiovascular_age", "sleep_time"],
-)  # fmt: skip
+    [
+        "daily_readiness",
+        "daily_sleep",
+        "daily_stress",
+        "daily_spo2",
+        "daily_resilience",
+        "daily_cardiovascular_age",
+        "sleep_time",
+    ],
+)
 def test_midnight_stamped_daily_collections_are_end_inclusive(api: ApiClient, dtype: str) -> None:
     assert days(api.get(f"/v2/usercollection/{dtype}", start_date=D, end_date=D).json()) == [D]
     both = api.get(f"/v2/usercollection/{dtype}", start_date=D, end_date=D1).json()
@@ -38,8 +46,11 @@ def test_daily_activity_is_end_exclusive(api: ApiClient) -> None:
 
 
 def test_workout_and_sleep_filter_on_start_instant(api: ApiClient) -> None:
-    for dtype, key in (("workout", "start_datetime"), ("sleep", "bedtime_start"),
-                       ("session", "start_datetime")):  # fmt: skip
+    for dtype, key in (
+        ("workout", "start_datetime"),
+        ("sleep", "bedtime_start"),
+        ("session", "start_datetime"),
+    ):
         docs = api.get(f"/v2/usercollection/{dtype}", start_date=D, end_date=D1).json()["data"]
         lo = datetime.fromisoformat(D).replace(tzinfo=UTC)
         for doc in docs:
@@ -89,18 +100,24 @@ def test_document_paging_visits_every_row_once(resend_params: bool) -> None:
             ids += [d["id"] for d in resp["data"]]
             if not resp["next_token"]:
                 break
-            query = {**params, "next_token": resp["next_token"]} if resend_params else {
-                "next_token": resp["next_token"]
-            }
+            query = (
+                {**params, "next_token": resp["next_token"]}
+                if resend_params
+                else {"next_token": resp["next_token"]}
+            )
             resp = api.get("/v2/usercollection/daily_sleep", **query).json()
             pages += 1
         expected = [d["id"] for d in sim.documents(api.user.oura_user_id, "daily_sleep")]
-        assert ids == expected and len(set(ids)) == 60
+        assert ids == expected
+        assert len(set(ids)) == 60
         assert pages == 9
         # An empty next_token= is the same as none (CONTRACT 3.3).
-        assert api.get("/v2/usercollection/daily_sleep", **params, next_token="").json()[
-            "data"
-        ][0]["id"] == expected[0]
+        assert (
+            api.get("/v2/usercollection/daily_sleep", **params, next_token="").json()["data"][0][
+                "id"
+            ]
+            == expected[0]
+        )
     finally:
         sim.stop()
 
@@ -110,7 +127,8 @@ def test_heartrate_pages_at_1000_rows(api: ApiClient) -> None:
     end = start + timedelta(days=2)
     params = {"start_datetime": start.isoformat(), "end_datetime": end.isoformat()}
     first = api.get("/v2/usercollection/heartrate", **params).json()
-    assert len(first["data"]) == 1000 and first["next_token"]
+    assert len(first["data"]) == 1000
+    assert first["next_token"]
     rows = api.collect("/v2/usercollection/heartrate", **params)
     expected = api.sim.documents(api.user.oura_user_id, "heartrate", start, end)
     assert rows == expected
@@ -120,11 +138,13 @@ def test_heartrate_pages_at_1000_rows(api: ApiClient) -> None:
 
 
 def test_fields_projection(api: ApiClient) -> None:
-    doc = api.get("/v2/usercollection/daily_readiness", start_date=D, end_date=D,
-                  fields="score,day,bogus").json()["data"][0]  # fmt: skip
+    doc = api.get(
+        "/v2/usercollection/daily_readiness", start_date=D, end_date=D, fields="score,day,bogus"
+    ).json()["data"][0]
     assert set(doc) == {"id", "score", "day"}
-    full = api.get("/v2/usercollection/daily_readiness", start_date=D, end_date=D,
-                   fields="bogus").json()["data"][0]  # fmt: skip
+    full = api.get(
+        "/v2/usercollection/daily_readiness", start_date=D, end_date=D, fields="bogus"
+    ).json()["data"][0]
     assert "contributors" in full
     row = api.get("/v2/usercollection/heartrate", fields="bpm").json()["data"][0]
     assert set(row) == {"timestamp", "bpm"}
@@ -149,8 +169,11 @@ def test_five_years_served_lazily() -> None:
     try:
         api = ApiClient(sim, sim.add_user())
         started = time.perf_counter()
-        docs = api.collect("/v2/usercollection/daily_readiness", start_date="2000-01-01",
-                           end_date=datetime.now(UTC).date().isoformat())  # fmt: skip
+        docs = api.collect(
+            "/v2/usercollection/daily_readiness",
+            start_date="2000-01-01",
+            end_date=datetime.now(UTC).date().isoformat(),
+        )
         elapsed = time.perf_counter() - started
         assert 1820 <= len(docs) <= 1830
         assert elapsed < 5, elapsed
@@ -166,8 +189,11 @@ def test_same_user_same_day_is_deterministic() -> None:
         sim = OuraSimulator(SimulatorConfig(seed=7))
         user = sim.add_user()
         docs.append(
-            (user.oura_user_id, sim.documents(user.oura_user_id, "sleep", D, D1),
-             sim.documents(user.oura_user_id, "heartrate", D, D1))  # fmt: skip
+            (
+                user.oura_user_id,
+                sim.documents(user.oura_user_id, "sleep", D, D1),
+                sim.documents(user.oura_user_id, "heartrate", D, D1),
+            )
         )
     assert docs[0] == docs[1]
     other = OuraSimulator(SimulatorConfig(seed=8)).add_user("same-id")
