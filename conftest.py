@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from django.db import connections
@@ -14,6 +15,8 @@ from core import bus, raw_store
 from core.provisioning import STREAMS, ProvisionReport, provision_bucket, provision_streams
 from devstack.pytest_plugin import embedded_stack
 from devstack.stack import Stack
+from oura_simulator import OuraSimulator
+from oura_simulator.config import SimulatorConfig
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -88,6 +91,27 @@ def subprocess_env(transactional_db: None) -> dict[str, str]:
         "HEALTH_EMBEDDED_SERVICES": "false",
         "LOG_FORMAT": "json",
     }
+
+
+@pytest.fixture
+def oura(settings: Any, oura_sim_config: SimulatorConfig) -> Iterator[OuraSimulator]:
+    """The Oura simulator, with the project's settings pointed at it.
+
+    It simulates the app our settings describe (client id and secret), so tokens, webhook
+    signatures and subscription calls line up exactly as they would against Oura.
+    """
+    oura_sim_config.client_id = settings.OURA_CLIENT_ID
+    oura_sim_config.client_secret = settings.OURA_CLIENT_SECRET
+    sim = OuraSimulator(oura_sim_config)
+    base = sim.start()
+    settings.OURA_API_BASE_URL = base
+    settings.OURA_AUTHORIZE_URL = f"{base}/oauth/authorize"
+    settings.OURA_TOKEN_URL = f"{base}/oauth/token"
+    settings.OURA_REVOKE_URL = f"{base}/oauth/revoke"
+    try:
+        yield sim
+    finally:
+        sim.stop()
 
 
 @pytest.fixture

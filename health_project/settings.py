@@ -14,6 +14,7 @@ import binascii
 from pathlib import Path
 
 import dj_database_url
+import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
 from health_project.env import (
@@ -25,6 +26,9 @@ from health_project.env import (
     env_str,
     env_url,
 )
+
+# Lets runtime code write generic Django types (ModelAdmin[T], QuerySet[T]) as mypy sees them.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -78,6 +82,7 @@ DATABASES = {
         DATABASE_URL,
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
         conn_health_checks=True,
+        engine="core.postgres",  # stock backend + introspection of schema `health`
     )
 }
 DATABASES["default"].setdefault("OPTIONS", {})

@@ -1,8 +1,9 @@
 from django.urls import path
 
-from ingestion import connection_apis
+from ingestion import connection_apis, webhook_apis
 
 urlpatterns = [
+    path("webhooks/oura", webhook_apis.OuraWebhookApi.as_view(), name="oura-webhook"),
     path(
         "health/<str:user_id>/oura/connection",
         connection_apis.OuraConnectionApi.as_view(),

@@ -1,0 +1,102 @@
+"""API keys: hashed at rest, scoped, user-restricted, revocable, expiring."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from access.models import ApiKey
+from access.services import api_key_revoke, hash_key
+
+pytestmark = pytest.mark.django_db
+
+URL = "/v1/health/{user}/oura/connection"
+
+
+def post_connect(client: APIClient, key: str | None, user: str = "user-a"):
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {key}"} if key else {}
+    return client.post(URL.format(user=user), **headers)
+
+
+def test_a_missing_key_gets_401(api_client: APIClient) -> None:
+    response = post_connect(api_client, None)
+    assert response.status_code == 401
+    assert response.json()["error"] == "unauthenticated"
+
+
+def test_a_wrong_key_gets_401(api_client: APIClient) -> None:
+    response = post_connect(api_client, "hk_this-is-not-a-key")
+    assert response.status_code == 401
+    assert response.json() == {
+        "error": "unauthenticated",
+        "detail": "Invalid, revoked or expired API key.",
+    }
+
+
+def test_a_revoked_key_gets_401(api_client: APIClient, make_api_key) -> None:
+    secret = make_api_key(scopes=("health:connect",))
+    api_key_revoke(api_key=ApiKey.objects.get(key_hash=hash_key(secret)))
+    assert post_connect(api_client, secret).status_code == 401
+
+
+def test_an_expired_key_gets_401(api_client: APIClient, make_api_key) -> None:
+    secret = make_api_key(
+        scopes=("health:connect",), expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert post_connect(api_client, secret).status_code == 401
+
+
+def test_a_key_without_the_scope_gets_403(api_client: APIClient, make_api_key) -> None:
+    secret = make_api_key(scopes=("health:read",))
+    response = post_connect(api_client, secret)
+    assert response.status_code == 403
+    assert response.json()["error"] == "forbidden"
+
+
+def test_a_key_for_another_user_gets_404_like_a_missing_user(
+    api_client: APIClient, make_api_key
+) -> None:
+    secret = make_api_key(scopes=("health:connect",), users=("user-a",))
+    other = post_connect(api_client, secret, user="user-b")
+    assert other.status_code == 404
+    assert other.json() == {"error": "not_found", "detail": "Not found."}
+    assert post_connect(api_client, secret, user="user-a").status_code == 200
+
+
+def test_use_records_last_used_time(api_client: APIClient, make_api_key) -> None:
+    secret = make_api_key(scopes=("health:connect",))
+    post_connect(api_client, secret)
+    assert ApiKey.objects.get(key_hash=hash_key(secret)).last_used_at is not None
+
+
+def test_create_api_key_command_prints_the_key_once_and_stores_only_its_hash() -> None:
+    out, err = StringIO(), StringIO()
+    call_command(
+        "create_api_key", "--name", "ops", "--scopes", "health:read,health:sync",
+        "--users", "u1,u2", stdout=out, stderr=err,
+    )  # fmt: skip
+    secret = out.getvalue().strip()
+    assert secret.startswith("hk_")
+    assert secret not in err.getvalue()
+    key = ApiKey.objects.get(name="ops")
+    assert key.scopes == ["health:read", "health:sync"]
+    assert key.allowed_user_ids == ["u1", "u2"]
+    assert not key.all_users
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM health.api_keys")
+        stored = " ".join(str(v) for row in cursor.fetchall() for v in row)
+    assert secret not in stored
+    assert secret[3:] not in stored
+
+
+def test_create_api_key_command_rejects_unknown_scopes() -> None:
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="unknown scope"):
+        call_command("create_api_key", "--name", "x", "--scopes", "health:everything")

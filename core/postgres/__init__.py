@@ -1,0 +1,1 @@
+"""PostgreSQL backend that knows about schema `health` (see core/db.py)."""

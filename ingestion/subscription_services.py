@@ -1,0 +1,134 @@
+"""Oura webhook subscriptions: one per (event_type x data_type) we normalize.
+
+Subscriptions are application-level (CONTRACT 5.1): one set covers every connected user.
+Oura gives each about 90 days; `subscriptions_sync` creates what is missing and renews any
+that expire within RENEW_WITHIN, so running it daily (or from `make run`) keeps them alive.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from ingestion.models import WebhookSubscription
+from ingestion.oura_client import OuraRequestError, get_client
+
+logger = logging.getLogger(__name__)
+
+RENEW_WITHIN = timedelta(days=7)
+EVENT_TYPES = ("create", "update", "delete")
+# The webhook data types whose documents the normalizer turns into rows.
+DATA_TYPES = ("daily_readiness", "daily_sleep", "daily_activity", "sleep", "workout", "session")
+
+
+@dataclass
+class SyncReport:
+    created: list[str] = field(default_factory=list)
+    renewed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+def _expiry(model: dict[str, Any]) -> datetime:
+    parsed = parse_datetime(str(model["expiration_time"]))
+    if parsed is None:
+        raise OuraRequestError(200, "subscription without a valid expiration_time")
+    return parsed if parsed.tzinfo else timezone.make_aware(parsed)
+
+
+def _mirror(model: dict[str, Any], *, renewed: bool = False) -> WebhookSubscription:
+    now = timezone.now()
+    defaults: dict[str, Any] = {
+        "event_type": model["event_type"],
+        "data_type": model["data_type"],
+        "callback_url": model["callback_url"],
+        "expiration_time": _expiry(model),
+        "updated_at": now,
+    }
+    if renewed:
+        defaults["renewed_at"] = now
+    subscription, _ = WebhookSubscription.objects.update_or_create(
+        subscription_id=str(model["id"]), defaults=defaults
+    )
+    return subscription
+
+
+def subscriptions_list_remote() -> list[dict[str, Any]]:
+    response = get_client().subscriptions_request("GET")
+    if response.status_code != 200:
+        raise OuraRequestError(response.status_code)
+    models: list[dict[str, Any]] = response.json()
+    return models
+
+
+def _renew(subscription_id: str) -> dict[str, Any]:
+    response = get_client().subscriptions_request("PUT", f"/renew/{subscription_id}")
+    if response.status_code != 200:
+        raise OuraRequestError(response.status_code)
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def subscriptions_sync(*, callback_url: str | None = None) -> SyncReport:
+    """Make Oura's subscriptions for our callback match what we handle; idempotent."""
+    callback = callback_url or settings.OURA_WEBHOOK_CALLBACK_URL
+    report = SyncReport()
+    remote = [m for m in subscriptions_list_remote() if m.get("callback_url") == callback]
+    by_kind = {(m["event_type"], m["data_type"]): m for m in remote}
+    soon = timezone.now() + RENEW_WITHIN
+    for data_type in DATA_TYPES:
+        for event_type in EVENT_TYPES:
+            name = f"{event_type}:{data_type}"
+            existing = by_kind.get((event_type, data_type))
+            try:
+                if existing is None:
+                    response = get_client().subscriptions_request(
+                        "POST",
+                        json_body={
+                            "callback_url": callback,
+                            "verification_token": settings.OURA_WEBHOOK_VERIFICATION_TOKEN,
+                            "event_type": event_type,
+                            "data_type": data_type,
+                        },
+                    )
+                    if response.status_code != 201:
+                        raise OuraRequestError(response.status_code)
+                    _mirror(response.json())
+                    report.created.append(name)
+                elif _expiry(existing) <= soon:
+                    _mirror(_renew(str(existing["id"])), renewed=True)
+                    report.renewed.append(name)
+                else:
+                    _mirror(existing)
+                    report.unchanged.append(name)
+            except OuraRequestError as exc:
+                logger.warning("oura_subscription_failed", extra={"subscription": name})
+                report.failed.append(f"{name} ({exc})")
+    # Forget local mirrors that Oura no longer has (deleted, expired, or cancelled by a 410).
+    live_ids = {str(m["id"]) for m in subscriptions_list_remote()}
+    WebhookSubscription.objects.exclude(subscription_id__in=live_ids).delete()
+    return report
+
+
+def subscriptions_renew(*, within: timedelta = RENEW_WITHIN) -> SyncReport:
+    """Renew every subscription of ours that expires within `within`."""
+    report = SyncReport()
+    soon = timezone.now() + within
+    for model in subscriptions_list_remote():
+        name = f"{model['event_type']}:{model['data_type']}"
+        if _expiry(model) > soon:
+            _mirror(model)
+            report.unchanged.append(name)
+            continue
+        try:
+            _mirror(_renew(str(model["id"])), renewed=True)
+            report.renewed.append(name)
+        except OuraRequestError as exc:
+            report.failed.append(f"{name} ({exc})")
+    return report

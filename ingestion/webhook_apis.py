@@ -1,0 +1,152 @@
+"""`GET|POST /v1/webhooks/oura`: Oura's verification challenge and its deliveries.
+
+The class is a DRF APIView only so that drf-spectacular documents it in /v1/schema/.
+`dispatch` is overridden to skip DRF's request wrapping, content negotiation, parsers,
+authentication and throttling: the delivery path needs the raw body bytes (the signature
+covers them), reads at most WEBHOOK_MAX_BODY_BYTES of them, and is the hottest path in the
+system. Authenticity comes from the HMAC signature, not from an API key.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from typing import Any
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponseBase, JsonResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.views import APIView
+
+from core.errors import error_response
+from core.serializers import ErrorSerializer
+from ingestion.webhook_services import (
+    DuplicateEvent,
+    WebhookRejected,
+    webhook_accept,
+    webhook_rate_limited,
+    webhook_reject_counted,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class OuraWebhookApi(APIView):
+    authentication_classes = []
+    permission_classes = []
+
+    class NotificationSerializer(serializers.Serializer[dict[str, str]]):
+        event_type = serializers.ChoiceField(choices=["create", "update", "delete"])
+        data_type = serializers.CharField(max_length=40)
+        object_id = serializers.CharField(max_length=128)
+        event_time = serializers.CharField(help_text="ISO-8601 with offset.")
+        user_id = serializers.CharField(max_length=128, help_text="The Oura user id.")
+
+    class AcceptedSerializer(serializers.Serializer[dict[str, str]]):
+        eventId = serializers.UUIDField(
+            help_text="Deterministic: a redelivery of the same notification has the same id."
+        )
+
+    class ChallengeSerializer(serializers.Serializer[dict[str, str]]):
+        challenge = serializers.CharField()
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        # Plain Django from here on; see the module docstring for why DRF is bypassed.
+        if request.method == "GET":
+            return self.get(request)
+        if request.method == "POST":
+            return self.post(request)
+        response = error_response("method_not_allowed", "Use GET or POST.", 405)
+        response["Allow"] = "GET, POST"
+        return response
+
+    @extend_schema(
+        operation_id="oura_webhook_challenge",
+        summary="Answer Oura's subscription verification challenge",
+        parameters=[
+            OpenApiParameter("verification_token", str, required=True),
+            OpenApiParameter("challenge", str, required=True),
+        ],
+        responses={200: ChallengeSerializer, 400: ErrorSerializer, 401: ErrorSerializer},
+        auth=[],
+        tags=["webhooks"],
+    )
+    def get(self, request: HttpRequest) -> HttpResponseBase:  # type: ignore[override]
+        token = request.GET.get("verification_token", "")
+        expected = settings.OURA_WEBHOOK_VERIFICATION_TOKEN
+        if not hmac.compare_digest(token.encode(), expected.encode()):
+            return error_response(
+                "invalid_verification_token", "The verification token is wrong.", 401
+            )
+        challenge = request.GET.get("challenge", "")
+        if not challenge:
+            return error_response("invalid_request", "challenge is required.", 400)
+        return JsonResponse({"challenge": challenge})
+
+    @extend_schema(
+        operation_id="oura_webhook_deliver",
+        summary="Receive one Oura webhook notification",
+        description=(
+            "Signed by Oura: `x-oura-signature` is the upper-case hex HMAC-SHA256 of "
+            "`x-oura-timestamp` followed by the body, keyed with the client secret. The event "
+            "is stored in Postgres before the answer; a redelivery of the same notification "
+            "gets 409. 503 means nothing was stored and Oura should retry."
+        ),
+        parameters=[
+            OpenApiParameter("x-oura-signature", str, OpenApiParameter.HEADER, required=True),
+            OpenApiParameter("x-oura-timestamp", str, OpenApiParameter.HEADER, required=True),
+        ],
+        request=NotificationSerializer,
+        responses={
+            202: AcceptedSerializer,
+            400: OpenApiResponse(
+                ErrorSerializer,
+                description="invalid_signature, malformed_body or invalid_notification",
+            ),
+            409: OpenApiResponse(ErrorSerializer, description="duplicate_event"),
+            413: OpenApiResponse(ErrorSerializer, description="payload_too_large"),
+            429: OpenApiResponse(ErrorSerializer, description="rate_limited"),
+            503: OpenApiResponse(ErrorSerializer, description="unavailable: Oura retries"),
+        },
+        auth=[],
+        tags=["webhooks"],
+    )
+    def post(self, request: HttpRequest) -> HttpResponseBase:  # type: ignore[override]
+        if webhook_rate_limited(source=request.META.get("REMOTE_ADDR", "")):
+            webhook_reject_counted(reason="rate_limited")
+            response = error_response("rate_limited", "Too many deliveries; retry later.", 429)
+            response["Retry-After"] = str(60 - int(time.time()) % 60)
+            return response
+
+        limit = settings.WEBHOOK_MAX_BODY_BYTES
+        declared = request.META.get("CONTENT_LENGTH") or "0"
+        if not declared.isdigit():
+            webhook_reject_counted(reason="malformed_body")
+            return error_response("malformed_body", "Content-Length is not a number.", 400)
+        # Refuse on the declared length before reading anything, then read at most one byte
+        # more than allowed, so a body longer than its Content-Length is never buffered.
+        body = b"" if int(declared) > limit else request.read(limit + 1)
+        if int(declared) > limit or len(body) > limit:
+            webhook_reject_counted(reason="payload_too_large")
+            return error_response(
+                "payload_too_large", f"The body is larger than {limit} bytes.", 413
+            )
+
+        try:
+            event = webhook_accept(body=body, headers=request.headers)
+        except WebhookRejected as exc:
+            return error_response(exc.code, exc.detail, exc.http_status)
+        except DuplicateEvent as exc:
+            return error_response(
+                "duplicate_event", "This notification was already accepted.", 409,
+                eventId=str(exc.event_id),
+            )  # fmt: skip
+        except (OperationalError, InterfaceError) as exc:
+            logger.error("webhook_database_unavailable", extra={"error_type": type(exc).__name__})
+            return error_response(
+                "unavailable", "The event store is unavailable; retry later.", 503
+            )
+        return JsonResponse({"eventId": str(event.event_id)}, status=202)

@@ -1,0 +1,487 @@
+"""Oura webhook deliveries: verify, de-duplicate, store durably, publish.
+
+The request path is `webhook_accept`: verify the signature and the body, then one Postgres
+transaction writes the raw event (with the whole envelope inline) and one audit entry, and
+after the commit the envelope is published to JetStream. Postgres is the first durable copy:
+a 202 is only ever given after the commit, and the relay (ingestion/relay.py) archives to S3
+and publishes whatever the request path could not. See docs/phase-3/webhooks.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.utils import timezone
+
+from backoffice.models import AuditEntry
+from backoffice.services import audit_record
+from core import bus
+from core.metrics import webhook_accepted_total, webhook_duplicate_total, webhook_invalid_total
+from ingestion.models import OuraConnection, RawEvent
+from ingestion.selectors import connection_for_provider_user
+
+logger = logging.getLogger(__name__)
+
+PROVIDER = "oura"
+WEBHOOK_SUBJECT = "health.raw.oura.webhook"
+ENVELOPE_VERSION = 1
+EVENT_TYPES = frozenset({"create", "update", "delete"})
+# Field -> the longest value its raw_events_index column takes; longer is a bad notification.
+NOTIFICATION_FIELDS: dict[str, int] = {
+    "event_type": 10,
+    "data_type": 40,
+    "object_id": 128,
+    "event_time": 64,
+    "user_id": 128,
+}
+# Headers worth keeping with the raw body. Everything else (cookies, forwarding headers,
+# anything a proxy adds) is dropped. The signature is an HMAC output, not a secret, and
+# keeping it lets anyone holding the client secret re-verify an archived delivery.
+KEPT_HEADERS = ("content-type", "user-agent", "x-oura-timestamp", "x-oura-signature")
+# Event ids are uuid5(namespace, dedupe key): a retried delivery gets the same event id, so
+# JetStream's Nats-Msg-Id de-duplication holds across our own retries and the relay's.
+EVENT_ID_NAMESPACE = uuid.UUID("5b0e4c1e-7a53-4c0f-9d1f-0c8e3b7a4f21")
+# After a failed publish, skip publishing on the request path for this long: during a NATS
+# outage every request would otherwise wait for the full publish timeout. The relay
+# publishes what was skipped.
+PUBLISH_TIMEOUT_S = 1.0
+PUBLISH_BREAKER_S = 5.0
+
+
+class WebhookRejected(Exception):
+    """The delivery is refused; `code`, `http_status` and `detail` make the error response."""
+
+    def __init__(self, code: str, detail: str, http_status: int, reason: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.http_status = http_status
+        self.reason = reason  # label of webhook_invalid_total
+
+
+class DuplicateEvent(Exception):
+    def __init__(self, event_id: uuid.UUID) -> None:
+        super().__init__(str(event_id))
+        self.event_id = event_id
+
+
+@dataclass(frozen=True)
+class SignatureMatch:
+    secret: str  # "current" | "previous"
+    form: str  # "raw" | "compact" | "compact_ascii"
+    timestamp: str
+
+
+@dataclass(frozen=True)
+class VerifiedDelivery:
+    notification: dict[str, str]
+    body: bytes
+    headers: dict[str, str]
+    signature: SignatureMatch
+    event_time: datetime | None
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    pk: int
+    event_id: uuid.UUID
+    status: str
+    data_type: str
+    publish_subject: str
+    envelope: bytes
+
+
+# --- verification -----------------------------------------------------------------------
+
+
+def _invalid_signature(detail: str, reason: str) -> WebhookRejected:
+    return WebhookRejected("invalid_signature", detail, 400, reason)
+
+
+def _hmac_hex(secret: str, timestamp: str, message: bytes) -> str:
+    return hmac.new(secret.encode(), timestamp.encode() + message, hashlib.sha256).hexdigest()
+
+
+def _compact_forms(parsed: Any) -> list[tuple[str, bytes]]:
+    # Oura's documented verifier hashes JSON.stringify(req.body): compact, insertion order,
+    # non-ASCII kept as is. The ASCII-escaped variant costs one more HMAC and covers a sender
+    # that serialises the way Python does by default (CONTRACT 5.5, ambiguity a).
+    compact = json.dumps(parsed, separators=(",", ":"), ensure_ascii=False).encode()
+    ascii_form = json.dumps(parsed, separators=(",", ":")).encode()
+    forms = [("compact", compact)]
+    if ascii_form != compact:
+        forms.append(("compact_ascii", ascii_form))
+    return forms
+
+
+def webhook_verify_signature(
+    *, body: bytes, signature: str, timestamp: str, now: float | None = None
+) -> tuple[SignatureMatch, Any]:
+    """Check `x-oura-signature` against every accepted secret and body form.
+
+    Returns the match and the parsed body when parsing was needed to find it (else None, and
+    the caller parses). Raises WebhookRejected("invalid_signature").
+    """
+    if not signature or not timestamp:
+        raise _invalid_signature("x-oura-signature and x-oura-timestamp are required.", "missing")
+    try:
+        sent_at = int(timestamp)
+    except ValueError:
+        raise _invalid_signature("x-oura-timestamp is not unix seconds.", "bad_timestamp") from None
+    skew = (time.time() if now is None else now) - sent_at
+    tolerance = settings.WEBHOOK_TIMESTAMP_TOLERANCE_S
+    if skew > tolerance:
+        raise _invalid_signature("x-oura-timestamp is too old.", "stale_timestamp")
+    if skew < -tolerance:
+        raise _invalid_signature("x-oura-timestamp is in the future.", "future_timestamp")
+
+    secrets = [("current", settings.OURA_CLIENT_SECRET)]
+    if settings.OURA_CLIENT_SECRET_PREVIOUS:
+        secrets.append(("previous", settings.OURA_CLIENT_SECRET_PREVIOUS))
+    given = signature.strip().upper()
+
+    def match(form: str, message: bytes) -> SignatureMatch | None:
+        for name, secret in secrets:
+            expected = _hmac_hex(secret, timestamp, message).upper()
+            if hmac.compare_digest(expected.encode(), given.encode("ascii", "replace")):
+                return SignatureMatch(secret=name, form=form, timestamp=timestamp)
+        return None
+
+    found = match("raw", body)
+    if found is not None:
+        return found, None
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        # Not JSON, so no re-serialised form exists; the raw form already failed.
+        raise _invalid_signature("The signature does not match.", "mismatch") from None
+    for form, message in _compact_forms(parsed):
+        found = match(form, message)
+        if found is not None:
+            return found, parsed
+    raise _invalid_signature("The signature does not match.", "mismatch")
+
+
+def _parse_event_time(value: str) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    # A naive time has no stated zone; Oura documents offsets, so UTC is the only sane guess.
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def webhook_parse_notification(*, body: bytes, parsed: Any = None) -> dict[str, str]:
+    """The five Oura fields, checked. Raises WebhookRejected (malformed/invalid)."""
+    if parsed is None:
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            raise WebhookRejected(
+                "malformed_body", "The body is not JSON.", 400, "malformed_body"
+            ) from None
+    if not isinstance(parsed, dict):
+        raise WebhookRejected(
+            "malformed_body", "The body is not a JSON object.", 400, "malformed_body"
+        )
+    problems = []
+    for name, max_length in NOTIFICATION_FIELDS.items():
+        value = parsed.get(name)
+        if not isinstance(value, str) or not value.strip():
+            problems.append(f"{name} must be a non-empty string")
+        elif len(value) > max_length:
+            problems.append(f"{name} is longer than {max_length} characters")
+    if not problems and parsed["event_type"] not in EVENT_TYPES:
+        problems.append("event_type must be create, update or delete")
+    if problems:
+        raise WebhookRejected(
+            "invalid_notification", "; ".join(problems) + ".", 400, "invalid_notification"
+        )
+    return {name: parsed[name] for name in NOTIFICATION_FIELDS}
+
+
+def webhook_verify(
+    *, body: bytes, headers: Mapping[str, str], now: float | None = None
+) -> VerifiedDelivery:
+    """Signature first, then the body: an unsigned sender learns nothing about our parser."""
+    lowered = {key.lower(): value for key, value in headers.items()}
+    match, parsed = webhook_verify_signature(
+        body=body,
+        signature=lowered.get("x-oura-signature", ""),
+        timestamp=lowered.get("x-oura-timestamp", ""),
+        now=now,
+    )
+    notification = webhook_parse_notification(body=body, parsed=parsed)
+    return VerifiedDelivery(
+        notification=notification,
+        body=body,
+        headers={name: lowered[name] for name in KEPT_HEADERS if name in lowered},
+        signature=match,
+        event_time=_parse_event_time(notification["event_time"]),
+    )
+
+
+# --- identity ---------------------------------------------------------------------------
+
+
+def webhook_dedupe_key(*, notification: Mapping[str, str]) -> str:
+    """sha256 of the provider and Oura's five fields, event_time normalised to UTC.
+
+    Fields are joined with a newline, which no field can contain without failing JSON string
+    rules for Oura's ids, so two different notifications cannot collide by concatenation.
+    """
+    event_time = _parse_event_time(notification["event_time"])
+    parts = [
+        PROVIDER,
+        notification["event_type"],
+        notification["data_type"],
+        notification["object_id"],
+        event_time.isoformat() if event_time else notification["event_time"],
+        notification["user_id"],
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def webhook_event_id(*, dedupe_key: str) -> uuid.UUID:
+    return uuid.uuid5(EVENT_ID_NAMESPACE, dedupe_key)
+
+
+def envelope_bytes(envelope: Mapping[str, Any]) -> bytes:
+    """Deterministic JSON: the same event always archives to the same bytes (and sha256)."""
+    return json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# --- the transaction --------------------------------------------------------------------
+
+_INSERT_COLUMNS = (
+    "event_id", "provider", "kind", "status", "dedupe_key", "user_id", "provider_user_id",
+    "data_type", "event_type", "object_id", "event_time", "received_at", "envelope",
+    "object_key", "sha256", "size_bytes", "archived_at", "published_at", "publish_subject",
+)  # fmt: skip
+
+
+def _insert_raw_event(event: RawEvent) -> int | None:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id: the id, or None for a duplicate.
+
+    The ORM cannot say whether an ignored-conflict insert happened. A concurrent duplicate
+    blocks on the unique index until the first transaction commits, then conflicts: that is
+    what makes 20 simultaneous copies give exactly one winner.
+    """
+    fields = [RawEvent._meta.get_field(name) for name in _INSERT_COLUMNS]
+    values = [
+        field.get_db_prep_save(getattr(event, field.attname), connection)  # type: ignore[union-attr]
+        for field in fields
+    ]
+    table = connection.ops.quote_name(RawEvent._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)  # type: ignore[union-attr]
+    placeholders = ", ".join(["%s"] * len(fields))
+    sql = (
+        f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) "  # noqa: S608 - names from _meta
+        "ON CONFLICT DO NOTHING RETURNING id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        row = cursor.fetchone()
+    return int(row[0]) if row else None
+
+
+def _status_for(conn: OuraConnection | None) -> tuple[str, str, str]:
+    """(status, publish subject, audit action) for the owner of the delivery."""
+    if conn is None:
+        return RawEvent.Status.ORPHAN, "", AuditEntry.Action.WEBHOOK_ORPHANED
+    if conn.status == OuraConnection.Status.REVOKED:
+        return RawEvent.Status.DROPPED, "", AuditEntry.Action.WEBHOOK_DROPPED
+    # needs_reauth is still published: the normalizer decides what a stale token means.
+    return RawEvent.Status.ACCEPTED, WEBHOOK_SUBJECT, AuditEntry.Action.WEBHOOK_RECEIVED
+
+
+def webhook_record(*, delivery: VerifiedDelivery, received_at: datetime) -> RecordedEvent:
+    """One transaction: the raw event with its envelope, and one audit entry.
+
+    Raises DuplicateEvent (nothing written) when the dedupe key is already known.
+    """
+    notification = delivery.notification
+    dedupe_key = webhook_dedupe_key(notification=notification)
+    event_id = webhook_event_id(dedupe_key=dedupe_key)
+    with transaction.atomic():
+        conn = connection_for_provider_user(provider_user_id=notification["user_id"])
+        status, subject, action = _status_for(conn)
+        user_id = conn.user_id if conn is not None else ""
+        envelope = envelope_bytes(
+            {
+                "envelope_version": ENVELOPE_VERSION,
+                "event_id": str(event_id),
+                "provider": PROVIDER,
+                "kind": RawEvent.Kind.WEBHOOK.value,
+                "received_at": received_at.isoformat(),
+                "dedupe_key": dedupe_key,
+                "status": str(status),
+                "user_id": user_id,
+                "notification": notification,
+                "body": delivery.body.decode("utf-8"),
+                "headers": delivery.headers,
+                "signature": {
+                    "algorithm": "hmac-sha256",
+                    "timestamp": delivery.signature.timestamp,
+                    "secret": delivery.signature.secret,
+                    "form": delivery.signature.form,
+                },
+            }
+        )
+        pk = _insert_raw_event(
+            RawEvent(
+                event_id=event_id,
+                provider=PROVIDER,
+                kind=RawEvent.Kind.WEBHOOK,
+                status=status,
+                dedupe_key=dedupe_key,
+                user_id=user_id,
+                provider_user_id=notification["user_id"],
+                data_type=notification["data_type"],
+                event_type=notification["event_type"],
+                object_id=notification["object_id"],
+                event_time=delivery.event_time,
+                received_at=received_at,
+                envelope=envelope,
+                publish_subject=subject,
+            )
+        )
+        if pk is None:
+            raise DuplicateEvent(event_id)
+        audit_record(
+            action=action,
+            actor="webhook:oura",
+            user_id=user_id,
+            event_id=event_id,
+            details={
+                "data_type": notification["data_type"],
+                "event_type": notification["event_type"],
+                "status": str(status),
+            },
+        )
+    return RecordedEvent(
+        pk=pk,
+        event_id=event_id,
+        status=str(status),
+        data_type=notification["data_type"],
+        publish_subject=subject,
+        envelope=envelope,
+    )
+
+
+# --- publishing -------------------------------------------------------------------------
+
+_breaker_lock = threading.Lock()
+_publish_skipped_until = 0.0
+
+
+def reset_publish_breaker() -> None:
+    """Publish on the next request again (tests that restart NATS call this)."""
+    global _publish_skipped_until
+    with _breaker_lock:
+        _publish_skipped_until = 0.0
+
+
+def webhook_publish(*, event: RecordedEvent) -> bool:
+    """Publish the envelope and mark the row published. False leaves it to the relay."""
+    global _publish_skipped_until
+    if not event.publish_subject or time.monotonic() < _publish_skipped_until:
+        return False
+    try:
+        bus.get_bus().publish(
+            event.publish_subject,
+            event.envelope,
+            msg_id=str(event.event_id),
+            timeout=PUBLISH_TIMEOUT_S,
+        )
+    except bus.BusUnavailable:
+        with _breaker_lock:
+            _publish_skipped_until = time.monotonic() + PUBLISH_BREAKER_S
+        logger.warning("webhook_publish_deferred", extra={"event_id": str(event.event_id)})
+        return False
+    # Only the request path and the relay write published_at, and both only fill it in.
+    RawEvent.objects.filter(pk=event.pk, published_at__isnull=True).update(
+        published_at=timezone.now()
+    )
+    return True
+
+
+def _publish_after_commit(event: RecordedEvent) -> None:
+    try:
+        webhook_publish(event=event)
+    except Exception as exc:  # the event is committed; the relay publishes it later
+        logger.warning(
+            "webhook_publish_failed",
+            extra={"event_id": str(event.event_id), "error_type": type(exc).__name__},
+        )
+
+
+def webhook_accept(
+    *, body: bytes, headers: Mapping[str, str], received_at: datetime | None = None
+) -> RecordedEvent:
+    """Verify, record and (after the commit) publish one delivery.
+
+    Raises WebhookRejected or DuplicateEvent; database errors propagate (the caller answers
+    503 so that Oura retries).
+    """
+    received_at = received_at or timezone.now()
+    try:
+        delivery = webhook_verify(body=body, headers=headers)
+    except WebhookRejected as exc:
+        webhook_invalid_total.labels(provider=PROVIDER, reason=exc.reason).inc()
+        logger.info("webhook_rejected", extra={"reason": exc.reason})
+        raise
+    try:
+        event = webhook_record(delivery=delivery, received_at=received_at)
+    except DuplicateEvent as exc:
+        webhook_duplicate_total.labels(provider=PROVIDER).inc()
+        logger.info("webhook_duplicate", extra={"event_id": str(exc.event_id)})
+        raise
+    # on_commit, not "right after the block": if a caller ever wraps this in a larger
+    # transaction, nothing may reach the bus before the row is really committed.
+    transaction.on_commit(lambda: _publish_after_commit(event))
+    webhook_accepted_total.labels(provider=PROVIDER).inc()
+    logger.info(
+        "webhook_accepted",
+        extra={"event_id": str(event.event_id), "data_type": event.data_type,
+               "status": event.status},
+    )  # fmt: skip
+    return event
+
+
+def webhook_reject_counted(*, reason: str) -> None:
+    """Count a rejection decided before the service runs (size, rate limit)."""
+    webhook_invalid_total.labels(provider=PROVIDER, reason=reason).inc()
+
+
+def webhook_rate_limited(*, source: str) -> bool:
+    """True once `source` has made more than WEBHOOK_RATE_LIMIT_PER_MINUTE deliveries this
+    minute.
+
+    A fixed one-minute window in Django's cache. With the default local-memory cache the
+    count is per process, so N workers allow up to N times the limit: the limit exists to
+    blunt a flood from one address, not to meter Oura, and a shared cache (Redis,
+    memcached) in CACHES makes it exact without a code change.
+    """
+    key = f"webhook-rate:{source}:{int(time.time() // 60)}"
+    if cache.add(key, 1, timeout=61):
+        return settings.WEBHOOK_RATE_LIMIT_PER_MINUTE < 1
+    try:
+        count = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=61)
+        count = 1
+    return bool(count > settings.WEBHOOK_RATE_LIMIT_PER_MINUTE)
