@@ -74,7 +74,7 @@ class OuraWebhookApi(APIView):
         auth=[],
         tags=["webhooks"],
     )
-    def get(self, request: HttpRequest) -> HttpResponseBase:  # type: ignore[override]
+    def get(self, request: HttpRequest) -> HttpResponseBase:
         token = request.GET.get("verification_token", "")
         expected = settings.OURA_WEBHOOK_VERIFICATION_TOKEN
         if not hmac.compare_digest(token.encode(), expected.encode()):
@@ -114,7 +114,7 @@ class OuraWebhookApi(APIView):
         auth=[],
         tags=["webhooks"],
     )
-    def post(self, request: HttpRequest) -> HttpResponseBase:  # type: ignore[override]
+    def post(self, request: HttpRequest) -> HttpResponseBase:
         if webhook_rate_limited(source=request.META.get("REMOTE_ADDR", "")):
             webhook_reject_counted(reason="rate_limited")
             response = error_response("rate_limited", "Too many deliveries; retry later.", 429)

@@ -24,6 +24,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from backoffice.models import AuditEntry
@@ -31,6 +32,7 @@ from backoffice.services import audit_record
 from core import bus
 from core.metrics import webhook_accepted_total, webhook_duplicate_total, webhook_invalid_total
 from ingestion.models import OuraConnection, RawEvent
+from ingestion.relay import clear_envelope_when
 from ingestion.selectors import connection_for_provider_user
 
 logger = logging.getLogger(__name__)
@@ -280,13 +282,10 @@ def _insert_raw_event(event: RawEvent) -> int | None:
     blocks on the unique index until the first transaction commits, then conflicts: that is
     what makes 20 simultaneous copies give exactly one winner.
     """
-    fields = [RawEvent._meta.get_field(name) for name in _INSERT_COLUMNS]
-    values = [
-        field.get_db_prep_save(getattr(event, field.attname), connection)  # type: ignore[union-attr]
-        for field in fields
-    ]
+    fields = [f for f in RawEvent._meta.concrete_fields if f.name in _INSERT_COLUMNS]
+    values = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in fields]
     table = connection.ops.quote_name(RawEvent._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)  # type: ignore[union-attr]
+    columns = ", ".join(connection.ops.quote_name(f.column or f.attname) for f in fields)
     placeholders = ", ".join(["%s"] * len(fields))
     sql = (
         f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) "  # noqa: S608 - names from _meta
@@ -412,9 +411,10 @@ def webhook_publish(*, event: RecordedEvent) -> bool:
             _publish_skipped_until = time.monotonic() + PUBLISH_BREAKER_S
         logger.warning("webhook_publish_deferred", extra={"event_id": str(event.event_id)})
         return False
-    # Only the request path and the relay write published_at, and both only fill it in.
+    # Only the request path and the relay write published_at, and both only fill it in. If
+    # the relay archived the row meanwhile, the bytes are no longer needed in Postgres.
     RawEvent.objects.filter(pk=event.pk, published_at__isnull=True).update(
-        published_at=timezone.now()
+        published_at=timezone.now(), envelope=clear_envelope_when(Q(archived_at__isnull=False))
     )
     return True
 

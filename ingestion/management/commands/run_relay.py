@@ -1,0 +1,93 @@
+"""`python manage.py run_relay`: archive raw events to S3 and publish what is unpublished.
+
+Runs until SIGTERM or SIGINT, then finishes the row in hand, commits the batch's bookkeeping
+and exits (the way healthchecks' sendalerts does). `--once` drains both queues and exits.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import InterfaceError, OperationalError, close_old_connections, connections
+
+from core.metrics import serve_metrics
+from ingestion.relay import relay_backlog_update, relay_drain, relay_step
+
+
+class Command(BaseCommand):
+    help = "Archive accepted raw events to S3 and publish the ones not yet on JetStream."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--once", action="store_true", help="Drain both queues and exit.")
+        parser.add_argument("--batch-size", type=int, default=100)
+        parser.add_argument(
+            "--interval", type=float, default=1.0, help="Seconds to sleep when idle."
+        )
+        parser.add_argument(
+            "--grace",
+            type=float,
+            default=2.0,
+            help="Leave rows younger than this to the request path that is publishing them.",
+        )
+        parser.add_argument("--workers", type=int, default=4, help="Parallel S3 PUTs.")
+        parser.add_argument(
+            "--metrics-port", type=int, default=0, help="Serve /metrics here (0: off)."
+        )
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        self.stdout.write(f"{name} received, finishing the current row...")
+        self.stopping.set()
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.stopping = threading.Event()
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGINT, self.on_signal)
+        serve_metrics(options["metrics_port"])
+        batch_size: int = options["batch_size"]
+        grace: float = options["grace"]
+        workers: int = options["workers"]
+        if batch_size < 1:
+            raise CommandError("--batch-size must be at least 1")
+
+        if options["once"]:
+            totals = relay_drain(
+                batch_size=batch_size, grace_s=grace, workers=workers,
+                should_stop=self.stopping.is_set,
+            )  # fmt: skip
+            backlog = relay_backlog_update()
+            self.stdout.write(
+                f"published={totals.published} archived={totals.archived} "
+                f"failed={totals.failed} backlog_publish={backlog['publish']} "
+                f"backlog_archive={backlog['archive']}"
+            )
+            if totals.unavailable:
+                raise CommandError("NATS or S3 was unavailable; the backlog remains")
+            return
+
+        self.stdout.write("run_relay is running")
+        last_gauge = 0.0
+        while not self.stopping.is_set():
+            close_old_connections()  # a Postgres restart must not leave us on a dead socket
+            try:
+                published, archived = relay_step(
+                    batch_size=batch_size, grace_s=grace, workers=workers,
+                    should_stop=self.stopping.is_set,
+                )  # fmt: skip
+                if time.monotonic() - last_gauge > 5:
+                    relay_backlog_update()
+                    last_gauge = time.monotonic()
+            except (OperationalError, InterfaceError):
+                # Postgres is away: nothing can be claimed; try again after the interval.
+                connections.close_all()
+                self.stopping.wait(options["interval"])
+                continue
+            idle = not published.done and not archived.done
+            if idle or published.unavailable or archived.unavailable:
+                self.stopping.wait(options["interval"])
+        self.stdout.write("run_relay stopped")
