@@ -112,6 +112,17 @@ def head(key: str) -> dict[str, Any] | None:
         raise RawStoreUnavailable(f"head failed: {type(exc).__name__}") from None
 
 
+def delete_keys(keys: list[str]) -> int:
+    """Delete these objects (missing ones count as deleted); returns how many were asked."""
+    try:
+        for start in range(0, len(keys), 1000):  # S3's DeleteObjects takes 1000 at most
+            chunk = [{"Key": key} for key in keys[start : start + 1000]]
+            client().delete_objects(Bucket=settings.S3_BUCKET, Delete={"Objects": chunk})
+    except (BotoCoreError, ClientError) as exc:
+        raise RawStoreUnavailable(f"delete failed: {type(exc).__name__}") from None
+    return len(keys)
+
+
 def delete_prefix(prefix: str) -> int:
     """Delete every object under `prefix` (GDPR erasure); returns how many were removed."""
     removed = 0

@@ -6,6 +6,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from backoffice.services import raw_object_signed_url, user_erase
 from ingestion.connection_services import connection_disconnect
 from ingestion.models import OuraConnection, RawEvent, WebhookSubscription
 
@@ -24,7 +25,7 @@ class OuraConnectionAdmin(admin.ModelAdmin[OuraConnection]):
         "last_refresh_at", "access_token_expires_at", "revoked_at", "token_version",
     )  # fmt: skip
     readonly_fields = fields
-    actions = ("disconnect",)
+    actions = ("disconnect", "erase")
 
     @admin.display(description="scopes")
     def scope_list(self, obj: OuraConnection) -> str:
@@ -38,6 +39,16 @@ class OuraConnectionAdmin(admin.ModelAdmin[OuraConnection]):
         for connection in queryset:
             connection_disconnect(connection=connection, actor=f"staff:{request.user}")
         self.message_user(request, f"{queryset.count()} connection(s) disconnected.", messages.INFO)
+
+    @admin.action(
+        description="GDPR: erase every row, raw object and bus message of these users",
+        permissions=["delete"],
+    )
+    def erase(self, request: HttpRequest, queryset: QuerySet[OuraConnection]) -> None:
+        user_ids = list(queryset.values_list("user_id", flat=True))
+        for user_id in user_ids:
+            user_erase(user_id=user_id, actor=f"staff:{request.user}")
+        self.message_user(request, f"Erased {len(user_ids)} user(s).", messages.WARNING)
 
 
 @admin.register(WebhookSubscription)
@@ -67,8 +78,20 @@ class RawEventAdmin(admin.ModelAdmin[RawEvent]):
     readonly_fields = [f.name for f in RawEvent._meta.fields if f.name != "envelope"]
     show_full_result_count = False  # COUNT(*) over the raw index is slow once it is large
 
+    actions = ("signed_url",)
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: RawEvent | None = None) -> bool:
         return False
+
+    @admin.action(description="Get a short-lived signed URL to the raw object (audited)")
+    def signed_url(self, request: HttpRequest, queryset: QuerySet[RawEvent]) -> None:
+        for event in queryset[:10]:
+            try:
+                url = raw_object_signed_url(event_id=event.event_id, staff=f"staff:{request.user}")
+            except ValueError as exc:
+                self.message_user(request, f"{event.event_id}: {exc}", messages.ERROR)
+                continue
+            self.message_user(request, f"{event.event_id}: {url}", messages.INFO)
