@@ -71,14 +71,18 @@ def test_valid_delivery_is_stored_audited_and_published_with_its_event_id(client
     assert row.status == RawEvent.Status.ACCEPTED
     assert (row.user_id, row.provider_user_id, row.kind) == ("user-1", "oura-user-1", "webhook")
     assert (row.data_type, row.event_type, row.object_id) == ("sleep", "update", body["object_id"])
-    assert row.publish_subject == WEBHOOK_SUBJECT and row.published_at is not None
-    assert row.archived_at is None and row.envelope is not None  # the relay archives later
+    assert row.publish_subject == WEBHOOK_SUBJECT
+    assert row.published_at is not None
+    assert row.archived_at is None
+    assert row.envelope is not None
 
     envelope = envelope_of(event_id)
-    assert envelope["event_id"] == event_id and envelope["dedupe_key"] == row.dedupe_key
+    assert envelope["event_id"] == event_id
+    assert envelope["dedupe_key"] == row.dedupe_key
     assert envelope["notification"] == body
     assert envelope["body"] == raw.decode()
-    assert envelope["user_id"] == "user-1" and envelope["status"] == "accepted"
+    assert envelope["user_id"] == "user-1"
+    assert envelope["status"] == "accepted"
     assert envelope["signature"] == {
         "algorithm": "hmac-sha256", "timestamp": headers["x-oura-timestamp"],
         "secret": "current", "form": "raw",
@@ -91,11 +95,13 @@ def test_valid_delivery_is_stored_audited_and_published_with_its_event_id(client
     }  # the cookie is not kept
 
     [audit] = AuditEntry.objects.filter(event_id=event_id)
-    assert audit.action == AuditEntry.Action.WEBHOOK_RECEIVED and audit.user_id == "user-1"
+    assert audit.action == AuditEntry.Action.WEBHOOK_RECEIVED
+    assert audit.user_id == "user-1"
     assert audit.details == {"data_type": "sleep", "event_type": "update", "status": "accepted"}
 
     [message] = raw_stream_messages()
-    assert message.subject == WEBHOOK_SUBJECT and message.msg_id == event_id
+    assert message.subject == WEBHOOK_SUBJECT
+    assert message.msg_id == event_id
     assert message.data == bytes(row.envelope)
     assert webhook_accepted_total.labels(provider="oura")._value.get() == accepted_before + 1
 
@@ -122,14 +128,16 @@ def test_bad_signature_returns_400_counts_it_and_stores_nothing(client: Client) 
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_signature"
     assert invalid_count("mismatch") == before + 1
-    assert not RawEvent.objects.exists() and not AuditEntry.objects.exists()
+    assert not RawEvent.objects.exists()
+    assert not AuditEntry.objects.exists()
     assert raw_stream_messages() == []
 
 
 def test_missing_signature_headers_are_an_invalid_signature(client: Client) -> None:
     raw, _ = signed(notification())
     response = post(client, raw, {})
-    assert response.status_code == 400 and response.json()["error"] == "invalid_signature"
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_signature"
     assert not RawEvent.objects.exists()
 
 
@@ -153,7 +161,8 @@ def test_timestamp_just_inside_the_tolerance_is_accepted(client: Client) -> None
 def test_wrong_secret_is_refused(client: Client) -> None:
     raw, headers = signed(notification(), secret="not-our-secret")
     response = post(client, raw, headers)
-    assert response.status_code == 400 and response.json()["error"] == "invalid_signature"
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_signature"
     assert not RawEvent.objects.exists()
 
 
@@ -222,7 +231,8 @@ def test_body_that_is_not_json_but_correctly_signed_is_malformed(client: Client)
 def test_json_that_is_not_an_object_is_malformed(client: Client) -> None:
     raw, headers = signed(b'["event_type"]')
     response = post(client, raw, headers)
-    assert response.status_code == 400 and response.json()["error"] == "malformed_body"
+    assert response.status_code == 400
+    assert response.json()["error"] == "malformed_body"
 
 
 def test_unsigned_garbage_is_an_invalid_signature_not_a_parse_error(client: Client) -> None:
@@ -317,8 +327,10 @@ def test_delivery_for_an_unknown_oura_user_is_kept_as_orphan_and_not_published(
     response = post(client, *signed(notification(user_id="nobody-we-know")))
     assert response.status_code == 202
     row = RawEvent.objects.get(event_id=response.json()["eventId"])
-    assert row.status == RawEvent.Status.ORPHAN and row.user_id == ""
-    assert row.publish_subject == "" and row.published_at is None
+    assert row.status == RawEvent.Status.ORPHAN
+    assert row.user_id == ""
+    assert row.publish_subject == ""
+    assert row.published_at is None
     assert AuditEntry.objects.get().action == AuditEntry.Action.WEBHOOK_ORPHANED
     assert raw_stream_messages() == []
 
@@ -330,7 +342,8 @@ def test_delivery_for_a_revoked_connection_is_dropped_and_not_published(client: 
     row = RawEvent.objects.get(event_id=response.json()["eventId"])
     assert (row.status, row.user_id, row.publish_subject) == ("dropped", "user-gone", "")
     audit = AuditEntry.objects.get()
-    assert audit.action == AuditEntry.Action.WEBHOOK_DROPPED and audit.user_id == "user-gone"
+    assert audit.action == AuditEntry.Action.WEBHOOK_DROPPED
+    assert audit.user_id == "user-gone"
     assert raw_stream_messages() == []
 
 
@@ -366,7 +379,8 @@ def test_challenge_with_a_wrong_token_is_401(client: Client) -> None:
 
 def test_other_methods_are_405_in_the_error_shape(client: Client) -> None:
     response = client.put(URL, data=b"{}")
-    assert response.status_code == 405 and response.json()["error"] == "method_not_allowed"
+    assert response.status_code == 405
+    assert response.json()["error"] == "method_not_allowed"
 
 
 def test_the_endpoint_is_in_the_openapi_document(client: Client) -> None:
@@ -412,7 +426,8 @@ def test_s3_down_still_answers_202_and_the_relay_archives_once_it_is_back(
     ids = [post(client, *signed(notification())).json()["eventId"] for _ in range(3)]
     assert len(set(ids)) == 3
     failed = relay_drain(grace_s=0)
-    assert failed.archived == 0 and failed.unavailable
+    assert failed.archived == 0
+    assert failed.unavailable
 
     stack.start("s3")
     raw_store.reset_client()
@@ -423,7 +438,8 @@ def test_s3_down_still_answers_202_and_the_relay_archives_once_it_is_back(
     for row in RawEvent.objects.all():
         stored = raw_store.get(row.object_key)
         assert row.sha256 == hashlib.sha256(stored).hexdigest()
-        assert row.size_bytes == len(stored) and row.archived_at is not None
+        assert row.size_bytes == len(stored)
+        assert row.archived_at is not None
         assert row.envelope is None  # orphans are never published, so archived is enough
 
 
@@ -462,8 +478,8 @@ def subscribe_sim(sim: OuraSimulator, callback_url: str) -> None:
 @pytest.mark.parametrize("pretty", [False, True], ids=["compact", "pretty"])
 def test_simulator_deliveries_are_accepted_by_a_live_server(
     live_server: Any,
-    oura_sim: OuraSimulator,
-    pretty: bool,  # noqa: F811
+    oura_sim: OuraSimulator,  # noqa: F811 - the imported fixture
+    pretty: bool,
 ) -> None:
     oura_sim.config.pretty_print_body = pretty
     user = oura_sim.add_user(history_days=3)
@@ -473,7 +489,8 @@ def test_simulator_deliveries_are_accepted_by_a_live_server(
     doc = oura_sim.put_document(user.oura_user_id, "daily_sleep")
     [delivery] = oura_sim.wait_for_deliveries(timeout=20)
 
-    assert delivery.status == 202 and delivery.succeeded
+    assert delivery.status == 202
+    assert delivery.succeeded
     row = RawEvent.objects.get(object_id=doc["id"])
     assert (row.status, row.user_id, row.data_type) == ("accepted", "user-sim", "daily_sleep")
     form = json.loads(bytes(row.envelope or b""))["signature"]["form"]
@@ -491,7 +508,8 @@ def test_simulator_signing_with_the_wrong_key_is_refused(
     subscribe_sim(oura_sim, live_server.url + URL)
     oura_sim.put_document(user.oura_user_id, "daily_sleep")
     [delivery] = oura_sim.wait_for_deliveries(timeout=20)
-    assert delivery.status == 400 and not delivery.succeeded
+    assert delivery.status == 400
+    assert not delivery.succeeded
     assert not RawEvent.objects.exists()
 
 
