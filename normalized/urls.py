@@ -1,3 +1,21 @@
-from django.urls import URLPattern
+from django.urls import path
 
-urlpatterns: list[URLPattern] = []
+from normalized import apis
+
+urlpatterns = [
+    path(
+        "health/<str:user_id>/oura/daily",
+        apis.OuraDailyListApi.as_view(),
+        name="oura-daily-list",
+    ),
+    path(
+        "health/<str:user_id>/oura/activities",
+        apis.OuraActivityListApi.as_view(),
+        name="oura-activity-list",
+    ),
+    path(
+        "health/<str:user_id>/oura/sleep",
+        apis.OuraSleepPeriodListApi.as_view(),
+        name="oura-sleep-period-list",
+    ),
+]

@@ -1,0 +1,240 @@
+"""REST v1 reads of normalized Oura data: daily summaries, workouts and sessions, sleep periods.
+
+Views are thin: check the key may see the user (404 otherwise, before anything else so a bad
+request cannot tell whether the user exists), validate the query, call a selector, and send
+the DTO page. Responses are written by pydantic (see normalized/dtos.py for why).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpResponse
+from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.plumbing import ResolvedComponent
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from access.models import Scope
+from access.permissions import HasScope, ensure_user_access
+from access.throttling import ApiKeyRateThrottle
+from core.serializers import ErrorSerializer
+from normalized import dtos
+from normalized.selectors import activity_list, daily_page, sleep_period_list
+from normalized.serializers import (
+    DayRangeFilterSerializer,
+    KeysetRangeFilterSerializer,
+    day_cursor,
+    keyset_cursor,
+    limit_field,
+)
+
+# --- OpenAPI ------------------------------------------------------------------------------
+
+
+class _OpenApi30JsonSchema(GenerateJsonSchema):
+    """Pydantic writes JSON Schema 2020-12; the document is OpenAPI 3.0, which has no
+    `type: null` but a `nullable` flag (and no siblings next to a `$ref`)."""
+
+    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
+        inner = self.generate_inner(schema["schema"])
+        if "$ref" in inner:
+            return {"allOf": [inner], "nullable": True}
+        return {**inner, "nullable": True}
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False  # titles repeat the property names and clutter Swagger UI
+
+
+# drf-spectacular ships no type hints, hence the no-untyped-call ignores below.
+class DtoSchemaExtension(OpenApiSerializerExtension):  # type: ignore[no-untyped-call]
+    """Lets `extend_schema(responses=...)` take the DTOs of normalized/dtos.py.
+
+    Like drf-spectacular's own pydantic extension, but scoped to our DTO base class and
+    emitting OpenAPI 3.0 nullables.
+    """
+
+    target_class = "normalized.dtos.ApiModel"
+    match_subclasses = True
+    priority = 1  # ahead of drf_spectacular.contrib.pydantic
+
+    def get_name(self, auto_schema: Any, direction: Any) -> str:
+        name: str = self.target.__name__
+        return name
+
+    def map_serializer(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        schema = self.target.model_json_schema(
+            ref_template="#/components/schemas/{model}",
+            mode="serialization",
+            schema_generator=_OpenApi30JsonSchema,
+        )
+        for name, sub_schema in schema.pop("$defs", {}).items():
+            auto_schema.registry.register_on_missing(
+                ResolvedComponent(  # type: ignore[no-untyped-call]
+                    name=name, type=ResolvedComponent.SCHEMA, object=name, schema=sub_schema
+                )
+            )
+        schema.pop("title", None)
+        result: dict[str, Any] = schema
+        return result
+
+
+USER_ID = OpenApiParameter(
+    "user_id",
+    OpenApiTypes.STR,
+    OpenApiParameter.PATH,
+    description="The person's id in this system. A key that may not read this user gets 404, "
+    "whether or not the user exists.",
+)
+
+
+def _errors() -> dict[int, OpenApiResponse]:
+    described = {
+        400: "invalid_request: a query parameter is missing or wrong; `detail` names it.",
+        401: "unauthenticated: no key, or an unknown, revoked or expired one.",
+        403: "forbidden: the key lacks the health:read scope.",
+        404: "not_found: the key may not read this user (or the user is unknown).",
+        429: "rate_limited: too many requests for this key; retry after Retry-After seconds.",
+    }
+    return {
+        code: OpenApiResponse(ErrorSerializer, description=text) for code, text in described.items()
+    }
+
+
+def _json(page: dtos.ApiModel) -> HttpResponse:
+    # pydantic writes the bytes itself: several times faster than DRF's JSONRenderer here.
+    return HttpResponse(page.model_dump_json(), content_type="application/json")
+
+
+class _HealthReadApi(APIView):
+    permission_classes = [HasScope]
+    throttle_classes = [ApiKeyRateThrottle]
+    required_scope = Scope.READ
+
+
+# --- Views --------------------------------------------------------------------------------
+
+
+class OuraDailyListApi(_HealthReadApi):
+    class FilterSerializer(DayRangeFilterSerializer):
+        # A 366-day range fits one page when asked for: a year is one request.
+        limit = limit_field(default=100, maximum=366)
+
+    @extend_schema(
+        operation_id="oura_daily_list",
+        summary="A person's daily Oura summaries",
+        description="One entry per day in [start, end] that has a readiness, sleep or "
+        "activity summary, in ascending day order. A part Oura has not produced for a day is "
+        "null. `sleep.mainPeriod` summarises the night's long_sleep period.",
+        parameters=[USER_ID, FilterSerializer],
+        responses={200: dtos.OuraDailyPage, **_errors()},
+        tags=["health data"],
+    )
+    def get(self, request: Request, user_id: str) -> HttpResponse:
+        ensure_user_access(request, user_id)
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        query = filters.validated_data
+        page = daily_page(
+            user_id=user_id,
+            start=query.get("position", query["start"]),
+            end=query["end"],
+            limit=query["limit"],
+        )
+        return _json(
+            dtos.OuraDailyPage(
+                data=[
+                    dtos.OuraDailyEntry.from_rows(
+                        rows.day,
+                        readiness=rows.readiness,
+                        sleep=rows.sleep,
+                        main_period=rows.main_sleep_period,
+                        activity=rows.activity,
+                    )
+                    for rows in page.days
+                ],
+                next_cursor=None if page.next_day is None else day_cursor(page.next_day),
+            )
+        )
+
+
+class OuraActivityListApi(_HealthReadApi):
+    class FilterSerializer(KeysetRangeFilterSerializer):
+        cursor_kind = "activities"
+        limit = limit_field(default=100, maximum=1000)
+
+    @extend_schema(
+        operation_id="oura_activity_list",
+        summary="A person's workouts and sessions",
+        description="Workouts and sessions (meditation, breathing, naps, ...) whose Oura day "
+        "is in [start, end], ordered by start time, then id.",
+        parameters=[USER_ID, FilterSerializer],
+        responses={200: dtos.OuraActivityPage, **_errors()},
+        tags=["health data"],
+    )
+    def get(self, request: Request, user_id: str) -> HttpResponse:
+        ensure_user_access(request, user_id)
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        query = filters.validated_data
+        limit: int = query["limit"]
+        rows = list(
+            activity_list(
+                user_id=user_id,
+                start=query["start"],
+                end=query["end"],
+                after=query.get("position"),
+            )[: limit + 1]
+        )
+        last = rows[limit - 1] if len(rows) > limit else None
+        return _json(
+            dtos.OuraActivityPage(
+                data=[dtos.OuraActivity.model_validate(row) for row in rows[:limit]],
+                next_cursor=None
+                if last is None
+                else keyset_cursor("activities", last.start, last.pk),
+            )
+        )
+
+
+class OuraSleepPeriodListApi(_HealthReadApi):
+    class FilterSerializer(KeysetRangeFilterSerializer):
+        cursor_kind = "sleep"
+        limit = limit_field(default=100, maximum=1000)
+
+    @extend_schema(
+        operation_id="oura_sleep_period_list",
+        summary="A person's sleep periods",
+        description="Sleep periods (long sleep, naps, rest) whose Oura day is in [start, end], "
+        "ordered by bedtime start, then id.",
+        parameters=[USER_ID, FilterSerializer],
+        responses={200: dtos.OuraSleepPeriodPage, **_errors()},
+        tags=["health data"],
+    )
+    def get(self, request: Request, user_id: str) -> HttpResponse:
+        ensure_user_access(request, user_id)
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        query = filters.validated_data
+        limit: int = query["limit"]
+        rows = list(
+            sleep_period_list(
+                user_id=user_id,
+                start=query["start"],
+                end=query["end"],
+                after=query.get("position"),
+            )[: limit + 1]
+        )
+        last = rows[limit - 1] if len(rows) > limit else None
+        return _json(
+            dtos.OuraSleepPeriodPage(
+                data=[dtos.OuraSleepPeriod.model_validate(row) for row in rows[:limit]],
+                next_cursor=None
+                if last is None
+                else keyset_cursor("sleep", last.bedtime_start, last.pk),
+            )
+        )

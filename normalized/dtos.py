@@ -1,0 +1,292 @@
+"""The normalized data transfer objects: what REST v1 reads and the bus say about a person.
+
+One pydantic model per shape is the single source for three things: the JSON the read API
+sends (`model_dump_json`), its OpenAPI components (drf-spectacular, see `normalized/apis.py`)
+and the JSON Schemas in `docs/phase-3/schemas/` (`JSON_SCHEMAS`, written by
+`manage.py export_api_docs`).
+
+Pydantic rather than DRF output serializers because of the read benchmark: a year of daily
+entries (366 x ~50 fields) takes about 16 ms through nested DRF serializers and well under
+2 ms through pydantic's compiled core, and the target for the whole request is P95 <= 30 ms.
+
+JSON keys are camelCase like the rest of v1 (`userId`, `jobId`); Python names stay snake_case.
+Every output field is always present (null when unknown), so clients see one stable shape.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+if TYPE_CHECKING:
+    from normalized import models
+
+__all__ = [
+    "JSON_SCHEMAS",
+    "ApiModel",
+    "NormalizedMetricsMessage",
+    "OuraActivity",
+    "OuraActivityContributors",
+    "OuraActivityPage",
+    "OuraDailyActivity",
+    "OuraDailyEntry",
+    "OuraDailyPage",
+    "OuraDailyReadiness",
+    "OuraDailySleep",
+    "OuraMainSleepPeriod",
+    "OuraReadinessContributors",
+    "OuraSleepContributors",
+    "OuraSleepPeriod",
+    "OuraSleepPeriodPage",
+    "normalized_metrics_subject",
+]
+
+
+class ApiModel(BaseModel):
+    """Base of every DTO: camelCase on the wire, built from rows by attribute name."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        from_attributes=True,
+        frozen=True,
+        # Every field is always sent (null when unknown), so the schemas say so.
+        json_schema_serialization_defaults_required=True,
+    )
+
+
+def _blank_as_none(value: object) -> object:
+    # The tables store "" where Oura sent nothing (CharField(blank=True)); the API says null.
+    return value if value != "" else None
+
+
+OptionalText = Annotated[str | None, BeforeValidator(_blank_as_none)]
+
+
+# --- Daily --------------------------------------------------------------------------------
+
+
+class OuraReadinessContributors(ApiModel):
+    activity_balance: int | None = None
+    body_temperature: int | None = None
+    hrv_balance: int | None = None
+    previous_day_activity: int | None = None
+    previous_night: int | None = None
+    recovery_index: int | None = None
+    resting_heart_rate: int | None = None
+    sleep_balance: int | None = None
+    sleep_regularity: int | None = None
+
+
+class OuraDailyReadiness(ApiModel):
+    score: int | None = Field(description="Readiness score, 1-100.")
+    temperature_deviation: float | None = Field(
+        description="Deviation of body temperature from the personal baseline, in °C."
+    )
+    temperature_trend_deviation: float | None = Field(
+        description="Weighted average of recent temperature deviations, in °C."
+    )
+    contributors: OuraReadinessContributors
+
+
+class OuraSleepContributors(ApiModel):
+    deep_sleep: int | None = None
+    efficiency: int | None = None
+    latency: int | None = None
+    rem_sleep: int | None = None
+    restfulness: int | None = None
+    timing: int | None = None
+    total_sleep: int | None = None
+
+
+class OuraMainSleepPeriod(ApiModel):
+    """The night's main sleep: the long_sleep period, else the longest one of that day."""
+
+    id: str = Field(validation_alias="oura_id", description="Oura's sleep period id.")
+    type: OptionalText = Field(description="Oura's period type, e.g. long_sleep.")
+    bedtime_start: datetime
+    bedtime_end: datetime
+    total_sleep_duration: int | None = Field(description="Seconds asleep.")
+    time_in_bed: int | None = Field(description="Seconds in bed.")
+    efficiency: int | None = Field(description="Percentage of time in bed spent asleep.")
+    average_heart_rate: float | None = Field(description="Beats per minute.")
+    lowest_heart_rate: int | None = Field(description="Beats per minute.")
+    average_hrv: float | None = Field(description="Milliseconds (RMSSD).")
+
+
+class OuraDailySleep(ApiModel):
+    score: int | None = Field(description="Sleep score, 1-100.")
+    contributors: OuraSleepContributors
+    main_period: OuraMainSleepPeriod | None
+
+
+class OuraActivityContributors(ApiModel):
+    meet_daily_targets: int | None = None
+    move_every_hour: int | None = None
+    recovery_time: int | None = None
+    stay_active: int | None = None
+    training_frequency: int | None = None
+    training_volume: int | None = None
+
+
+class OuraDailyActivity(ApiModel):
+    score: int | None = Field(description="Activity score, 1-100.")
+    steps: int | None
+    active_calories: int | None = Field(description="Kilocalories burned by activity.")
+    total_calories: int | None = Field(description="Kilocalories burned in total.")
+    target_calories: int | None
+    equivalent_walking_distance: int | None = Field(description="Metres.")
+    high_activity_time: int | None = Field(description="Seconds.")
+    medium_activity_time: int | None = Field(description="Seconds.")
+    low_activity_time: int | None = Field(description="Seconds.")
+    sedentary_time: int | None = Field(description="Seconds.")
+    resting_time: int | None = Field(description="Seconds.")
+    non_wear_time: int | None = Field(description="Seconds.")
+    average_met_minutes: float | None
+    inactivity_alerts: int | None
+    contributors: OuraActivityContributors
+
+
+class OuraDailyEntry(ApiModel):
+    """One day of a person's Oura summaries; a part is null when Oura has none for the day."""
+
+    day: date
+    readiness: OuraDailyReadiness | None
+    sleep: OuraDailySleep | None
+    activity: OuraDailyActivity | None
+
+    @classmethod
+    def from_rows(
+        cls,
+        day: date,
+        *,
+        readiness: models.DailyReadiness | None,
+        sleep: models.DailySleep | None,
+        main_period: models.SleepPeriod | None,
+        activity: models.DailyActivity | None,
+    ) -> OuraDailyEntry:
+        return cls(
+            day=day,
+            readiness=None
+            if readiness is None
+            else OuraDailyReadiness.model_validate(readiness, from_attributes=True),
+            sleep=None
+            if sleep is None
+            else OuraDailySleep(
+                score=sleep.score,
+                contributors=OuraSleepContributors.model_validate(sleep.contributors),
+                main_period=None
+                if main_period is None
+                else OuraMainSleepPeriod.model_validate(main_period, from_attributes=True),
+            ),
+            activity=None
+            if activity is None
+            else OuraDailyActivity.model_validate(activity, from_attributes=True),
+        )
+
+
+class OuraDailyPage(ApiModel):
+    data: list[OuraDailyEntry] = Field(description="Days in ascending order.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to read the next page; null on the last page."
+    )
+
+
+# --- Workouts, sessions and sleep periods -------------------------------------------------
+
+
+class OuraActivity(ApiModel):
+    """A workout or a session (meditation, breathing, nap, ...)."""
+
+    id: str = Field(validation_alias="oura_id", description="Oura's workout or session id.")
+    kind: Literal["workout", "session"]
+    type: str = Field(description="Workout activity (e.g. walking) or session type.")
+    day: date
+    start: datetime
+    end: datetime
+    intensity: OptionalText = Field(description="easy, moderate or hard; null for sessions.")
+    calories: float | None = Field(description="Kilocalories.")
+    distance: float | None = Field(description="Metres.")
+    source: OptionalText = Field(description="How Oura learned of it, e.g. manual, autodetected.")
+    label: OptionalText
+    metrics: dict[str, Any] = Field(
+        description="Summaries kept by the normalizer (e.g. mood, heart-rate statistics)."
+    )
+
+
+class OuraActivityPage(ApiModel):
+    data: list[OuraActivity] = Field(description="Ordered by start, then id.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to read the next page; null on the last page."
+    )
+
+
+class OuraSleepPeriod(ApiModel):
+    id: str = Field(validation_alias="oura_id", description="Oura's sleep period id.")
+    day: date
+    type: OptionalText = Field(description="long_sleep, sleep, late_nap or rest.")
+    bedtime_start: datetime
+    bedtime_end: datetime
+    total_sleep_duration: int | None = Field(description="Seconds.")
+    deep_sleep_duration: int | None = Field(description="Seconds.")
+    light_sleep_duration: int | None = Field(description="Seconds.")
+    rem_sleep_duration: int | None = Field(description="Seconds.")
+    awake_time: int | None = Field(description="Seconds.")
+    time_in_bed: int | None = Field(description="Seconds.")
+    efficiency: int | None = Field(description="Percent.")
+    latency: int | None = Field(description="Seconds to fall asleep.")
+    average_heart_rate: float | None
+    lowest_heart_rate: int | None
+    average_hrv: float | None
+    average_breath: float | None
+    readiness_score: int | None
+
+
+class OuraSleepPeriodPage(ApiModel):
+    data: list[OuraSleepPeriod] = Field(description="Ordered by bedtime start, then id.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to read the next page; null on the last page."
+    )
+
+
+# --- Bus ----------------------------------------------------------------------------------
+
+
+def normalized_metrics_subject(user_id: str) -> str:
+    return f"health.normalized.user.{user_id}.metrics"
+
+
+class NormalizedMetricsMessage(ApiModel):
+    """Published on `health.normalized.user.{userId}.metrics` after the rows are committed.
+
+    It says what changed, never the values: the bus must carry no health data (ARCHITECTURE
+    section 3), so a subscriber reads the rows through the API. Unknown fields are refused so
+    a value cannot slip in by accident.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=64)
+    provider: Literal["oura"]
+    data_type: str = Field(
+        min_length=1, description="Oura collection, e.g. daily_readiness, workout, sleep."
+    )
+    change: Literal["upsert", "delete"]
+    days: list[date] = Field(description="Days whose rows changed.")
+    ids: list[str] = Field(description="Oura document ids whose rows changed.")
+    normalizer_version: int = Field(ge=1)
+    occurred_at: AwareDatetime = Field(description="When the rows were committed.")
+
+
+# File stem in docs/phase-3/schemas/ -> model. Renaming a stem breaks links; add, don't rename.
+JSON_SCHEMAS: dict[str, type[ApiModel]] = {
+    "oura-daily-entry": OuraDailyEntry,
+    "oura-activity": OuraActivity,
+    "oura-sleep-period": OuraSleepPeriod,
+    "normalized-metrics-message": NormalizedMetricsMessage,
+}
