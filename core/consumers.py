@@ -1,0 +1,487 @@
+"""Bus consumers: a registry of what runs, and the one runner that runs any of them.
+
+Like sentry's `src/sentry/consumers/__init__.py`, each consumer is one registry entry (name →
+stream, durable name, filter subject, handler, batch size, AckWait, MaxDeliver, retry delays)
+and `python manage.py run_consumer <name>` runs it. The handler is a plain typed function,
+`handle(data, meta) -> None`, that can be tested by calling it with bytes; it says how it failed
+by raising:
+
+- `Retriable(reason, delay_s)`: a dependency is away (Oura, S3, NATS, Postgres). The message is
+  nak'ed with a delay and comes back; after MaxDeliver - 1 deliveries it is dead-lettered.
+- `Poison(reason)`: the message can never succeed as it is (broken contract, bad envelope). It
+  is dead-lettered (a `health.dead_letters` row plus `health.dlq.{consumer}`) and acked.
+- returning normally: done, or already done (handlers are idempotent), and the message is acked.
+
+Errors are classified here, once (`dispatch`); the runner only acks, naks and dead-letters.
+Every value below, and why, is in docs/phase-3/consumers.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import importlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import nats.errors
+from django.db import InterfaceError, OperationalError, close_old_connections, connections
+from django.db import reset_queries as django_reset_queries
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
+
+from core import bus
+from core.metrics import dead_letters_total
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+# --- What a handler raises -----------------------------------------------------------------
+
+
+class Retriable(Exception):
+    """Try this message again later. `delay_s` None means the consumer's own schedule."""
+
+    def __init__(self, reason: str, *, delay_s: float | None = None, error_type: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.delay_s = delay_s
+        self.error_type = error_type or "Retriable"
+
+
+class Poison(Exception):
+    """This message will never succeed as it is: dead-letter it. `reason` carries no values."""
+
+    def __init__(self, reason: str, *, error_type: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error_type = error_type or "Poison"
+
+
+@dataclass(frozen=True)
+class MessageMeta:
+    consumer: str
+    subject: str
+    stream: str
+    stream_seq: int
+    num_delivered: int
+    msg_id: str = ""
+
+
+Handler = Callable[[bytes, MessageMeta], None]
+
+
+# --- The registry --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    name: str
+    stream: str
+    durable: str
+    filter_subject: str
+    handler: str  # "module:function", imported when the consumer starts (no import cycles)
+    batch_size: int
+    ack_wait_s: float
+    max_deliver: int
+    retry_delays_s: tuple[float, ...]
+    max_ack_pending: int = 1000
+    description: str = ""
+
+    @property
+    def dlq_subject(self) -> str:
+        return f"health.dlq.{self.name}"
+
+    def load_handler(self) -> Handler:
+        module_name, _, attribute = self.handler.partition(":")
+        handler: Handler = getattr(importlib.import_module(module_name), attribute)
+        return handler
+
+    def retry_delay(self, num_delivered: int) -> float:
+        """Delay before delivery `num_delivered + 1`; the last value repeats."""
+        index = min(max(num_delivered, 1), len(self.retry_delays_s)) - 1
+        return self.retry_delays_s[index]
+
+    def consumer_config(self) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=self.durable,
+            description=self.description or None,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait_s,
+            max_deliver=self.max_deliver,
+            filter_subject=self.filter_subject,
+            max_ack_pending=self.max_ack_pending,
+        )
+
+
+CONSUMERS: dict[str, ConsumerSpec] = {
+    spec.name: spec
+    for spec in (
+        ConsumerSpec(
+            name="normalizer",
+            stream="HEALTH_RAW",
+            durable="normalizer",
+            filter_subject="health.raw.oura.>",
+            handler="normalized.consumers:handle_raw_message",
+            description="raw Oura webhooks and backfill pages -> normalized rows",
+            # A webhook costs one Oura fetch and one S3 PUT (~10-50 ms); 50 of them finish
+            # well inside AckWait, and a SIGTERM waits for at most one batch.
+            batch_size=50,
+            # Only decides how soon a crashed process's messages go to another process: the
+            # runner sends progress heartbeats (+WPI) for every message it holds, so a slow
+            # Oura (5 retries, Retry-After up to 120 s) never causes a duplicate delivery.
+            ack_wait_s=30.0,
+            # With the delays below, 20 deliveries span about 2 h 10 min of retrying: longer
+            # than Oura's own webhook retry window (~1 h) and a typical S3/Postgres incident,
+            # short enough that a stuck message reaches a person the same morning.
+            max_deliver=20,
+            retry_delays_s=(1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0),
+        ),
+    )
+}
+
+
+def get_consumer(name: str) -> ConsumerSpec:
+    try:
+        return CONSUMERS[name]
+    except KeyError:
+        known = ", ".join(sorted(CONSUMERS))
+        raise KeyError(f"unknown consumer {name!r}; known: {known}") from None
+
+
+# --- Classification, once ------------------------------------------------------------------
+
+
+class Action(enum.Enum):
+    ACK = "ack"
+    NAK = "nak"
+    DEAD_LETTER = "dead_letter"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action: Action
+    delay_s: float = 0.0
+    reason: str = ""
+    error_type: str = ""
+
+
+def dispatch(spec: ConsumerSpec, handler: Handler, data: bytes, meta: MessageMeta) -> Outcome:
+    """Run the handler and decide ack, nak or dead-letter. Never raises."""
+    try:
+        handler(data, meta)
+        return Outcome(Action.ACK)
+    except Poison as exc:
+        return Outcome(Action.DEAD_LETTER, reason=exc.reason, error_type=exc.error_type)
+    except Retriable as exc:
+        retry = exc
+    except (OperationalError, InterfaceError) as exc:
+        # Postgres went away mid-handler: the next message must not reuse the dead socket.
+        connections.close_all()
+        retry = Retriable("database unavailable", error_type=type(exc).__name__)
+    except Exception as exc:
+        # A bug or an error nobody classified. Retrying costs little and a transient cause
+        # heals; a permanent one reaches the dead letters after MaxDeliver - 1 attempts. The
+        # message text may quote data, so only the type is logged.
+        logger.error(
+            "consumer_handler_unexpected_error",
+            extra={"consumer": spec.name, "stream_seq": meta.stream_seq,
+                   "error_type": type(exc).__name__},
+        )  # fmt: skip
+        retry = Retriable("unexpected error", error_type=type(exc).__name__)
+    # One delivery is kept in reserve: if writing the dead letter fails on this one (Postgres
+    # down), the message comes back once more instead of being dropped by JetStream.
+    if meta.num_delivered >= spec.max_deliver - 1:
+        return Outcome(
+            Action.DEAD_LETTER,
+            reason=f"still failing after {meta.num_delivered} deliveries: {retry.reason}",
+            error_type=retry.error_type,
+        )
+    delay = retry.delay_s if retry.delay_s is not None else spec.retry_delay(meta.num_delivered)
+    return Outcome(Action.NAK, delay_s=delay, reason=retry.reason, error_type=retry.error_type)
+
+
+# --- Transport: a synchronous facade over one nats-py pull subscription ------------------
+
+
+class PullConsumer:
+    """One durable pull subscription, driven from synchronous code.
+
+    Handlers use the Django ORM, which refuses to run inside an event loop; so the loop runs in
+    a daemon thread (as in core/bus.py) and the main thread fetches, acks and naks through it.
+    While messages are held, a heartbeat tells JetStream they are in progress, so AckWait only
+    measures how long a crashed process keeps its messages.
+    """
+
+    def __init__(self, spec: ConsumerSpec, url: str | None = None) -> None:
+        self.spec = spec
+        self._url = url
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, daemon=True, name=f"nats-{spec.name}"
+        )
+        self._thread.start()
+        self._nc: NatsClient | None = None
+        self._js: JetStreamContext | None = None
+        self._sub: JetStreamContext.PullSubscription | None = None
+        self._held: dict[int, Msg] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise bus.BusUnavailable("timed out waiting for JetStream") from None
+
+    async def _start(self) -> None:
+        self._nc = await bus.connect(self._url, name=f"consumer-{self.spec.name}")
+        self._js = self._nc.jetstream(timeout=5)
+        # Create or update: every process of this consumer converges on the registry values.
+        await self._js.add_consumer(self.spec.stream, self.spec.consumer_config())
+        self._sub = await self._js.pull_subscribe_bind(
+            durable=self.spec.durable, stream=self.spec.stream
+        )
+        self._heartbeat = asyncio.create_task(self._beat())
+
+    async def _beat(self) -> None:
+        interval = max(0.5, self.spec.ack_wait_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            for msg in list(self._held.values()):
+                with contextlib.suppress(Exception):  # a lost beat only risks a redelivery
+                    await msg.in_progress()
+
+    def start(self) -> None:
+        try:
+            self._run(self._start(), 15)
+        except bus.BusUnavailable:
+            raise
+        except Exception as exc:
+            raise bus.BusUnavailable(f"consumer start failed: {type(exc).__name__}") from None
+
+    async def _fetch(self, batch: int, timeout: float) -> list[Msg]:
+        assert self._sub is not None
+        try:
+            msgs = await self._sub.fetch(batch, timeout=timeout)
+        except nats.errors.TimeoutError:
+            return []
+        for msg in msgs:
+            self._held[id(msg)] = msg
+        return msgs
+
+    def fetch(self, batch: int, timeout: float = 1.0) -> list[Msg]:
+        try:
+            return self._run(self._fetch(batch, timeout), timeout + 5)
+        except bus.BusUnavailable:
+            raise
+        except Exception as exc:  # disconnected, reconnecting, consumer gone...
+            raise bus.BusUnavailable(f"fetch failed: {type(exc).__name__}") from None
+
+    async def _settle(self, msg: Msg, delay: float | None) -> None:
+        self._held.pop(id(msg), None)
+        if delay is None:
+            await msg.ack()
+        else:
+            await msg.nak(delay=delay)
+
+    def ack(self, msg: Msg) -> None:
+        self._settle_quietly(msg, None)
+
+    def nak(self, msg: Msg, delay_s: float) -> None:
+        self._settle_quietly(msg, delay_s)
+
+    def _settle_quietly(self, msg: Msg, delay: float | None) -> None:
+        # An ack that does not arrive only means a redelivery, which handlers absorb.
+        try:
+            self._run(self._settle(msg, delay), 5)
+        except Exception as exc:
+            logger.warning(
+                "consumer_settle_failed",
+                extra={"consumer": self.spec.name, "error_type": type(exc).__name__},
+            )
+
+    async def _publish(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
+        assert self._js is not None
+        await self._js.publish(subject, data, headers=headers, timeout=2)
+
+    def publish(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
+        try:
+            self._run(self._publish(subject, data, headers), 4)
+        except bus.BusUnavailable:
+            raise
+        except Exception as exc:
+            raise bus.BusUnavailable(f"publish failed: {type(exc).__name__}") from None
+
+    async def _close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        if self._nc is not None and not self._nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self._nc.flush(timeout=2)  # the last acks leave before we go
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+
+    def close(self) -> None:
+        try:
+            self._run(self._close(), 10)
+        except Exception as exc:
+            logger.warning("consumer_close_failed", extra={"error_type": type(exc).__name__})
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def message_meta(spec: ConsumerSpec, msg: Msg) -> MessageMeta:
+    metadata = msg.metadata
+    return MessageMeta(
+        consumer=spec.name,
+        subject=msg.subject,
+        stream=metadata.stream or spec.stream,
+        stream_seq=int(metadata.sequence.stream),
+        num_delivered=int(metadata.num_delivered or 1),
+        msg_id=(msg.headers or {}).get("Nats-Msg-Id", ""),
+    )
+
+
+# --- The runner ----------------------------------------------------------------------------
+
+
+@dataclass
+class RunStats:
+    received: int = 0
+    acked: int = 0
+    naked: int = 0
+    dead_lettered: int = 0
+
+
+def _never() -> bool:
+    return False
+
+
+def _dead_letter(
+    spec: ConsumerSpec, puller: PullConsumer, msg: Msg, meta: MessageMeta, outcome: Outcome
+) -> bool:
+    """Record, announce, and report whether the message may be acked."""
+    from core.services import dead_letter_record
+
+    try:
+        dead_letter = dead_letter_record(
+            meta=meta, data=bytes(msg.data), reason=outcome.reason, error_type=outcome.error_type
+        )
+    except (OperationalError, InterfaceError):
+        connections.close_all()
+        return False  # not recorded anywhere yet: the message must come back
+    dead_letters_total.labels(consumer=spec.name).inc()
+    try:
+        puller.publish(
+            spec.dlq_subject,
+            bytes(msg.data),
+            {
+                "Nats-Msg-Id": f"dlq-{spec.name}-{meta.stream}-{meta.stream_seq}",
+                "Health-Original-Subject": meta.subject,
+                "Health-Dead-Letter-Id": str(dead_letter.pk),
+                "Health-Error-Type": outcome.error_type,
+            },
+        )
+    except bus.BusUnavailable:
+        # The row is the durable copy and the replay source; the subject is a notification.
+        logger.warning("dead_letter_publish_failed", extra={"dead_letter_id": dead_letter.pk})
+    logger.warning(
+        "message_dead_lettered",
+        extra={"consumer": spec.name, "stream_seq": meta.stream_seq, "dead_letter_id":
+               dead_letter.pk, "error_type": outcome.error_type, "attempts": meta.num_delivered},
+    )  # fmt: skip
+    return True
+
+
+def process_message(spec: ConsumerSpec, handler: Handler, puller: PullConsumer, msg: Msg) -> Outcome:
+    meta = message_meta(spec, msg)
+    outcome = dispatch(spec, handler, bytes(msg.data), meta)
+    if outcome.action is Action.ACK:
+        puller.ack(msg)
+    elif outcome.action is Action.NAK:
+        logger.info(
+            "message_retry",
+            extra={"consumer": spec.name, "stream_seq": meta.stream_seq, "delay_s":
+                   outcome.delay_s, "error_type": outcome.error_type,
+                   "attempt": meta.num_delivered},
+        )  # fmt: skip
+        puller.nak(msg, outcome.delay_s)
+    elif _dead_letter(spec, puller, msg, meta, outcome):
+        puller.ack(msg)
+    else:
+        puller.nak(msg, spec.retry_delay(meta.num_delivered))
+        return Outcome(Action.NAK, reason="dead letter not recorded", error_type="DeadLetterFailed")
+    return outcome
+
+
+def run_consumer(
+    spec: ConsumerSpec,
+    *,
+    batch_size: int | None = None,
+    max_messages: int | None = None,
+    idle_exit_s: float | None = None,
+    should_stop: Callable[[], bool] = _never,
+    url: str | None = None,
+) -> RunStats:
+    """Fetch batches and dispatch each message until stopped.
+
+    `should_stop` is checked between batches only: a SIGTERM lets the batch in hand finish,
+    with every message acked or nak'ed, before the loop exits.
+    """
+    handler = spec.load_handler()
+    batch = batch_size or spec.batch_size
+    stats = RunStats()
+    puller = PullConsumer(spec, url)
+    puller.start()
+    logger.info("consumer_started", extra={"consumer": spec.name, "durable": spec.durable})
+    last_message_at = time.monotonic()
+    try:
+        while not should_stop():
+            if max_messages is not None and stats.received >= max_messages:
+                break
+            if idle_exit_s is not None and time.monotonic() - last_message_at > idle_exit_s:
+                break
+            wanted = batch if max_messages is None else min(batch, max_messages - stats.received)
+            try:
+                msgs = puller.fetch(wanted, timeout=1.0)
+            except bus.BusUnavailable as exc:
+                logger.warning("consumer_fetch_failed", extra={"error": str(exc)})
+                time.sleep(1.0)
+                continue
+            if not msgs:
+                continue
+            last_message_at = time.monotonic()
+            close_old_connections()  # a Postgres restart must not leave us on a dead socket
+            for msg in msgs:
+                stats.received += 1
+                outcome = process_message(spec, handler, puller, msg)
+                if outcome.action is Action.ACK:
+                    stats.acked += 1
+                elif outcome.action is Action.NAK:
+                    stats.naked += 1
+                else:
+                    stats.dead_lettered += 1
+                    stats.acked += 1
+                # With DEBUG on, Django keeps every query of a long-lived process in memory.
+                django_reset_queries()
+    finally:
+        puller.close()
+        logger.info(
+            "consumer_stopped",
+            extra={"consumer": spec.name, "received": stats.received, "acked": stats.acked,
+                   "naked": stats.naked, "dead_lettered": stats.dead_lettered},
+        )  # fmt: skip
+    return stats

@@ -1,0 +1,70 @@
+"""`python manage.py run_consumer <name>`: run one registered bus consumer (core/consumers.py).
+
+Runs until SIGTERM or SIGINT; then the batch in hand is finished, every message in it is acked
+or nak'ed, and the process exits 0. Start several processes of the same consumer to share the
+work: they bind to one durable consumer and JetStream hands each message to one of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from core.consumers import CONSUMERS, get_consumer, run_consumer
+from core.metrics import serve_metrics
+
+
+class Command(BaseCommand):
+    help = "Run a bus consumer from the registry (e.g. normalizer)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name", choices=sorted(CONSUMERS))
+        parser.add_argument("--batch", type=int, default=0, help="Messages per fetch.")
+        parser.add_argument(
+            "--max-messages", type=int, default=0, help="Exit after this many (tests, drills)."
+        )
+        parser.add_argument(
+            "--idle-exit-s", type=float, default=0.0, help="Exit after this long with no message."
+        )
+        parser.add_argument(
+            "--ack-wait",
+            type=float,
+            default=0.0,
+            help="Override AckWait in seconds (drills and tests of crash redelivery).",
+        )
+        parser.add_argument(
+            "--metrics-port", type=int, default=0, help="Serve /metrics here (0: off)."
+        )
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stdout.write(f"{signal.Signals(signum).name} received, finishing the batch...")
+        self.stopping.set()
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.stopping = threading.Event()
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGINT, self.on_signal)
+        spec = get_consumer(options["name"])
+        if options["ack_wait"] < 0 or options["batch"] < 0:
+            raise CommandError("--ack-wait and --batch must not be negative")
+        if options["ack_wait"]:
+            spec = dataclasses.replace(spec, ack_wait_s=options["ack_wait"])
+        serve_metrics(options["metrics_port"])
+        self.stdout.write(f"run_consumer {spec.name} is running")
+        self.stdout.flush()
+        stats = run_consumer(
+            spec,
+            batch_size=options["batch"] or None,
+            max_messages=options["max_messages"] or None,
+            idle_exit_s=options["idle_exit_s"] or None,
+            should_stop=self.stopping.is_set,
+        )
+        self.stdout.write(
+            f"run_consumer {spec.name} stopped: received={stats.received} acked={stats.acked} "
+            f"naked={stats.naked} dead_lettered={stats.dead_lettered}"
+        )
