@@ -1,0 +1,313 @@
+"""Webhook ingestion benchmark: accepted/s and latency of POST /v1/webhooks/oura.
+
+Not a test. Needs the services' URLs in the environment (see bench/README.md):
+
+    python -m devstack up --root .devstack-bench
+    eval "$(python -m devstack env --root .devstack-bench)"
+    python -m bench.webhooks
+    python -m devstack down --root .devstack-bench
+
+In one run it measures, against gunicorn (gthread) on 127.0.0.1:
+- a trivial 202 view served by the same Django stack (same middleware, same server);
+- signed, unique Oura deliveries (verify + Postgres insert + audit + JetStream publish);
+- the relay's backlog when the load stops and how long it takes to drain;
+- the embedded S3's bare PUT rate, which bounds that drain.
+
+This module is also the bench server's WSGI entry (`bench.webhooks:application`) and URL
+conf: the trivial view must never be reachable in production, so it lives only here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_USER = "bench-oura-user"
+
+
+# --- the bench server (imported by gunicorn) -------------------------------------------
+
+
+def _trivial(request: Any) -> Any:
+    from django.http import JsonResponse
+
+    return JsonResponse({"eventId": "00000000-0000-0000-0000-000000000000"}, status=202)
+
+
+def _urlpatterns() -> list[Any]:
+    from django.urls import path
+    from django.views.decorators.csrf import csrf_exempt
+
+    from health_project.urls import urlpatterns
+
+    return [path("bench/trivial", csrf_exempt(_trivial)), *urlpatterns]
+
+
+def _application() -> Any:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "health_project.settings")
+    import django
+    from django.conf import settings
+
+    django.setup()
+    settings.ROOT_URLCONF = "bench.webhooks"  # this module's `urlpatterns` below
+    from django.core.wsgi import get_wsgi_application
+
+    return get_wsgi_application()
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that importing this module for the load generator does not build a server.
+    if name == "application":
+        return _application()
+    if name == "urlpatterns":
+        return _urlpatterns()
+    raise AttributeError(name)
+
+
+# --- load generator ---------------------------------------------------------------------
+
+
+def _request(path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json",
+            f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]  # fmt: skip
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def signed_deliveries(count: int, secret: str) -> list[bytes]:
+    """Unique notifications (so each one is accepted, not a 409), signed like Oura does."""
+    ts = str(int(time.time()))
+    out = []
+    for _ in range(count):
+        body = json.dumps(
+            {"event_type": "update", "data_type": "daily_sleep", "object_id": str(uuid.uuid4()),
+             "event_time": "2026-01-01T08:00:00+00:00", "user_id": BENCH_USER},
+            separators=(",", ":"),
+        ).encode()  # fmt: skip
+        mac = hmac.new(secret.encode(), ts.encode() + body, hashlib.sha256).hexdigest().upper()
+        headers = {"x-oura-signature": mac, "x-oura-timestamp": ts}
+        out.append(_request("/v1/webhooks/oura", body, headers))
+    return out
+
+
+async def _connection(
+    port: int, queue: collections.deque[bytes], deadline: float, out: dict[str, Any]
+) -> None:
+    """One keep-alive HTTP/1.1 connection, one request at a time (a bare-bones client keeps
+    the generator's own CPU use low on a 2-core machine)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while queue and time.perf_counter() < deadline:
+            raw = queue.popleft()
+            started = time.perf_counter()
+            writer.write(raw)
+            await writer.drain()
+            status = int((await reader.readline()).split()[1])
+            length, close = 0, False
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.lower() == "content-length":
+                    length = int(value)
+                elif name.lower() == "connection" and "close" in value.lower():
+                    close = True
+            if length:
+                await reader.readexactly(length)
+            out["latencies"].append(time.perf_counter() - started)
+            out["statuses"][status] += 1
+            if close:
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    finally:
+        writer.close()
+
+
+def run_load(port: int, requests: list[bytes], concurrency: int, seconds: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"latencies": [], "statuses": collections.Counter()}
+    queue = collections.deque(requests)
+
+    async def main() -> float:
+        started = time.perf_counter()
+        deadline = started + seconds
+        await asyncio.gather(*(_connection(port, queue, deadline, out) for _ in range(concurrency)))
+        return time.perf_counter() - started
+
+    elapsed = asyncio.run(main())
+    lat = sorted(out["latencies"])
+    q = statistics.quantiles(lat, n=100) if len(lat) > 1 else [0.0] * 99
+    ok = sum(n for s, n in out["statuses"].items() if s == 202)
+    return {
+        "requests": len(lat),
+        "elapsed_s": round(elapsed, 2),
+        "accepted": ok,
+        "accepted_per_s": round(ok / elapsed, 1),
+        "statuses": dict(out["statuses"]),
+        "p50_ms": round(q[49] * 1000, 1),
+        "p95_ms": round(q[94] * 1000, 1),
+        "p99_ms": round(q[98] * 1000, 1),
+    }
+
+
+def _trivial_requests(count: int) -> list[bytes]:
+    return [_request("/bench/trivial", b"{}", {})] * count
+
+
+# --- orchestration ----------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("the bench server did not answer /healthz")
+
+
+def s3_put_rate(seconds: float, size: int, threads: int) -> float:
+    from core import raw_store
+
+    payload = os.urandom(size // 2).hex().encode()
+    stop = time.perf_counter() + seconds
+    counts = [0] * threads
+
+    def loop(index: int) -> None:
+        while time.perf_counter() < stop:
+            raw_store.put(f"bench/put-{uuid.uuid4()}.json", payload)
+            counts[index] += 1
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(loop, range(threads)))
+    return round(sum(counts) / (time.perf_counter() - started), 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.webhooks")
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=6)
+    parser.add_argument("--relay-workers", type=int, default=4)
+    parser.add_argument(
+        "--relay-after-load", action="store_true", help="Start the relay only when load stops."
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+
+    missing = [v for v in ("DATABASE_URL", "NATS_URL", "S3_ENDPOINT_URL") if not os.environ.get(v)]
+    if missing:
+        raise SystemExit(f"set {', '.join(missing)} (see bench/README.md)")
+    env = {**os.environ, "HEALTH_EMBEDDED_SERVICES": "false", "DJANGO_DEBUG": "false",
+           "DJANGO_SETTINGS_MODULE": "health_project.settings"}  # fmt: skip
+    os.environ.update(env)
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    from core.provisioning import provision_all
+    from ingestion.models import OuraConnection
+    from ingestion.relay import relay_backlog_update
+
+    provision_all()
+    OuraConnection.objects.get_or_create(
+        provider_user_id=BENCH_USER, defaults={"user_id": "bench-user"}
+    )
+    relay_backlog_update()
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "bench.webhooks:application", "-k", "gthread",
+         "-w", str(args.workers), "--threads", str(args.threads), "--keep-alive", "30",
+         "-b", f"127.0.0.1:{port}", "--log-level", "warning"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    relay: subprocess.Popen[bytes] | None = None
+    results: dict[str, Any] = {
+        "machine": f"{os.cpu_count()} cores",
+        "server": f"gunicorn gthread {args.workers}x{args.threads}",
+        "concurrency": args.concurrency,
+    }
+    try:
+        _wait_http(port)
+        secret = settings.OURA_CLIENT_SECRET
+        run_load(port, _trivial_requests(2000), args.concurrency, 5)  # warm every worker
+        run_load(port, signed_deliveries(1000, secret), args.concurrency, 5)
+
+        results["trivial"] = run_load(
+            port, _trivial_requests(200_000), args.concurrency, args.seconds
+        )
+        relay_cmd = [sys.executable, "manage.py", "run_relay", "--interval", "0.2",
+                     "--workers", str(args.relay_workers)]  # fmt: skip
+
+        def start_relay() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                relay_cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+
+        if not args.relay_after_load:
+            relay = start_relay()
+        deliveries = signed_deliveries(int(args.seconds * 2500), secret)
+        results["webhook"] = run_load(port, deliveries, args.concurrency, args.seconds)
+        if relay is None:
+            relay = start_relay()
+        stopped = time.monotonic()
+        results["backlog_at_stop"] = relay_backlog_update()
+        while any(relay_backlog_update().values()):
+            if time.monotonic() - stopped > 600:
+                break
+            time.sleep(0.1)
+        results["drain_s"] = round(time.monotonic() - stopped, 1)
+        results["backlog_after_drain"] = relay_backlog_update()
+    finally:
+        for proc in (relay, server):
+            if proc is not None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+    results["s3_put_per_s_1_thread"] = s3_put_rate(5, 1200, 1)
+    results["s3_put_per_s_4_threads"] = s3_put_rate(5, 1200, 4)
+    results["ratio_to_trivial"] = round(
+        results["webhook"]["accepted_per_s"] / max(results["trivial"]["accepted_per_s"], 1), 2
+    )
+    text = json.dumps(results, indent=2)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"webhooks-{int(time.time())}.json").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "bench"
+    sys.exit(main())
