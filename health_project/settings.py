@@ -208,6 +208,21 @@ WEBHOOK_TIMESTAMP_TOLERANCE_S = env_int("WEBHOOK_TIMESTAMP_TOLERANCE_S", 300, mi
 WEBHOOK_RATE_LIMIT_PER_MINUTE = env_int("WEBHOOK_RATE_LIMIT_PER_MINUTE", 60000, minimum=1)
 API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", 600, minimum=1)
 
+# --- Background jobs: dramatiq with its queue in Postgres (jobs/, docs/phase-3/backfill.md) ---
+# The broker uses the `default` database; its tables live in schema "dramatiq", created
+# idempotently by the dramatiq_postgres migration (so `manage.py migrate`/`provision` does it).
+# A worker whose heartbeat is older than DRAMATIQ_HEARTBEAT_TTL_S is presumed dead and its
+# messages are requeued by broker maintenance; jobs/reconcile.py covers what that cannot.
+DRAMATIQ_BROKER = {
+    "OPTIONS": {
+        "schema": "dramatiq",
+        "heartbeat_interval": env_float("DRAMATIQ_HEARTBEAT_INTERVAL_S", 5.0, minimum=0.5),
+        "heartbeat_ttl": env_float("DRAMATIQ_HEARTBEAT_TTL_S", 60.0, minimum=2.0),
+        "maintenance_interval": env_float("DRAMATIQ_MAINTENANCE_INTERVAL_S", 15.0, minimum=1.0),
+    },
+    "DATABASE_ALIAS": "default",
+}
+
 # --- Django -----------------------------------------------------------------------------
 
 INSTALLED_APPS = [
@@ -227,6 +242,7 @@ INSTALLED_APPS = [
     "jobs",
     "backoffice",
     "oura_simulator",
+    "dramatiq_postgres.django",  # dramatiq broker in Postgres (schema "dramatiq"); see jobs/
 ]
 
 MIDDLEWARE = [

@@ -39,6 +39,12 @@ class IngestionJob(models.Model):
     last_error = models.TextField(blank=True)
     requested_by = models.CharField(max_length=150, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # Run bookkeeping (jobs/services.py): the dramatiq message that should run the job, the
+    # lease of the worker running it now and that worker's liveness, and how many runs began.
+    message_id = models.UUIDField(null=True, blank=True, editable=False)
+    lease_id = models.UUIDField(null=True, blank=True, editable=False)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         db_table = health_table("ingestion_jobs")

@@ -1,3 +1,9 @@
-from django.urls import URLPattern
+from django.urls import path
 
-urlpatterns: list[URLPattern] = []
+from jobs.apis import JobCancelApi, JobDetailApi, JobStartApi
+
+urlpatterns = [
+    path("health/oura/sync", JobStartApi.as_view(), name="oura-sync-start"),
+    path("health/oura/sync/<uuid:job_id>", JobDetailApi.as_view(), name="oura-sync-status"),
+    path("health/oura/sync/<uuid:job_id>/cancel", JobCancelApi.as_view(), name="oura-sync-cancel"),
+]

@@ -1,0 +1,181 @@
+"""The backfill jobs API: start, read and cancel a job. One view per operation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiExample, extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from access.models import Scope
+from access.permissions import HasScope, ensure_user_access
+from access.throttling import ApiKeyRateThrottle
+from core.errors import ApiError
+from core.serializers import ErrorSerializer
+from jobs.data_types import ALIASES, DATA_TYPES, DEFAULT_TYPES
+from jobs.models import IngestionJob
+from jobs.selectors import job_get
+from jobs.services import JobRequestInvalid, job_cancel, job_start
+
+_ERRORS = {
+    400: ErrorSerializer,
+    401: ErrorSerializer,
+    403: ErrorSerializer,
+    404: ErrorSerializer,
+    429: ErrorSerializer,
+}
+
+
+def _job_for_key(request: Request, job_id: str) -> IngestionJob:
+    job = job_get(job_id=job_id)
+    if job is None:
+        raise ApiError("not_found", "Not found.", 404)
+    ensure_user_access(request, job.user_id)  # a job of someone else's user is "not found"
+    return job
+
+
+def _actor(request: Request) -> str:
+    return f"api_key:{request.user.pk}"
+
+
+class JobStartApi(APIView):
+    permission_classes = [HasScope]
+    throttle_classes = [ApiKeyRateThrottle]
+    required_scope = Scope.SYNC
+
+    class InputSerializer(serializers.Serializer[dict[str, Any]]):
+        class RangeSerializer(serializers.Serializer[dict[str, Any]]):
+            start = serializers.DateField(help_text="First day, inclusive (UTC).")
+            end = serializers.DateField(help_text="Last day, inclusive (UTC).")
+
+        userId = serializers.CharField(max_length=64)
+        range = RangeSerializer()
+        dataTypes = serializers.ListField(
+            child=serializers.ChoiceField(choices=sorted([*DATA_TYPES, *ALIASES])),
+            required=False,
+            allow_empty=False,
+            help_text="Oura collections to page. Default: every document collection the "
+            f"connection's scopes grant ({', '.join(DEFAULT_TYPES)}). The time series "
+            "heartrate and ring_battery_level only when named.",
+        )
+
+    class OutputSerializer(serializers.Serializer[dict[str, Any]]):
+        jobId = serializers.UUIDField()
+        status = serializers.ChoiceField(choices=IngestionJob.Status.choices)
+
+    @extend_schema(
+        operation_id="oura_sync_start",
+        summary="Start a backfill of a user's Oura data",
+        description="Queues a job that pages each data type over the range, stores every "
+        "page raw and hands it to the normalizer. If an identical job (same user, range and "
+        "data types) is queued or running, that job is returned instead of a second one. "
+        "409 `not_connected` / `needs_reauth` when the user has no usable Oura connection; "
+        "400 `scope_not_granted` when a named type needs a scope the connection lacks.",
+        request=InputSerializer,
+        responses={202: OutputSerializer, 409: ErrorSerializer, **_ERRORS},
+        examples=[
+            OpenApiExample(
+                "Two years of every type",
+                value={"userId": "user-1", "range": {"start": "2024-01-01", "end": "2025-12-31"}},
+                request_only=True,
+            )
+        ],
+        tags=["sync"],
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        ensure_user_access(request, data["userId"])
+        try:
+            started = job_start(
+                user_id=data["userId"],
+                start=data["range"]["start"],
+                end=data["range"]["end"],
+                data_types=data.get("dataTypes"),
+                requested_by=_actor(request),
+            )
+        except JobRequestInvalid as exc:
+            raise ApiError(exc.code, str(exc), exc.http_status) from None
+        body = {"jobId": started.job.job_id, "status": started.job.status}
+        return Response(self.OutputSerializer(body).data, status=status.HTTP_202_ACCEPTED)
+
+
+class JobStatusOutputSerializer(serializers.Serializer[IngestionJob]):
+    jobId = serializers.UUIDField(source="job_id")
+    userId = serializers.CharField(source="user_id")
+    status = serializers.ChoiceField(choices=IngestionJob.Status.choices)
+    progress = serializers.IntegerField(min_value=0, max_value=100)
+    range = serializers.SerializerMethodField()
+    dataTypes = serializers.ListField(child=serializers.CharField(), source="data_types")
+    countsPerType = serializers.DictField(
+        child=serializers.IntegerField(), source="counts",
+        help_text="Documents fetched so far, per data type.",
+    )  # fmt: skip
+    cancelRequested = serializers.BooleanField(source="cancel_requested")
+    createdAt = serializers.DateTimeField(source="created_at")
+    startedAt = serializers.DateTimeField(source="started_at", allow_null=True)
+    updatedAt = serializers.DateTimeField(source="updated_at")
+    finishedAt = serializers.DateTimeField(source="finished_at", allow_null=True)
+    lastError = serializers.CharField(source="last_error", allow_null=True)
+
+    def get_range(self, job: IngestionJob) -> dict[str, str]:
+        return {"start": job.range_start.isoformat(), "end": job.range_end.isoformat()}
+
+    def to_representation(self, instance: IngestionJob) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        data["lastError"] = data["lastError"] or None
+        return data
+
+
+class JobDetailApi(APIView):
+    permission_classes = [HasScope]
+    throttle_classes = [ApiKeyRateThrottle]
+    required_scope = Scope.SYNC
+
+    OutputSerializer = JobStatusOutputSerializer
+
+    @extend_schema(
+        operation_id="oura_sync_status",
+        summary="Read a backfill job's status and progress",
+        description="status is queued, running, succeeded, failed or cancelled; progress "
+        "0-100; lastError says which data type failed and why. A job of a user this key may "
+        "not act on answers 404.",
+        responses={200: JobStatusOutputSerializer, **_ERRORS},
+        tags=["sync"],
+    )
+    def get(self, request: Request, job_id: str) -> Response:
+        job = _job_for_key(request, job_id)
+        return Response(self.OutputSerializer(job).data)
+
+
+class JobCancelApi(APIView):
+    permission_classes = [HasScope]
+    throttle_classes = [ApiKeyRateThrottle]
+    required_scope = Scope.SYNC
+
+    class OutputSerializer(serializers.Serializer[dict[str, Any]]):
+        jobId = serializers.UUIDField()
+        status = serializers.ChoiceField(choices=IngestionJob.Status.choices)
+        cancelRequested = serializers.BooleanField()
+
+    @extend_schema(
+        operation_id="oura_sync_cancel",
+        summary="Cancel a backfill job",
+        description="A queued job is cancelled at once. A running job stops at its next page "
+        "boundary (status becomes cancelled; pages already stored stay). Cancelling a "
+        "cancelled job is a no-op; a succeeded or failed job answers 409 `job_finished`.",
+        request=None,
+        responses={202: OutputSerializer, 409: ErrorSerializer, **_ERRORS},
+        tags=["sync"],
+    )
+    def post(self, request: Request, job_id: str) -> Response:
+        job = _job_for_key(request, job_id)
+        job = job_cancel(job=job, actor=_actor(request))
+        if job.status in (IngestionJob.Status.SUCCEEDED, IngestionJob.Status.FAILED):
+            raise ApiError("job_finished", f"The job already {job.status}.", 409)
+        body = {"jobId": job.job_id, "status": job.status, "cancelRequested": job.cancel_requested}
+        return Response(self.OutputSerializer(body).data, status=status.HTTP_202_ACCEPTED)
