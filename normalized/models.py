@@ -19,6 +19,10 @@ class NormalizedRow(models.Model):
     raw_object_key = models.CharField(max_length=512, blank=True)
     normalizer_version = models.PositiveIntegerField()
     updated_at = models.DateTimeField(default=timezone.now)
+    # When the document was read from Oura (webhook fetch or backfill page). An upsert only
+    # replaces a row with a document observed at the same time or later, so a message that
+    # arrives late (an older fetch, an old backfill page) cannot undo a newer state.
+    source_observed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         abstract = True
@@ -148,3 +152,28 @@ class Activity(NormalizedRow):
 
     def __str__(self) -> str:
         return f"activity {self.user_id} {self.start}"
+
+
+class DeletedDocument(models.Model):
+    """A tombstone: Oura deleted this document. Upserts of the same document are skipped.
+
+    Oura's document ids are never reused, so once deleted, any copy of the document still in
+    flight (a fetch made before the delete, an older backfill page) is stale by definition.
+    """
+
+    user_id = models.CharField(max_length=64)
+    collection = models.CharField(max_length=40)
+    oura_id = models.CharField(max_length=128)
+    deleted_at = models.DateTimeField(default=timezone.now)
+    event_id = models.CharField(max_length=64, blank=True, help_text="the delete notification")
+
+    class Meta:
+        db_table = health_table("oura_deleted_documents")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user_id", "collection", "oura_id"], name="deleted_document_uniq"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"deleted {self.collection} {self.oura_id}"

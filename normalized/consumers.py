@@ -1,0 +1,314 @@
+"""The normalizer's handlers: raw messages on HEALTH_RAW → rows in the normalized tables.
+
+Registered in core/consumers.py as `normalizer` (`python manage.py run_consumer normalizer`).
+`handle_raw_message(data, meta)` routes by subject:
+
+- `health.raw.oura.webhook`: create/update → fetch the document with the user's connection,
+  store it raw (S3 + raw_events_index), validate, upsert, publish; delete (or a 404 on the
+  fetch) → remove the row and keep a tombstone.
+- `health.raw.oura.{collection}`: a backfill page; its bytes are in S3 under `object_key`.
+  Every document is validated and the page is upserted in one transaction.
+
+Failures are mapped to Retriable / Poison in `_classified`, the one place that knows which
+exceptions of Oura, S3, NATS and the contracts mean what. See docs/phase-3/consumers.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, Literal
+
+from django.utils import timezone
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from core import bus, raw_store
+from core.consumers import MessageMeta, Poison, Retriable
+from core.metrics import normalize_duration_ms
+from ingestion.models import OuraConnection
+from ingestion.oura_client import (
+    NeedsReauth,
+    OuraRateLimited,
+    OuraRequestError,
+    OuraUnavailable,
+    get_client,
+)
+from ingestion.rate_budget import BudgetExhausted
+from ingestion.selectors import connection_for_provider_user, connection_for_user
+from normalized import contracts, services
+
+logger = logging.getLogger(__name__)
+
+WEBHOOK_SUBJECT = "health.raw.oura.webhook"
+PAGE_SUBJECT_PREFIX = "health.raw.oura."
+
+
+# --- Envelopes (ids and keys only; unknown fields such as body/headers are ignored) --------
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Notification(_Envelope):
+    event_type: Literal["create", "update", "delete"]
+    data_type: str = Field(min_length=1)
+    object_id: str = Field(min_length=1)
+    event_time: str = ""
+    user_id: str = Field(min_length=1)
+
+
+class WebhookEnvelope(_Envelope):
+    event_id: str = Field(min_length=1)
+    provider: Literal["oura"]
+    kind: Literal["webhook"]
+    user_id: str = ""
+    notification: Notification
+
+
+class PageEnvelope(_Envelope):
+    event_id: str = Field(min_length=1)
+    provider: Literal["oura"]
+    kind: Literal["page"]
+    user_id: str = Field(min_length=1)
+    provider_user_id: str = ""
+    collection: str = Field(min_length=1)
+    object_key: str = Field(min_length=1)
+    sha256: str = Field(min_length=64, max_length=64)
+    document_count: int | None = None
+    received_at: AwareDatetime
+
+
+def _parse_envelope(model: type[_Envelope], data: bytes) -> Any:
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as exc:
+        raise Poison(
+            f"bad envelope: {contracts.summarize_validation_errors(exc)}", error_type="BadEnvelope"
+        ) from None
+
+
+# --- Error classification, once ------------------------------------------------------------
+
+
+@contextmanager
+def _classified() -> Iterator[None]:
+    try:
+        yield
+    except OuraRateLimited as exc:
+        raise Retriable(
+            "Oura rate limited", delay_s=max(1.0, exc.retry_after_s), error_type="OuraRateLimited"
+        ) from None
+    except BudgetExhausted as exc:
+        raise Retriable(
+            "Oura budget exhausted",
+            delay_s=max(1.0, exc.retry_after_s),
+            error_type="BudgetExhausted",
+        ) from None
+    except OuraUnavailable:
+        raise Retriable("Oura unavailable", error_type="OuraUnavailable") from None
+    except raw_store.RawStoreUnavailable:
+        raise Retriable("S3 unavailable", error_type="RawStoreUnavailable") from None
+    except bus.BusUnavailable:
+        raise Retriable("NATS unavailable", error_type="BusUnavailable") from None
+    except OuraRequestError as exc:
+        # 403 (membership lapsed), 400, 422: asking again will not change Oura's mind. A
+        # person can replay the dead letter once the cause is gone.
+        raise Poison(f"Oura answered {exc.status}", error_type="OuraRequestError") from None
+    except contracts.ContractViolation as exc:
+        raise Poison(str(exc), error_type="ContractViolation") from None
+
+
+# --- Entry point ---------------------------------------------------------------------------
+
+
+def handle_raw_message(data: bytes, meta: MessageMeta) -> None:
+    started = time.perf_counter()
+    if meta.subject == WEBHOOK_SUBJECT:
+        kind = "webhook"
+        handler = handle_webhook
+    elif meta.subject.startswith(PAGE_SUBJECT_PREFIX):
+        kind = "page"
+        handler = handle_page
+    else:
+        raise Poison("no handler for this subject", error_type="UnknownSubject")
+    try:
+        with _classified():
+            handler(data, meta)
+    finally:
+        normalize_duration_ms.labels(kind=kind).observe((time.perf_counter() - started) * 1000)
+
+
+# --- Webhooks ------------------------------------------------------------------------------
+
+
+def _connection(envelope: WebhookEnvelope) -> OuraConnection | None:
+    conn = None
+    if envelope.user_id:
+        conn = connection_for_user(user_id=envelope.user_id)
+    if conn is None:
+        conn = connection_for_provider_user(provider_user_id=envelope.notification.user_id)
+    if conn is not None and conn.provider_user_id != envelope.notification.user_id:
+        # Our user reconnected with another Oura account: this event is not theirs any more.
+        return None
+    return conn
+
+
+def _event_time(value: str) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def handle_webhook(data: bytes, meta: MessageMeta) -> None:
+    envelope: WebhookEnvelope = _parse_envelope(WebhookEnvelope, data)
+    notification = envelope.notification
+    collection = contracts.WEBHOOK_DATA_TYPE_TO_COLLECTION.get(notification.data_type)
+    if collection is None:
+        raise Poison("unsupported webhook data_type", error_type="UnknownCollection")
+    log = {"event_id": envelope.event_id, "collection": collection,
+           "event_type": notification.event_type}  # fmt: skip
+
+    conn = _connection(envelope)
+    if conn is None or conn.status == OuraConnection.Status.REVOKED:
+        # Revoked or gone: the person withdrew consent; their data must not be fetched.
+        logger.info("normalizer_dropped_no_connection", extra=log)
+        return
+
+    if notification.event_type == "delete":
+        _delete(conn, collection, notification, envelope.event_id)
+        return
+
+    observed_at = timezone.now()  # before the fetch: the state we get is at least this new
+    try:
+        document = get_client().get_document(conn, collection, notification.object_id)
+    except NeedsReauth:
+        # The client already marked the connection needs_reauth and audited it once. Only the
+        # person can fix this; retrying would loop and dead letters would fill with one
+        # user's events. The backfill that follows their reconnect recovers the gap.
+        logger.warning("normalizer_dropped_needs_reauth", extra=log | {"user_id": conn.user_id})
+        return
+    if document is None:
+        # Gone at Oura by the time we asked: the delete notification may still be on its way.
+        _delete(conn, collection, notification, envelope.event_id)
+        return
+
+    stored = services.document_store_raw(
+        user_id=conn.user_id,
+        provider_user_id=conn.provider_user_id,
+        collection=collection,
+        object_id=notification.object_id,
+        event_type=notification.event_type,
+        event_time=_event_time(notification.event_time),
+        document=document,
+    )
+    result = services.normalize_documents(
+        user_id=conn.user_id,
+        collection=collection,
+        documents=[document],
+        raw_object_key=stored.object_key,
+        observed_at=observed_at,
+    )
+    if result.violations:
+        # Kept raw in S3 (above); the dead letter is replayed once the contract is fixed.
+        raise Poison(
+            f"{collection} document violates the Oura contract: {result.violations[0]}",
+            error_type="ContractViolation",
+        )
+    services.normalized_publish(
+        user_id=conn.user_id, collection=collection, change="upsert",
+        ids=result.written_ids, days=result.days, source_event_id=envelope.event_id,
+    )  # fmt: skip
+    logger.info(
+        "normalized_webhook",
+        extra=log | {"written": len(result.written_ids), "stale": result.skipped_stale,
+                     "deleted": result.skipped_deleted, "stored_as_rows": result.stored_as_rows},
+    )  # fmt: skip
+
+
+def _delete(
+    conn: OuraConnection, collection: str, notification: Notification, event_id: str
+) -> None:
+    result = services.delete_document(
+        user_id=conn.user_id,
+        provider_user_id=conn.provider_user_id,
+        collection=collection,
+        oura_id=notification.object_id,
+        event_id=event_id,
+        event_time=_event_time(notification.event_time),
+    )
+    if result.removed_days:
+        services.normalized_publish(
+            user_id=conn.user_id, collection=collection, change="delete",
+            ids=[notification.object_id], days=result.removed_days, source_event_id=event_id,
+        )  # fmt: skip
+    logger.info(
+        "normalized_delete",
+        extra={"event_id": event_id, "collection": collection,
+               "removed": bool(result.removed_days)},
+    )  # fmt: skip
+
+
+# --- Backfill pages ------------------------------------------------------------------------
+
+
+def _page_bytes(object_key: str) -> bytes:
+    try:
+        return raw_store.get(object_key)
+    except raw_store.RawStoreUnavailable:
+        # Distinguish "S3 is away" (retry) from "the object is not there" (never will be).
+        if raw_store.head(object_key) is None:
+            raise Poison("page object not found in S3", error_type="PageMissing") from None
+        raise
+
+
+def handle_page(data: bytes, meta: MessageMeta) -> None:
+    envelope: PageEnvelope = _parse_envelope(PageEnvelope, data)
+    if meta.subject != f"{PAGE_SUBJECT_PREFIX}{envelope.collection}":
+        raise Poison("subject and envelope collection differ", error_type="BadEnvelope")
+    if envelope.collection not in contracts.DOCUMENT_MODELS:
+        raise Poison("unknown collection", error_type="UnknownCollection")
+    page = _page_bytes(envelope.object_key)
+    if hashlib.sha256(page).hexdigest() != envelope.sha256:
+        raise Poison("page bytes do not match the envelope sha256", error_type="ChecksumMismatch")
+    try:
+        body = json.loads(page)
+        documents = body["data"]
+        if not isinstance(documents, list) or not all(isinstance(d, dict) for d in documents):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise Poison("page is not an Oura collection response", error_type="BadPage") from None
+
+    result = services.normalize_documents(
+        user_id=envelope.user_id,
+        collection=envelope.collection,
+        documents=documents,
+        raw_object_key=envelope.object_key,
+        observed_at=envelope.received_at,
+    )
+    services.normalized_publish(
+        user_id=envelope.user_id, collection=envelope.collection, change="upsert",
+        ids=result.written_ids, days=result.days, source_event_id=envelope.event_id,
+    )  # fmt: skip
+    logger.info(
+        "normalized_page",
+        extra={"event_id": envelope.event_id, "collection": envelope.collection,
+               "documents": len(documents), "written": len(result.written_ids),
+               "stale": result.skipped_stale, "deleted": result.skipped_deleted,
+               "violations": len(result.violations)},
+    )  # fmt: skip
+    if result.violations:
+        # The valid documents are committed above; the dead letter brings the page back
+        # once the contract is fixed, and the upserts make that replay harmless.
+        raise Poison(
+            f"{len(result.violations)} of {len(documents)} documents violate the contract; "
+            f"first: {result.violations[0]}",
+            error_type="ContractViolation",
+        )
