@@ -117,9 +117,9 @@ def assert_fixture_rows(user_id: str) -> None:
 
     sleep_days = {d["day"]: d for d in fixture_documents("daily_sleep")}
     assert DailySleep.objects.filter(user_id=user_id).count() == len(sleep_days)
-    for row in DailySleep.objects.filter(user_id=user_id):
-        doc = sleep_days[row.day.isoformat()]
-        assert (row.oura_id, row.score, row.contributors) == (
+    for sleep_row in DailySleep.objects.filter(user_id=user_id):
+        doc = sleep_days[sleep_row.day.isoformat()]
+        assert (sleep_row.oura_id, sleep_row.score, sleep_row.contributors) == (
             doc["id"], doc["score"], doc["contributors"],
         )  # fmt: skip
 
@@ -135,31 +135,31 @@ def assert_fixture_rows(user_id: str) -> None:
 
     periods = {d["id"]: d for d in fixture_documents("sleep")}
     assert SleepPeriod.objects.filter(user_id=user_id).count() == len(periods) == 48
-    for row in SleepPeriod.objects.filter(user_id=user_id):
-        doc = periods[row.oura_id]
-        assert row.type == doc["type"]
-        assert row.bedtime_start == datetime.fromisoformat(doc["bedtime_start"])
-        assert row.total_sleep_duration == doc["total_sleep_duration"]
-        assert row.deep_sleep_duration == doc["deep_sleep_duration"]
-        assert row.time_in_bed == doc["time_in_bed"]
-        assert row.average_heart_rate == doc["average_heart_rate"]
-        assert row.lowest_heart_rate == doc["lowest_heart_rate"]
-        assert row.average_hrv == doc["average_hrv"]
-        assert row.readiness_score == (doc["readiness"] or {}).get("score")
+    for period in SleepPeriod.objects.filter(user_id=user_id):
+        doc = periods[period.oura_id]
+        assert period.type == doc["type"]
+        assert period.bedtime_start == datetime.fromisoformat(doc["bedtime_start"])
+        assert period.total_sleep_duration == doc["total_sleep_duration"]
+        assert period.deep_sleep_duration == doc["deep_sleep_duration"]
+        assert period.time_in_bed == doc["time_in_bed"]
+        assert period.average_heart_rate == doc["average_heart_rate"]
+        assert period.lowest_heart_rate == doc["lowest_heart_rate"]
+        assert period.average_hrv == doc["average_hrv"]
+        assert period.readiness_score == (doc["readiness"] or {}).get("score")
 
     workouts = {d["id"]: d for d in fixture_documents("workout")}
-    rows = Activity.objects.filter(user_id=user_id, kind="workout")
-    assert rows.count() == len(workouts) == 83
-    for row in rows:
-        doc = workouts[row.oura_id]
-        assert (row.type, row.intensity, row.source) == (
+    workout_rows = Activity.objects.filter(user_id=user_id, kind="workout")
+    assert workout_rows.count() == len(workouts) == 83
+    for workout_row in workout_rows:
+        doc = workouts[workout_row.oura_id]
+        assert (workout_row.type, workout_row.intensity, workout_row.source) == (
             doc["activity"], doc["intensity"], doc["source"],
         )  # fmt: skip
-        assert row.calories == doc["calories"]
-        assert row.distance == doc["distance"]
-        assert row.label == (doc["label"] or "")
-        assert row.start == datetime.fromisoformat(doc["start_datetime"])
-        assert row.end == datetime.fromisoformat(doc["end_datetime"])
+        assert workout_row.calories == doc["calories"]
+        assert workout_row.distance == doc["distance"]
+        assert workout_row.label == (doc["label"] or "")
+        assert workout_row.start == datetime.fromisoformat(doc["start_datetime"])
+        assert workout_row.end == datetime.fromisoformat(doc["end_datetime"])
 
     (session_doc,) = fixture_documents("session")
     session = Activity.objects.get(user_id=user_id, kind="session")
@@ -653,6 +653,7 @@ def test_a_connection_that_needs_reauth_drops_the_event_without_a_crash_loop(
     document = oura.put_document(conn.provider_user_id, "workout", None, emit=False)
     from ingestion import crypto
 
+    assert conn.refresh_token_enc is not None
     oura.revoke_token(crypto.decrypt(conn.refresh_token_enc))
     publish(webhook_envelope(conn, "create", "workout", document["id"]))
 
