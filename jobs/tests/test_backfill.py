@@ -142,3 +142,77 @@ def test_cancel_before_the_worker_starts_means_it_never_fetches(oura) -> None:
 
     job.refresh_from_db()
     assert job.status == "cancelled" and oura.requests == []
+
+
+def test_with_429s_and_5xx_the_job_completes_and_the_budget_holds(oura, settings) -> None:
+    from ingestion.models import RateLimitWindow
+    from ingestion.rate_budget import BACKFILL_SHARE
+
+    settings.OURA_APP_RATE_LIMIT = 30
+    settings.OURA_APP_RATE_WINDOW_S = 2
+    backfill_cap = int(30 * BACKFILL_SHARE)
+    oura.config.rate_limit_per_app = 30
+    oura.config.rate_limit_window_s = 2
+    _conn, uid = connect_user(oura, history_days=400)
+    types = ["daily_activity", "daily_readiness", "daily_sleep", "sleep", "workout", "session"]
+    job = start("user-1", 365, types)
+    oura.config.error_rate = 0.15
+    oura.config.force_next_statuses = [429, 503, 429, 502]
+
+    assert backfill_run(job_id=job.job_id) == "succeeded"
+
+    statuses = Counter(r.status for r in oura.requests)
+    assert statuses[429] >= 2 and statuses[500] + statuses[502] + statuses[503] >= 2
+    per_window = Counter(int(r.timestamp) // 2 for r in oura.requests)
+    # Our fixed windows, counted at Oura: backfill's share, plus the one request in flight
+    # across a window edge.
+    assert max(per_window.values()) <= backfill_cap + 1
+    assert len(per_window) >= 4  # the job really spanned several windows
+    assert max(RateLimitWindow.objects.exclude(used=0).values_list("used", flat=True)) <= backfill_cap
+    oura.config.error_rate = 0
+    lo, hi = day_bounds(job.range_start, job.range_end)
+    stored = stored_documents("user-1")
+    for name in types:
+        assert Counter(stored[name]) == Counter(doc_key(d) for d in oura.documents(uid, name, lo, hi))
+
+
+def test_cancel_stops_a_running_job_at_the_next_page(oura) -> None:
+    import threading
+
+    from jobs.services import job_cancel
+
+    connect_user(oura, history_days=400)
+    oura.config.latency_ms = 50
+    job = start("user-1", 365)
+    result: list[str | None] = []
+    runner = threading.Thread(target=lambda: result.append(backfill_run(job_id=job.job_id)))
+    runner.start()
+    try:
+        deadline = timezone.now() + timedelta(seconds=30)
+        while not IngestionJob.objects.get(pk=job.pk).counts and timezone.now() < deadline:
+            pass
+        job_cancel(job=IngestionJob.objects.get(pk=job.pk), actor="test")
+        asked_at = len(oura.requests)
+    finally:
+        runner.join(30)
+
+    assert result == ["cancelled"]
+    job.refresh_from_db()
+    assert job.status == "cancelled" and job.cancel_requested and job.finished_at
+    assert 0 < job.progress < 100
+    assert len(oura.requests) <= asked_at + 1  # at most the page that was in flight
+    assert AuditEntry.objects.filter(action=AuditEntry.Action.JOB_CANCELLED).count() == 2
+
+
+def test_an_identical_active_job_is_returned_instead_of_a_second(oura) -> None:
+    connect_user(oura, history_days=60)
+    today = timezone.now().date()
+    kwargs = {"user_id": "user-1", "start": today - timedelta(days=9), "end": today,
+              "requested_by": "test"}  # fmt: skip
+    first = job_start(**kwargs, data_types=["sleep", "daily_sleep"])
+    again = job_start(**kwargs, data_types=["daily_sleep", "sleep"])
+    other = job_start(**kwargs, data_types=["sleep"])
+
+    assert first.created and not again.created and other.created
+    assert again.job.job_id == first.job.job_id != other.job.job_id
+    assert IngestionJob.objects.count() == 2
