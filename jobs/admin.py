@@ -83,7 +83,7 @@ class IngestionJobAdmin(admin.ModelAdmin[IngestionJob]):
     def add_view(
         self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        """"Start backfill": a form in place of the model form, calling job_start."""
+        """The "start backfill" page: a form in place of the model form, calling job_start."""
         if not self.has_add_permission(request):
             return HttpResponseRedirect(reverse("admin:jobs_ingestionjob_changelist"))
         today = timezone.now().date()

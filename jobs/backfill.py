@@ -73,7 +73,8 @@ class Cancelled(Exception):
 
 
 def page_dedupe_key(job_id: uuid.UUID | str, collection: str, window: Window, page: int) -> str:
-    raw = f"oura|page|{job_id}|{collection}|{window.start.isoformat()}|{window.end.isoformat()}|{page}"
+    start, end = window.start.isoformat(), window.end.isoformat()
+    raw = f"oura|page|{job_id}|{collection}|{start}|{end}|{page}"
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
@@ -193,9 +194,13 @@ def _fetch(
         except (OuraUnavailable, OuraRateLimited) as exc:
             failures += 1
             if failures >= PAGE_ATTEMPTS:
-                raise CollectionFailed(f"{where}: {exc} (gave up after {failures} attempts)") from None
-            logger.info("backfill_page_retry", extra={"data_type": data_type.name,
-                                                       "error_type": type(exc).__name__})  # fmt: skip
+                raise CollectionFailed(
+                    f"{where}: {exc} (gave up after {failures} attempts)"
+                ) from None
+            logger.info(
+                "backfill_page_retry",
+                extra={"data_type": data_type.name, "error_type": type(exc).__name__},
+            )
             time.sleep(PAGE_RETRY_BASE_S * random.uniform(1.0, 2.0) * failures)
             continue
         except OuraRequestError as exc:
@@ -206,8 +211,8 @@ def _fetch(
 
 
 def _message(
-    *, job: IngestionJob, oura: OuraConnection, collection: str, window: Window, event_id: uuid.UUID,
-    stored: raw_store.StoredObject, document_count: int,
+    *, job: IngestionJob, oura: OuraConnection, collection: str, window: Window,
+    event_id: uuid.UUID, stored: raw_store.StoredObject, document_count: int,
 ) -> bytes:  # fmt: skip
     """The page message contract (consumed by the normalizer; do not change its shape)."""
     return json.dumps(

@@ -47,9 +47,12 @@ _TYPES = (
     # "no more requests than windows x types" budget of a default backfill.
     DataType("heartrate", ("heartrate",), timeseries=True, window_days=7, default=False),
     DataType(
-        "ring_battery_level", ("ring_configuration",), timeseries=True, window_days=7,
+        "ring_battery_level",
+        ("ring_configuration",),
+        timeseries=True,
+        window_days=7,
         default=False,
-    ),  # fmt: skip
+    ),
 )
 # ring_configuration is not date-ranged (it ignores start/end), so a ranged backfill of it
 # means nothing; it is left to the webhook path.
@@ -98,7 +101,10 @@ class Window:
                 "start_datetime": f"{self.start.isoformat()}T00:00:00+00:00",
                 "end_datetime": f"{self.end.isoformat()}T23:59:59.999+00:00",
             }
-        return {"start_date": self.start.isoformat(), "end_date": f"{self.end.isoformat()}T23:59:59"}
+        return {
+            "start_date": self.start.isoformat(),
+            "end_date": f"{self.end.isoformat()}T23:59:59",
+        }
 
 
 def windows(start: date, end: date, days: int) -> list[Window]:

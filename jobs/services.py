@@ -133,7 +133,9 @@ def job_start(
     if start > end:
         raise JobRequestInvalid("invalid_request", "range.start must not be after range.end.")
     if (end - start).days + 1 > MAX_RANGE_DAYS:
-        raise JobRequestInvalid("invalid_request", f"A range may span at most {MAX_RANGE_DAYS} days.")
+        raise JobRequestInvalid(
+            "invalid_request", f"A range may span at most {MAX_RANGE_DAYS} days."
+        )
     oura = connection_for_user(user_id=user_id)
     if oura is None or oura.status == OuraConnection.Status.REVOKED:
         raise JobRequestInvalid("not_connected", "This user has no Oura connection.", 409)
@@ -421,7 +423,8 @@ def jobs_reconcile(
     with transaction.atomic():
         stale = list(
             IngestionJob.objects.select_for_update(skip_locked=True).filter(
-                Q(heartbeat_at__lt=_stale_before(now, stale_after_s)) | Q(heartbeat_at__isnull=True),
+                Q(heartbeat_at__lt=_stale_before(now, stale_after_s))
+                | Q(heartbeat_at__isnull=True),
                 status=Status.RUNNING,
             )
         )

@@ -4,30 +4,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0001_initial'),
+        ("jobs", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='ingestionjob',
-            name='attempts',
+            model_name="ingestionjob",
+            name="attempts",
             field=models.PositiveSmallIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='ingestionjob',
-            name='heartbeat_at',
+            model_name="ingestionjob",
+            name="heartbeat_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='ingestionjob',
-            name='lease_id',
+            model_name="ingestionjob",
+            name="lease_id",
             field=models.UUIDField(blank=True, editable=False, null=True),
         ),
         migrations.AddField(
-            model_name='ingestionjob',
-            name='message_id',
+            model_name="ingestionjob",
+            name="message_id",
             field=models.UUIDField(blank=True, editable=False, null=True),
         ),
     ]

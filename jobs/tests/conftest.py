@@ -18,6 +18,7 @@ from dramatiq.middleware import default_middleware
 from dramatiq_postgres import PostgresBroker
 from dramatiq_postgres.django.apps import connection_kwargs
 from dramatiq_postgres.django.middleware import DbConnectionsMiddleware
+from nats.js.errors import NotFoundError
 
 from core import bus, raw_store
 from ingestion import crypto
@@ -34,7 +35,8 @@ def broker(transactional_db: None) -> Iterator[PostgresBroker]:
     """
     from jobs.actors import run_backfill
 
-    options = dict(settings.DRAMATIQ_BROKER["OPTIONS"])
+    broker_settings: dict[str, Any] = settings.DRAMATIQ_BROKER
+    options: dict[str, Any] = dict(broker_settings["OPTIONS"])
     test_broker = PostgresBroker(
         url=connection_kwargs(),
         middleware=[m() for m in default_middleware] + [DbConnectionsMiddleware()],
@@ -100,7 +102,9 @@ def stored_documents(user_id: str) -> dict[str, list[str]]:
     return out
 
 
-def raw_messages(subject_prefix: str = "health.raw.oura.") -> list[tuple[str, dict[str, str], dict[str, Any]]]:
+def raw_messages(
+    subject_prefix: str = "health.raw.oura.",
+) -> list[tuple[str, dict[str, str], dict[str, Any]]]:
     """Every message on HEALTH_RAW under the prefix: (subject, headers, body)."""
 
     async def read() -> list[tuple[str, dict[str, str], dict[str, Any]]]:
@@ -112,10 +116,12 @@ def raw_messages(subject_prefix: str = "health.raw.oura.") -> list[tuple[str, di
             for seq in range(info.state.first_seq, info.state.last_seq + 1):
                 try:
                     msg = await js.get_msg("HEALTH_RAW", seq)
-                except Exception:  # deleted or purged sequence
-                    continue
-                if msg.subject.startswith(subject_prefix):
-                    found.append((msg.subject, dict(msg.headers or {}), json.loads(msg.data)))
+                except NotFoundError:  # a purged or deleted sequence
+                    msg = None
+                if msg is not None and msg.subject and msg.subject.startswith(subject_prefix):
+                    found.append(
+                        (msg.subject, dict(msg.headers or {}), json.loads(msg.data or b""))
+                    )
             return found
         finally:
             await nc.close()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
+from datetime import date, timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -34,7 +35,9 @@ def test_two_years_of_every_type_land_completely_once(oura, clean_streams) -> No
     assert backfill_run(job_id=job.job_id) == "succeeded"
 
     job.refresh_from_db()
-    assert job.status == "succeeded" and job.progress == 100 and job.last_error == ""
+    assert job.status == "succeeded"
+    assert job.progress == 100
+    assert job.last_error == ""
     assert sorted(job.data_types) == sorted(DEFAULT_TYPES)
     lo, hi = day_bounds(job.range_start, job.range_end)
     stored = stored_documents("user-1")
@@ -54,20 +57,24 @@ def test_two_years_of_every_type_land_completely_once(oura, clean_streams) -> No
         subject, headers, body = by_event[str(page.event_id)]
         assert subject == f"health.raw.oura.{page.data_type}"
         assert headers["Nats-Msg-Id"] == str(page.event_id)
-        assert body["kind"] == "page" and body["job_id"] == str(job.job_id)
+        assert body["kind"] == "page"
+        assert body["job_id"] == str(job.job_id)
         assert body["collection"] == page.data_type
-        assert body["object_key"] == page.object_key and body["sha256"] == page.sha256
-        assert body["provider_user_id"] == uid and body["user_id"] == "user-1"
-        window = Window(*(timezone.datetime.fromisoformat(body["window"][k]).date()
-                          for k in ("start", "end")))  # fmt: skip
+        assert body["object_key"] == page.object_key
+        assert body["sha256"] == page.sha256
+        assert body["provider_user_id"] == uid
+        assert body["user_id"] == "user-1"
+        window = Window(*(date.fromisoformat(body["window"][k]) for k in ("start", "end")))
         key = page_dedupe_key(job.job_id, page.data_type, window, 0)
-        assert page.dedupe_key == key and page.event_id == page_event_id(key)
+        assert page.dedupe_key == key
+        assert page.event_id == page_event_id(key)
     # No more requests than windows x types (empty windows still cost their one request).
     assert len(oura.requests) <= sum(
         len(range(0, 730, DATA_TYPES[t].window_days)) for t in DEFAULT_TYPES
     )
     actions = list(AuditEntry.objects.filter(user_id="user-1").values_list("action", flat=True))
-    assert AuditEntry.Action.JOB_STARTED in actions and AuditEntry.Action.JOB_FINISHED in actions
+    assert AuditEntry.Action.JOB_STARTED in actions
+    assert AuditEntry.Action.JOB_FINISHED in actions
 
 
 def test_rerunning_a_finished_page_stores_and_publishes_nothing_new(oura, clean_streams) -> None:
@@ -92,13 +99,16 @@ def test_windows_meet_without_gaps_or_overlap_for_exclusive_and_inclusive_types(
     lo, hi = day_bounds(job.range_start, job.range_end)
     stored = stored_documents("user-1")
     for name in types:
-        assert Counter(stored[name]) == Counter(doc_key(d) for d in oura.documents(uid, name, lo, hi))
+        assert Counter(stored[name]) == Counter(
+            doc_key(d) for d in oura.documents(uid, name, lo, hi)
+        )
 
 
 def test_a_revoked_token_fails_the_job_clearly(oura) -> None:
     conn, _uid = connect_user(oura, history_days=60)
     from ingestion import crypto
 
+    assert conn.access_token_enc is not None
     oura.revoke_token(crypto.decrypt(conn.access_token_enc))
     job = start("user-1", 30)
 
@@ -106,7 +116,8 @@ def test_a_revoked_token_fails_the_job_clearly(oura) -> None:
 
     job.refresh_from_db()
     assert job.status == "failed"
-    assert "authorization" in job.last_error and "connect again" in job.last_error
+    assert "authorization" in job.last_error
+    assert "connect again" in job.last_error
     conn.refresh_from_db()
     assert conn.status == OuraConnection.Status.NEEDS_REAUTH
     assert not RawEvent.objects.filter(kind="page").exists()
@@ -124,8 +135,10 @@ def test_a_collection_that_keeps_failing_fails_the_job_naming_it(
     assert backfill_run(job_id=job.job_id) == "failed"
 
     job.refresh_from_db()
-    assert job.status == "failed" and job.progress < 100
-    assert job.last_error.startswith("workout ") and "503" in job.last_error
+    assert job.status == "failed"
+    assert job.progress < 100
+    assert job.last_error.startswith("workout ")
+    assert "503" in job.last_error
     assert "gave up after 3 attempts" in job.last_error
     assert not RawEvent.objects.filter(kind="page").exists()
 
@@ -141,7 +154,8 @@ def test_cancel_before_the_worker_starts_means_it_never_fetches(oura) -> None:
     assert backfill_run(job_id=job.job_id) is None
 
     job.refresh_from_db()
-    assert job.status == "cancelled" and oura.requests == []
+    assert job.status == "cancelled"
+    assert oura.requests == []
 
 
 def test_with_429s_and_5xx_the_job_completes_and_the_budget_holds(oura, settings) -> None:
@@ -162,18 +176,23 @@ def test_with_429s_and_5xx_the_job_completes_and_the_budget_holds(oura, settings
     assert backfill_run(job_id=job.job_id) == "succeeded"
 
     statuses = Counter(r.status for r in oura.requests)
-    assert statuses[429] >= 2 and statuses[500] + statuses[502] + statuses[503] >= 2
+    assert statuses[429] >= 2
+    assert statuses[500] + statuses[502] + statuses[503] >= 2
     per_window = Counter(int(r.timestamp) // 2 for r in oura.requests)
     # Our fixed windows, counted at Oura: backfill's share, plus the one request in flight
     # across a window edge.
     assert max(per_window.values()) <= backfill_cap + 1
     assert len(per_window) >= 4  # the job really spanned several windows
-    assert max(RateLimitWindow.objects.exclude(used=0).values_list("used", flat=True)) <= backfill_cap
+    assert (
+        max(RateLimitWindow.objects.exclude(used=0).values_list("used", flat=True)) <= backfill_cap
+    )
     oura.config.error_rate = 0
     lo, hi = day_bounds(job.range_start, job.range_end)
     stored = stored_documents("user-1")
     for name in types:
-        assert Counter(stored[name]) == Counter(doc_key(d) for d in oura.documents(uid, name, lo, hi))
+        assert Counter(stored[name]) == Counter(
+            doc_key(d) for d in oura.documents(uid, name, lo, hi)
+        )
 
 
 def test_cancel_stops_a_running_job_at_the_next_page(oura) -> None:
@@ -198,7 +217,9 @@ def test_cancel_stops_a_running_job_at_the_next_page(oura) -> None:
 
     assert result == ["cancelled"]
     job.refresh_from_db()
-    assert job.status == "cancelled" and job.cancel_requested and job.finished_at
+    assert job.status == "cancelled"
+    assert job.cancel_requested
+    assert job.finished_at
     assert 0 < job.progress < 100
     assert len(oura.requests) <= asked_at + 1  # at most the page that was in flight
     assert AuditEntry.objects.filter(action=AuditEntry.Action.JOB_CANCELLED).count() == 2
@@ -207,12 +228,14 @@ def test_cancel_stops_a_running_job_at_the_next_page(oura) -> None:
 def test_an_identical_active_job_is_returned_instead_of_a_second(oura) -> None:
     connect_user(oura, history_days=60)
     today = timezone.now().date()
-    kwargs = {"user_id": "user-1", "start": today - timedelta(days=9), "end": today,
+    kwargs: dict[str, Any] = {"user_id": "user-1", "start": today - timedelta(days=9), "end": today,
               "requested_by": "test"}  # fmt: skip
     first = job_start(**kwargs, data_types=["sleep", "daily_sleep"])
     again = job_start(**kwargs, data_types=["daily_sleep", "sleep"])
     other = job_start(**kwargs, data_types=["sleep"])
 
-    assert first.created and not again.created and other.created
+    assert first.created
+    assert not again.created
+    assert other.created
     assert again.job.job_id == first.job.job_id != other.job.job_id
     assert IngestionJob.objects.count() == 2

@@ -70,7 +70,8 @@ def oura_env(oura) -> dict[str, str]:
     return {
         "OURA_API_BASE_URL": base, "OURA_TOKEN_URL": f"{base}/oauth/token",
         "OURA_AUTHORIZE_URL": f"{base}/oauth/authorize", "OURA_REVOKE_URL": f"{base}/oauth/revoke",
-        "OURA_CLIENT_ID": settings.OURA_CLIENT_ID, "OURA_CLIENT_SECRET": settings.OURA_CLIENT_SECRET,
+        "OURA_CLIENT_ID": settings.OURA_CLIENT_ID,
+        "OURA_CLIENT_SECRET": settings.OURA_CLIENT_SECRET,
     }  # fmt: skip
 
 
@@ -82,9 +83,7 @@ def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 def data_requests(oura) -> Counter[str]:
-    return Counter(
-        r.path.rsplit("/", 1)[-1] for r in oura.requests if "/usercollection/" in r.path
-    )
+    return Counter(r.path.rsplit("/", 1)[-1] for r in oura.requests if "/usercollection/" in r.path)
 
 
 def test_a_killed_worker_resumes_without_refetching_finished_windows_or_duplicates(

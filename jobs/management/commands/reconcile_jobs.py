@@ -24,8 +24,12 @@ class Command(BaseCommand):
         parser.add_argument("--stale-after", type=float, default=JOB_STALE_AFTER_S,
                             help="Seconds without heartbeat before a running job's worker "
                                  "is presumed dead.")  # fmt: skip
-        parser.add_argument("--queued-grace", type=float, default=QUEUED_GRACE_S,
-                            help="Seconds a queued job waits before its message is checked.")
+        parser.add_argument(
+            "--queued-grace",
+            type=float,
+            default=QUEUED_GRACE_S,
+            help="Seconds a queued job waits before its message is checked.",
+        )
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stopping.set()
