@@ -306,9 +306,12 @@ class NatsService(EmbeddedService):
 
     def launch(self, port: int, extra_port: int) -> int:
         config = self.folder / "nats.conf"
-        # One node with no replica to recover from: fsync every write so an acknowledged
-        # publish survives a crash of the machine. A 3-node production cluster gets its
-        # durability from R3 quorum instead and keeps the default 2-minute sync interval.
+        # DEVSTACK_NATS_SYNC=always fsyncs every write, so an acknowledged publish survives a
+        # crash of the machine. The default keeps NATS's own (2-minute) interval: on the
+        # embedded node Postgres is the first durable copy of every accepted event, and a
+        # 3-node production cluster gets its durability from R3 quorum, not from fsync.
+        sync = os.environ.get("DEVSTACK_NATS_SYNC", "default")
+        sync_line = "sync_interval: always" if sync == "always" else ""
         config.write_text(
             f"""
 host: 127.0.0.1
@@ -316,7 +319,7 @@ port: {port}
 http_port: {extra_port}
 jetstream {{
   store_dir: "{self.folder / "store"}"
-  sync_interval: always
+  {sync_line}
   max_memory_store: 256MB
   max_file_store: 8GB
 }}
