@@ -215,7 +215,8 @@ def main() -> int:
         sql.append(sql_once(user))
 
     print(
-        f"1-year daily range ({args.days} entries, limit={args.days}), random users of {args.users:,}:"
+        f"1-year daily range ({args.days} entries, limit={args.days}), "
+        f"random users of {args.users:,}:"
     )
     print(summary("GET /v1/health/{user}/oura/daily", api))
     print(summary("raw SQL, same 4 queries", sql))
