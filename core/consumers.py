@@ -406,7 +406,9 @@ def _dead_letter(
     return True
 
 
-def process_message(spec: ConsumerSpec, handler: Handler, puller: PullConsumer, msg: Msg) -> Outcome:
+def process_message(
+    spec: ConsumerSpec, handler: Handler, puller: PullConsumer, msg: Msg
+) -> Outcome:
     meta = message_meta(spec, msg)
     outcome = dispatch(spec, handler, bytes(msg.data), meta)
     if outcome.action is Action.ACK:
@@ -463,7 +465,6 @@ def run_consumer(
                 continue
             if not msgs:
                 continue
-            last_message_at = time.monotonic()
             close_old_connections()  # a Postgres restart must not leave us on a dead socket
             for msg in msgs:
                 stats.received += 1
@@ -477,6 +478,8 @@ def run_consumer(
                     stats.acked += 1
                 # With DEBUG on, Django keeps every query of a long-lived process in memory.
                 django_reset_queries()
+            # Idle time counts from the end of the last batch, not from its fetch.
+            last_message_at = time.monotonic()
     finally:
         puller.close()
         logger.info(

@@ -1,0 +1,510 @@
+"""Normalizer benchmark. Not a test: it prints figures and asserts nothing about them.
+
+Needs the services' URLs in the environment and a provisioned database (bench/README.md):
+
+    python -m devstack up --root .devstack-bench
+    eval "$(python -m devstack env --root .devstack-bench)"
+    python manage.py provision
+    python -m bench.normalizer
+    python -m devstack down --root .devstack-bench
+
+One run measures, on the same services:
+1. the embedded S3's bare PUT rate (the ceiling for anything that PUTs per event);
+2. a bare fetch-and-ack loop on HEALTH_RAW through the same PullConsumer the runner uses;
+3. backfill pages: documents normalized per second by one process (the real handler and
+   runner: S3 GET, sha256, contract validation, one upsert transaction per page, publish);
+4. webhook end to end at a fixed rate: gunicorn (`POST /v1/webhooks/oura`, signed), the
+   relay, and `manage.py run_consumer normalizer` against an in-process Oura simulator;
+   latency from the 202 to the row being visible in Postgres, at P50/P95/P99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import hmac
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+FIXTURES = Path("/work/shared/oura/fixtures")
+if not FIXTURES.exists():
+    FIXTURES = ROOT / "oura_simulator/tests/contract_data/fixtures"
+
+
+def setup_django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "health_project.settings")
+    os.environ.setdefault("DJANGO_DEBUG", "false")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    os.environ.setdefault("OURA_APP_RATE_LIMIT", "1000000")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return round(ordered[index], 1)
+
+
+# --- 1. S3 bare PUT ------------------------------------------------------------------------
+
+
+def s3_put_rate(seconds: float, threads: int, size: int = 1024) -> float:
+    from core import raw_store
+
+    payload = os.urandom(size // 2).hex().encode()
+    stop = time.perf_counter() + seconds
+    counts = [0] * threads
+
+    def loop(index: int) -> None:
+        while time.perf_counter() < stop:
+            raw_store.put(f"bench/put-{uuid.uuid4()}.json", payload)
+            counts[index] += 1
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(loop, range(threads)))
+    return round(sum(counts) / (time.perf_counter() - started), 1)
+
+
+# --- 2. bare fetch-and-ack -----------------------------------------------------------------
+
+
+def fetch_and_ack(messages: int, batch: int) -> dict[str, float]:
+    import dataclasses
+
+    from core import bus
+    from core.consumers import PullConsumer, get_consumer
+
+    subject = "health.raw.bench.fetchack"
+    spec = dataclasses.replace(
+        get_consumer("normalizer"),
+        name="bench-fetchack",
+        durable=f"bench-fetchack-{uuid.uuid4().hex[:8]}",
+        filter_subject=subject,
+    )
+    envelope = json.dumps({"event_id": "x" * 36, "kind": "webhook", "provider": "oura"}).encode()
+    publisher = bus.get_bus()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda n: publisher.publish(subject, envelope), range(messages)))
+    puller = PullConsumer(spec)
+    puller.start()
+    done = 0
+    started = time.perf_counter()
+    try:
+        while done < messages:
+            msgs = puller.fetch(batch, timeout=1.0)
+            if not msgs:
+                break
+            for msg in msgs:
+                puller.ack(msg)
+                done += 1
+        elapsed = time.perf_counter() - started
+    finally:
+        puller.close()
+        _delete_durable(spec.stream, spec.durable)
+    return {"messages": done, "per_s": round(done / elapsed, 1), "batch": batch}
+
+
+def _purge_oura_raw() -> None:
+    """Empty health.raw.oura.> so that a phase reads only what it published itself."""
+    import asyncio
+
+    from core import bus
+
+    async def _purge() -> None:
+        nc = await bus.connect(name="bench")
+        try:
+            await nc.jetstream().purge_stream("HEALTH_RAW", subject="health.raw.oura.>")
+        finally:
+            await nc.close()
+
+    asyncio.run(_purge())
+
+
+def _delete_durable(stream: str, durable: str) -> None:
+    import asyncio
+
+    from core import bus
+
+    async def _delete() -> None:
+        nc = await bus.connect(name="bench")
+        try:
+            await nc.jetstream().delete_consumer(stream, durable)
+        except Exception:
+            pass
+        finally:
+            await nc.close()
+
+    asyncio.run(_delete())
+
+
+# --- 3. backfill pages ---------------------------------------------------------------------
+
+
+def _template(collection: str) -> dict[str, Any]:
+    body = json.loads((FIXTURES / f"{collection}.json").read_text())
+    document: dict[str, Any] = body["data"][0]
+    return document
+
+
+def _page_documents(collection: str, size: int, first_day: date) -> list[dict[str, Any]]:
+    template = _template(collection)
+    documents = []
+    for n in range(size):
+        document = copy.deepcopy(template)
+        document["id"] = str(uuid.uuid4())
+        document["day"] = (first_day + timedelta(days=n)).isoformat()
+        documents.append(document)
+    return documents
+
+
+def backfill_pages(pages_per_collection: int, page_size: int) -> dict[str, Any]:
+    import dataclasses
+
+    from core import bus, raw_store
+    from core.consumers import get_consumer, run_consumer
+    from normalized.models import Activity, DailyActivity, DailyReadiness, SleepPeriod
+
+    collections = ("daily_readiness", "daily_activity", "sleep", "workout")
+    models = {"daily_readiness": DailyReadiness, "daily_activity": DailyActivity,
+              "sleep": SleepPeriod, "workout": Activity}  # fmt: skip
+    spec = dataclasses.replace(
+        get_consumer("normalizer"),
+        durable=f"bench-pages-{uuid.uuid4().hex[:8]}",
+        filter_subject="health.raw.oura.>",
+    )
+    run_id = uuid.uuid4().hex[:8]
+    envelopes = []
+    total_documents = 0
+    for collection in collections:
+        for page in range(pages_per_collection):
+            # A user per page keeps (user, day) unique for the daily tables.
+            user_id = f"bench-pages-{run_id}-{page}"
+            documents = _page_documents(collection, page_size, date(2015, 1, 1))
+            data = json.dumps({"data": documents, "next_token": None}).encode()
+            event_id = str(uuid.uuid4())
+            stored = raw_store.put(
+                raw_store.object_key(
+                    provider="oura", day=date.today(), user_id=user_id, event_id=event_id
+                ),
+                data,
+            )
+            envelopes.append(
+                (
+                    f"health.raw.oura.{collection}",
+                    {"event_id": event_id, "provider": "oura", "kind": "page",
+                     "user_id": user_id, "provider_user_id": f"oura-{user_id}",
+                     "collection": collection, "object_key": stored.key,
+                     "sha256": stored.sha256, "document_count": len(documents),
+                     "job_id": run_id, "window": {"start": "2015-01-01", "end": "2018-01-01"},
+                     "received_at": datetime.now(UTC).isoformat()},
+                )
+            )  # fmt: skip
+            total_documents += len(documents)
+    _purge_oura_raw()
+    for subject, envelope in envelopes:
+        bus.get_bus().publish(subject, envelope, msg_id=envelope["event_id"])
+
+    started = time.perf_counter()
+    stats = run_consumer(spec, max_messages=len(envelopes), idle_exit_s=5.0)
+    elapsed = time.perf_counter() - started
+    _delete_durable(spec.stream, spec.durable)
+    _purge_oura_raw()  # the webhook phase's `normalizer` durable must not see these pages
+    written = (
+        sum(
+            models[c]._default_manager.filter(user_id__startswith=f"bench-pages-{run_id}").count()
+            for c in collections
+            if c != "workout"
+        )
+        + Activity.objects.filter(user_id__startswith=f"bench-pages-{run_id}").count()
+    )
+    return {
+        "pages": len(envelopes),
+        "documents": total_documents,
+        "rows_written": written,
+        "acked": stats.acked,
+        "dead_lettered": stats.dead_lettered,
+        "seconds": round(elapsed, 2),
+        "documents_per_s": round(total_documents / elapsed, 1),
+        "collections": list(collections),
+        "page_size": page_size,
+    }
+
+
+def backfill_per_collection(page_size: int) -> dict[str, float]:
+    """One page of each collection, timed alone: where the per-document cost differs."""
+    out = {}
+    for collection in ("daily_readiness", "daily_activity", "sleep", "workout", "session"):
+        from normalized import services
+
+        documents = _page_documents(collection, page_size, date(2010, 1, 1))
+        started = time.perf_counter()
+        services.normalize_documents(
+            user_id=f"bench-col-{uuid.uuid4().hex[:8]}",
+            collection=collection,
+            documents=documents,
+            raw_object_key="bench",
+        )
+        out[collection] = round(page_size / (time.perf_counter() - started), 1)
+    return out
+
+
+# --- 4. webhook end to end -----------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_http(url: str, timeout: float = 30) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer")
+
+
+def webhooks_end_to_end(
+    rate: float, seconds: float, consumers: int, workers: int
+) -> dict[str, Any]:
+    import httpx
+    from django.conf import settings
+    from django.db import connection
+    from django.utils import timezone
+
+    from ingestion import crypto
+    from ingestion.models import OuraConnection
+    from oura_simulator import OuraSimulator
+    from oura_simulator.config import SimulatorConfig
+
+    config = SimulatorConfig(
+        client_id=settings.OURA_CLIENT_ID,
+        client_secret=settings.OURA_CLIENT_SECRET,
+        rate_limit_per_token=0,
+        rate_limit_per_app=0,
+        history_days=30,
+    )
+    sim = OuraSimulator(config)
+    base = sim.start()
+    sim_user = sim.add_user()
+    tokens = sim.issue_tokens(sim_user.oura_user_id)
+    user_id = f"bench-e2e-{uuid.uuid4().hex[:8]}"
+    OuraConnection.objects.create(
+        user_id=user_id,
+        provider_user_id=sim_user.oura_user_id,
+        access_token_enc=crypto.encrypt(tokens["access_token"]),
+        refresh_token_enc=crypto.encrypt(tokens["refresh_token"]),
+        access_token_expires_at=timezone.now() + timedelta(days=1),
+    )
+    env = os.environ | {
+        "DJANGO_DEBUG": "false",
+        "LOG_LEVEL": "WARNING",
+        "OURA_API_BASE_URL": base,
+        "OURA_TOKEN_URL": f"{base}/oauth/token",
+        "OURA_AUTHORIZE_URL": f"{base}/oauth/authorize",
+        "OURA_REVOKE_URL": f"{base}/oauth/revoke",
+        "OURA_APP_RATE_LIMIT": "1000000",
+        "WEBHOOK_RATE_LIMIT_PER_MINUTE": "1000000",
+    }
+    port = _free_port()
+    bin_dir = Path(sys.executable).parent
+    processes = [
+        subprocess.Popen(
+            [str(bin_dir / "gunicorn"), "health_project.wsgi:application", "-k", "gthread",
+             "--workers", str(workers), "--threads", "6", "-b", f"127.0.0.1:{port}",
+             "--log-level", "warning"],
+            cwd=ROOT, env=env,
+        ),
+        subprocess.Popen(
+            [sys.executable, "manage.py", "run_relay", "--grace", "2"], cwd=ROOT, env=env,
+            stdout=subprocess.DEVNULL,
+        ),
+    ] + [
+        subprocess.Popen(
+            [sys.executable, "manage.py", "run_consumer", "normalizer"], cwd=ROOT, env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        for _ in range(consumers)
+    ]  # fmt: skip
+    accepted: dict[str, float] = {}
+    statuses: dict[int, int] = {}
+    request_ms: list[float] = []
+    visible: dict[str, float] = {}
+    lock = threading.Lock()
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/healthz")
+        time.sleep(2)  # consumers bound and fetching
+        secret = settings.OURA_CLIENT_SECRET
+        clients = threading.local()
+
+        def send(object_id: str) -> None:
+            body = json.dumps(
+                {"event_type": "create", "data_type": "workout", "object_id": object_id,
+                 "event_time": datetime.now(UTC).isoformat(), "user_id": sim_user.oura_user_id},
+                separators=(",", ":"),
+            ).encode()  # fmt: skip
+            ts = str(int(time.time()))
+            mac = hmac.new(secret.encode(), ts.encode() + body, hashlib.sha256).hexdigest()
+            client = getattr(clients, "client", None)
+            if client is None:
+                client = clients.client = httpx.Client(timeout=10)
+            started = time.time()
+            response = client.post(
+                f"http://127.0.0.1:{port}/v1/webhooks/oura",
+                content=body,
+                headers={"content-type": "application/json", "x-oura-signature": mac.upper(),
+                         "x-oura-timestamp": ts},
+            )  # fmt: skip
+            done = time.time()
+            with lock:
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                if response.status_code == 202:
+                    accepted[object_id] = done
+                    request_ms.append((done - started) * 1000)
+
+        stop_polling = threading.Event()
+
+        def poll() -> None:
+            from django.db import connections
+
+            while not stop_polling.is_set():
+                with lock:
+                    pending = [oid for oid in accepted if oid not in visible]
+                if pending:
+                    with connection.cursor() as cursor:
+                        cursor.execute(
+                            "SELECT oura_id FROM health.oura_activities "
+                            "WHERE user_id = %s AND oura_id = ANY(%s)",
+                            [user_id, pending],
+                        )
+                        now = time.time()
+                        for (oura_id,) in cursor.fetchall():
+                            visible[oura_id] = now
+                time.sleep(0.005)
+            connections.close_all()
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        total = int(rate * seconds)
+        documents = [
+            sim.put_document(sim_user.oura_user_id, "workout", None, emit=False,
+                             day=date(2020, 1, 1) + timedelta(days=n % 1500))["id"]
+            for n in range(total)
+        ]  # fmt: skip
+        interval = 1.0 / rate
+        started = time.perf_counter()
+        with ThreadPoolExecutor(32) as pool:
+            for n, object_id in enumerate(documents):
+                delay = started + n * interval - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                pool.submit(send, object_id)
+        offered_s = time.perf_counter() - started
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with lock:
+                if len(visible) >= len(accepted):
+                    break
+            time.sleep(0.1)
+        stop_polling.set()
+        poller.join(5)
+        latencies = [(visible[o] - accepted[o]) * 1000 for o in accepted if o in visible]
+        return {
+            "offered_rate_per_s": rate,
+            "offered_seconds": round(offered_s, 1),
+            "sent": total,
+            "statuses": statuses,
+            "accepted": len(accepted),
+            "visible": len(visible),
+            "consumer_processes": consumers,
+            "gunicorn_workers": workers,
+            "webhook_202_ms": {"p50": percentile(request_ms, 50),
+                               "p95": percentile(request_ms, 95),
+                               "p99": percentile(request_ms, 99)},
+            "accepted_to_visible_ms": {"p50": percentile(latencies, 50),
+                                       "p95": percentile(latencies, 95),
+                                       "p99": percentile(latencies, 99),
+                                       "mean": round(statistics.fmean(latencies), 1)
+                                       if latencies else None},
+        }  # fmt: skip
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        sim.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.normalizer")
+    parser.add_argument("--s3-seconds", type=float, default=5.0)
+    parser.add_argument("--fetch-ack-messages", type=int, default=10000)
+    parser.add_argument("--pages-per-collection", type=int, default=5)
+    parser.add_argument("--page-size", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=100.0, help="webhooks per second")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--consumers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn workers")
+    parser.add_argument("--skip", action="append", default=[],
+                        choices=["s3", "fetchack", "pages", "webhooks"])  # fmt: skip
+    args = parser.parse_args(argv)
+    setup_django()
+    results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "cpus": os.cpu_count()}
+    if "s3" not in args.skip:
+        results["s3_bare_put_per_s"] = {
+            "1_thread": s3_put_rate(args.s3_seconds, 1),
+            "4_threads": s3_put_rate(args.s3_seconds, 4),
+        }
+        print(json.dumps(results["s3_bare_put_per_s"]), flush=True)
+    if "fetchack" not in args.skip:
+        results["fetch_and_ack"] = fetch_and_ack(args.fetch_ack_messages, 50)
+        print(json.dumps(results["fetch_and_ack"]), flush=True)
+    if "pages" not in args.skip:
+        results["backfill_pages"] = backfill_pages(args.pages_per_collection, args.page_size)
+        print(json.dumps(results["backfill_pages"]), flush=True)
+        results["backfill_per_collection_docs_per_s"] = backfill_per_collection(args.page_size)
+        print(json.dumps(results["backfill_per_collection_docs_per_s"]), flush=True)
+    if "webhooks" not in args.skip:
+        results["webhooks_end_to_end"] = webhooks_end_to_end(
+            args.rate, args.seconds, args.consumers, args.workers
+        )
+        print(json.dumps(results["webhooks_end_to_end"]), flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"normalizer-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
