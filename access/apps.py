@@ -3,3 +3,7 @@ from django.apps import AppConfig
 
 class AccessConfig(AppConfig):
     name = "access"
+
+    def ready(self) -> None:
+        # Registers the OpenAPI description of API-key authentication with drf-spectacular.
+        from access import schema  # noqa: F401

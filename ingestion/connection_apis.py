@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -30,6 +30,7 @@ class OuraConnectionApi(APIView):
     throttle_classes = [ApiKeyRateThrottle]
     required_scope = Scope.CONNECT
 
+    @extend_schema_serializer(component_name="OuraConnectionStart")
     class OutputSerializer(serializers.Serializer[dict[str, str]]):
         authorizeUrl = serializers.URLField()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiExample, extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -62,6 +62,7 @@ class JobStartApi(APIView):
             "heartrate and ring_battery_level only when named.",
         )
 
+    @extend_schema_serializer(component_name="JobStarted")
     class OutputSerializer(serializers.Serializer[dict[str, Any]]):
         jobId = serializers.UUIDField()
         status = serializers.ChoiceField(choices=IngestionJob.Status.choices)
@@ -157,6 +158,7 @@ class JobCancelApi(APIView):
     throttle_classes = [ApiKeyRateThrottle]
     required_scope = Scope.SYNC
 
+    @extend_schema_serializer(component_name="JobCancelled")
     class OutputSerializer(serializers.Serializer[dict[str, Any]]):
         jobId = serializers.UUIDField()
         status = serializers.ChoiceField(choices=IngestionJob.Status.choices)

@@ -20,8 +20,9 @@ URL = "/v1/health/{user}/oura/connection"
 
 
 def post_connect(client: APIClient, key: str | None, user: str = "user-a"):
-    headers = {"HTTP_AUTHORIZATION": f"Bearer {key}"} if key else {}
-    return client.post(URL.format(user=user), **headers)
+    if key is None:
+        return client.post(URL.format(user=user))
+    return client.post(URL.format(user=user), HTTP_AUTHORIZATION=f"Bearer {key}")
 
 
 def test_a_missing_key_gets_401(api_client: APIClient) -> None:
