@@ -316,6 +316,8 @@ def webhooks_end_to_end(
     sim_user = sim.add_user()
     tokens = sim.issue_tokens(sim_user.oura_user_id)
     user_id = f"bench-e2e-{uuid.uuid4().hex[:8]}"
+    # Simulator ids repeat across runs (fixed seed); an earlier run's connection goes.
+    OuraConnection.objects.filter(provider_user_id=sim_user.oura_user_id).delete()
     OuraConnection.objects.create(
         user_id=user_id,
         provider_user_id=sim_user.oura_user_id,
@@ -465,18 +467,96 @@ def webhooks_end_to_end(
         sim.stop()
 
 
+def _bench_simulator_and_connection(user_id: str) -> tuple[Any, Any, Any]:
+    from django.conf import settings
+    from django.utils import timezone
+
+    from ingestion import crypto
+    from ingestion.models import OuraConnection
+    from oura_simulator import OuraSimulator
+    from oura_simulator.config import SimulatorConfig
+
+    config = SimulatorConfig(
+        client_id=settings.OURA_CLIENT_ID,
+        client_secret=settings.OURA_CLIENT_SECRET,
+        rate_limit_per_token=0,
+        rate_limit_per_app=0,
+        history_days=30,
+        seed=int(time.time()),
+    )
+    sim = OuraSimulator(config)
+    base = sim.start()
+    sim_user = sim.add_user()
+    tokens = sim.issue_tokens(sim_user.oura_user_id)
+    conn = OuraConnection.objects.create(
+        user_id=user_id,
+        provider_user_id=sim_user.oura_user_id,
+        access_token_enc=crypto.encrypt(tokens["access_token"]),
+        refresh_token_enc=crypto.encrypt(tokens["refresh_token"]),
+        access_token_expires_at=timezone.now() + timedelta(days=1),
+    )
+    return sim, base, conn
+
+
+def webhook_drain(count: int, concurrency: int) -> dict[str, Any]:
+    """The consumer alone: a backlog of webhook messages drained by one process (in this
+    one), each one a real Oura fetch from the simulator, S3 PUT, upsert and publish."""
+    import dataclasses
+
+    from django.conf import settings
+
+    from core import bus
+    from core.consumers import get_consumer, run_consumer
+
+    user_id = f"bench-drain-{uuid.uuid4().hex[:8]}"
+    sim, base, conn = _bench_simulator_and_connection(user_id)
+    settings.OURA_API_BASE_URL = base
+    settings.OURA_TOKEN_URL = f"{base}/oauth/token"
+    try:
+        _purge_oura_raw()
+        for n in range(count):
+            document = sim.put_document(
+                conn.provider_user_id, "workout", None, emit=False,
+                day=date(2020, 1, 1) + timedelta(days=n % 1500),
+            )  # fmt: skip
+            envelope = {
+                "event_id": str(uuid.uuid4()), "provider": "oura", "kind": "webhook",
+                "received_at": datetime.now(UTC).isoformat(), "status": "accepted",
+                "user_id": user_id,
+                "notification": {"event_type": "create", "data_type": "workout",
+                                 "object_id": document["id"],
+                                 "event_time": datetime.now(UTC).isoformat(),
+                                 "user_id": conn.provider_user_id},
+            }  # fmt: skip
+            bus.get_bus().publish("health.raw.oura.webhook", envelope, msg_id=envelope["event_id"])
+        spec = dataclasses.replace(
+            get_consumer("normalizer"), durable=f"bench-drain-{uuid.uuid4().hex[:8]}"
+        )
+        started = time.perf_counter()
+        stats = run_consumer(spec, max_messages=count, concurrency=concurrency, idle_exit_s=5)
+        elapsed = time.perf_counter() - started
+        _delete_durable(spec.stream, spec.durable)
+        return {"messages": count, "acked": stats.acked, "concurrency": concurrency,
+                "seconds": round(elapsed, 2), "per_s": round(count / elapsed, 1)}  # fmt: skip
+    finally:
+        sim.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.normalizer")
     parser.add_argument("--s3-seconds", type=float, default=5.0)
     parser.add_argument("--fetch-ack-messages", type=int, default=10000)
     parser.add_argument("--pages-per-collection", type=int, default=5)
     parser.add_argument("--page-size", type=int, default=1000)
-    parser.add_argument("--rate", type=float, default=100.0, help="webhooks per second")
+    parser.add_argument(
+        "--rates", default="100,30", help="webhooks per second, comma-separated; one phase each"
+    )
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--consumers", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=3, help="gunicorn workers")
+    parser.add_argument("--consumers", type=int, default=2, help="run_consumer processes")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--skip", action="append", default=[],
-                        choices=["s3", "fetchack", "pages", "webhooks"])  # fmt: skip
+                        choices=["s3", "fetchack", "pages", "drain", "webhooks"])  # fmt: skip
+    parser.add_argument("--drain-messages", type=int, default=1000)
     args = parser.parse_args(argv)
     setup_django()
     results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "cpus": os.cpu_count()}
@@ -494,11 +574,17 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(results["backfill_pages"]), flush=True)
         results["backfill_per_collection_docs_per_s"] = backfill_per_collection(args.page_size)
         print(json.dumps(results["backfill_per_collection_docs_per_s"]), flush=True)
+    if "drain" not in args.skip:
+        results["webhook_drain"] = [
+            webhook_drain(args.drain_messages, concurrency) for concurrency in (1, 8)
+        ]
+        print(json.dumps(results["webhook_drain"]), flush=True)
     if "webhooks" not in args.skip:
-        results["webhooks_end_to_end"] = webhooks_end_to_end(
-            args.rate, args.seconds, args.consumers, args.workers
-        )
-        print(json.dumps(results["webhooks_end_to_end"]), flush=True)
+        results["webhooks_end_to_end"] = []
+        for rate in (float(r) for r in args.rates.split(",")):
+            phase = webhooks_end_to_end(rate, args.seconds, args.consumers, args.workers)
+            results["webhooks_end_to_end"].append(phase)
+            print(json.dumps(phase), flush=True)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"normalizer-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     out.write_text(json.dumps(results, indent=2))

@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -96,6 +97,7 @@ class ConsumerSpec:
     max_deliver: int
     retry_delays_s: tuple[float, ...]
     max_ack_pending: int = 1000
+    concurrency: int = 1  # messages of a batch handled at once, each on its own thread
     description: str = ""
 
     @property
@@ -138,6 +140,10 @@ CONSUMERS: dict[str, ConsumerSpec] = {
             # A webhook costs one Oura fetch and one S3 PUT (~10-50 ms); 50 of them finish
             # well inside AckWait, and a SIGTERM waits for at most one batch.
             batch_size=50,
+            # Handling a webhook is mostly waiting (Oura, S3, Postgres commit, NATS ack), so a
+            # few threads per process multiply its throughput; correctness does not depend on
+            # the order within a batch (per-user advisory lock, observation times, tombstones).
+            concurrency=8,
             # Only decides how soon a crashed process's messages go to another process: the
             # runner sends progress heartbeats (+WPI) for every message it holds, so a slow
             # Oura (5 retries, Retry-After up to 120 s) never causes a duplicate delivery.
@@ -429,10 +435,22 @@ def process_message(
     return outcome
 
 
+def _process_on_worker(
+    spec: ConsumerSpec, handler: Handler, puller: PullConsumer, msg: Msg
+) -> Outcome:
+    # Worker threads keep their own Django connections; drop broken or expired ones first.
+    close_old_connections()
+    try:
+        return process_message(spec, handler, puller, msg)
+    finally:
+        django_reset_queries()
+
+
 def run_consumer(
     spec: ConsumerSpec,
     *,
     batch_size: int | None = None,
+    concurrency: int | None = None,
     max_messages: int | None = None,
     idle_exit_s: float | None = None,
     should_stop: Callable[[], bool] = _never,
@@ -445,6 +463,8 @@ def run_consumer(
     """
     handler = spec.load_handler()
     batch = batch_size or spec.batch_size
+    threads = concurrency or spec.concurrency
+    pool = ThreadPoolExecutor(threads, thread_name_prefix=spec.name) if threads > 1 else None
     stats = RunStats()
     puller = PullConsumer(spec, url)
     puller.start()
@@ -466,9 +486,18 @@ def run_consumer(
             if not msgs:
                 continue
             close_old_connections()  # a Postgres restart must not leave us on a dead socket
-            for msg in msgs:
+            if pool is not None:
+                outcomes = list(
+                    pool.map(lambda m: _process_on_worker(spec, handler, puller, m), msgs)
+                )
+            else:
+                outcomes = []
+                for msg in msgs:
+                    outcomes.append(process_message(spec, handler, puller, msg))
+                    # With DEBUG on, Django keeps every query of a long process in memory.
+                    django_reset_queries()
+            for outcome in outcomes:
                 stats.received += 1
-                outcome = process_message(spec, handler, puller, msg)
                 if outcome.action is Action.ACK:
                     stats.acked += 1
                 elif outcome.action is Action.NAK:
@@ -476,11 +505,12 @@ def run_consumer(
                 else:
                     stats.dead_lettered += 1
                     stats.acked += 1
-                # With DEBUG on, Django keeps every query of a long-lived process in memory.
-                django_reset_queries()
             # Idle time counts from the end of the last batch, not from its fetch.
             last_message_at = time.monotonic()
     finally:
+        if pool is not None:
+            pool.submit(connections.close_all)  # best effort; the process is ending anyway
+            pool.shutdown(wait=True)
         puller.close()
         logger.info(
             "consumer_stopped",

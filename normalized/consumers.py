@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Literal
 
+from django.db import transaction
 from django.utils import timezone
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
@@ -200,22 +201,24 @@ def handle_webhook(data: bytes, meta: MessageMeta) -> None:
         _delete(conn, collection, notification, envelope.event_id)
         return
 
-    stored = services.document_store_raw(
-        user_id=conn.user_id,
-        provider_user_id=conn.provider_user_id,
-        collection=collection,
-        object_id=notification.object_id,
-        event_type=notification.event_type,
-        event_time=_event_time(notification.event_time),
-        document=document,
-    )
-    result = services.normalize_documents(
-        user_id=conn.user_id,
-        collection=collection,
-        documents=[document],
-        raw_object_key=stored.object_key,
-        observed_at=observed_at,
-    )
+    # One commit for the raw index row and the upsert: each commit waits for a WAL flush.
+    with transaction.atomic():
+        stored = services.document_store_raw(
+            user_id=conn.user_id,
+            provider_user_id=conn.provider_user_id,
+            collection=collection,
+            object_id=notification.object_id,
+            event_type=notification.event_type,
+            event_time=_event_time(notification.event_time),
+            document=document,
+        )
+        result = services.normalize_documents(
+            user_id=conn.user_id,
+            collection=collection,
+            documents=[document],
+            raw_object_key=stored.object_key,
+            observed_at=observed_at,
+        )
     if result.violations:
         # Kept raw in S3 (above); the dead letter is replayed once the contract is fixed.
         raise Poison(

@@ -26,6 +26,9 @@ class Command(BaseCommand):
         parser.add_argument("name", choices=sorted(CONSUMERS))
         parser.add_argument("--batch", type=int, default=0, help="Messages per fetch.")
         parser.add_argument(
+            "--concurrency", type=int, default=0, help="Messages handled at once (threads)."
+        )
+        parser.add_argument(
             "--max-messages", type=int, default=0, help="Exit after this many (tests, drills)."
         )
         parser.add_argument(
@@ -50,8 +53,8 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
         spec = get_consumer(options["name"])
-        if options["ack_wait"] < 0 or options["batch"] < 0:
-            raise CommandError("--ack-wait and --batch must not be negative")
+        if min(options["ack_wait"], options["batch"], options["concurrency"]) < 0:
+            raise CommandError("--ack-wait, --batch and --concurrency must not be negative")
         if options["ack_wait"]:
             spec = dataclasses.replace(spec, ack_wait_s=options["ack_wait"])
         serve_metrics(options["metrics_port"])
@@ -60,6 +63,7 @@ class Command(BaseCommand):
         stats = run_consumer(
             spec,
             batch_size=options["batch"] or None,
+            concurrency=options["concurrency"] or None,
             max_messages=options["max_messages"] or None,
             idle_exit_s=options["idle_exit_s"] or None,
             should_stop=self.stopping.is_set,
