@@ -689,3 +689,23 @@ def test_a_delete_announced_by_webhook_removes_the_row_and_announces_it(
         ("upsert", [doc["id"]]), ("delete", [doc["id"]]),
     ]  # fmt: skip
     assert announced[1]["days"] == [doc["day"]]
+
+
+def test_an_expired_access_token_is_refreshed_and_the_fetch_retried(
+    oura: OuraSimulator, spec
+) -> None:
+    from ingestion import crypto
+
+    conn = connect_user(oura)
+    document = oura.put_document(conn.provider_user_id, "workout", None, emit=False)
+    assert conn.access_token_enc is not None
+    oura.expire_access_token(crypto.decrypt(conn.access_token_enc))  # Oura now answers 401
+    publish(webhook_envelope(conn, "create", "workout", document["id"]))
+
+    stats = run(spec)
+
+    assert (stats.acked, stats.naked, stats.dead_lettered) == (1, 0, 0)
+    assert Activity.objects.filter(oura_id=document["id"]).count() == 1
+    conn.refresh_from_db()
+    assert conn.token_version == 1
+    assert conn.status == OuraConnection.Status.ACTIVE
