@@ -137,9 +137,49 @@ async def _connection(
         writer.close()
 
 
-def run_load(port: int, requests: list[bytes], concurrency: int, seconds: float) -> dict[str, Any]:
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """user + system CPU of these processes and all their descendants (the server's workers),
+    read from /proc (Linux only; 0 elsewhere)."""
+    total, todo = 0.0, list(pids)
+    while todo:
+        pid = todo.pop()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def _machine_busy_seconds() -> float:
+    """CPU time all cores spent not idle (first line of /proc/stat; 0 elsewhere)."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks[:8]) - idle) / _TICK
+
+
+def run_load(
+    port: int,
+    requests: list[bytes],
+    concurrency: int,
+    seconds: float,
+    server_pids: list[int] | None = None,
+) -> dict[str, Any]:
     out: dict[str, Any] = {"latencies": [], "statuses": collections.Counter()}
     queue = collections.deque(requests)
+    # Both the generator and the server share the machine's cores, so each one's CPU share
+    # says who is eating the budget.
+    client_cpu = time.process_time()
+    server_cpu = _cpu_seconds(server_pids or [])
+    machine_busy = _machine_busy_seconds()
 
     async def main() -> float:
         started = time.perf_counter()
@@ -148,6 +188,9 @@ def run_load(port: int, requests: list[bytes], concurrency: int, seconds: float)
         return time.perf_counter() - started
 
     elapsed = asyncio.run(main())
+    client_cpu = time.process_time() - client_cpu
+    server_cpu = _cpu_seconds(server_pids or []) - server_cpu
+    machine_busy = _machine_busy_seconds() - machine_busy
     lat = sorted(out["latencies"])
     q = statistics.quantiles(lat, n=100) if len(lat) > 1 else [0.0] * 99
     ok = sum(n for s, n in out["statuses"].items() if s == 202)
@@ -160,6 +203,12 @@ def run_load(port: int, requests: list[bytes], concurrency: int, seconds: float)
         "p50_ms": round(q[49] * 1000, 1),
         "p95_ms": round(q[94] * 1000, 1),
         "p99_ms": round(q[98] * 1000, 1),
+        "client_cpu_cores": round(client_cpu / elapsed, 2),
+        "server_cpu_cores": round(server_cpu / elapsed, 2),
+        "server_cpu_ms_per_request": round(server_cpu * 1000 / max(len(lat), 1), 2),
+        # Everything on the machine: Postgres, NATS, the relay, the embedded S3, and anything
+        # else that happens to run (this is a shared VM).
+        "machine_busy_cores": round(machine_busy / elapsed, 2),
     }
 
 
@@ -263,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         run_load(port, signed_deliveries(1000, secret), args.concurrency, 5)
 
         results["trivial"] = run_load(
-            port, _trivial_requests(200_000), args.concurrency, args.seconds
+            port, _trivial_requests(200_000), args.concurrency, args.seconds, [server.pid]
         )
         relay_cmd = [sys.executable, "manage.py", "run_relay", "--interval", "0.2",
                      "--workers", str(args.relay_workers)]  # fmt: skip
@@ -276,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.relay_after_load:
             relay = start_relay()
         deliveries = signed_deliveries(int(args.seconds * 2500), secret)
-        results["webhook"] = run_load(port, deliveries, args.concurrency, args.seconds)
+        results["webhook"] = run_load(
+            port, deliveries, args.concurrency, args.seconds, [server.pid]
+        )
         if relay is None:
             relay = start_relay()
         stopped = time.monotonic()

@@ -29,7 +29,7 @@ from ingestion.tests.webhook_helpers import (
     sign,
     signed,
 )
-from ingestion.webhook_services import WEBHOOK_SUBJECT, reset_publish_breaker
+from ingestion.webhook_services import WEBHOOK_SUBJECT, envelope_bytes, reset_publish_breaker
 from oura_simulator import OuraSimulator
 from oura_simulator.config import SimulatorConfig
 from oura_simulator.pytest_plugin import oura_sim, oura_sim_config  # noqa: F401  fixtures
@@ -94,8 +94,11 @@ def test_valid_delivery_is_stored_audited_and_published_with_its_event_id(client
         "x-oura-signature",
     }  # the cookie is not kept
 
+    assert bytes(row.envelope) == envelope_bytes(envelope)  # deterministic, byte for byte
+
     [audit] = AuditEntry.objects.filter(event_id=event_id)
     assert audit.action == AuditEntry.Action.WEBHOOK_RECEIVED
+    assert audit.occurred_at == row.received_at
     assert audit.user_id == "user-1"
     assert audit.details == {"data_type": "sleep", "event_type": "update", "status": "accepted"}
 
@@ -345,6 +348,29 @@ def test_delivery_for_a_revoked_connection_is_dropped_and_not_published(client: 
     assert audit.action == AuditEntry.Action.WEBHOOK_DROPPED
     assert audit.user_id == "user-gone"
     assert raw_stream_messages() == []
+
+
+@pytest.mark.parametrize(
+    "status", [OuraConnection.Status.ACTIVE, OuraConnection.Status.REVOKED, None]
+)
+def test_stored_envelope_is_the_deterministic_serialisation_even_for_odd_user_ids(
+    client: Client, status: str | None
+) -> None:
+    # Postgres appends "status" and "user_id" to the envelope (webhook_services._RECORD_SQL);
+    # its JSON escaping must give exactly the bytes json.dumps would, or the archive's
+    # sha256 would depend on who wrote the row.
+    odd_user = 'user-"quoted"\\back\tslash-é-✓'
+    if status is not None:
+        connect("oura-odd", user_id=odd_user, status=status)
+    response = post(client, *signed(notification(user_id="oura-odd")))
+    assert response.status_code == 202
+    row = RawEvent.objects.get(event_id=response.json()["eventId"])
+    stored = bytes(row.envelope or b"")
+    envelope = json.loads(stored)
+    assert stored == envelope_bytes(envelope)
+    assert envelope["user_id"] == ("" if status is None else odd_user)
+    assert envelope["status"] == row.status
+    assert AuditEntry.objects.get().user_id == envelope["user_id"]
 
 
 # --- rate limiting ------------------------------------------------------------------------
