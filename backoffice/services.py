@@ -67,6 +67,7 @@ USER_DATA_MODELS: tuple[tuple[str, str], ...] = (
     ("normalized.DailyActivity", "user_id"),
     ("normalized.SleepPeriod", "user_id"),
     ("normalized.Activity", "user_id"),
+    ("normalized.DeletedDocument", "user_id"),
     ("jobs.IngestionJob", "user_id"),
     ("ingestion.OAuthState", "user_id"),
     ("ingestion.RawEvent", "user_id"),
