@@ -30,6 +30,12 @@ from oura_simulator import OuraSimulator
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def clear(cipher: bytes | memoryview | None) -> str:
+    """The clear text of a stored token; the test fails if there is none."""
+    assert cipher is not None
+    return crypto.decrypt(cipher)
+
+
 def start_connect(api_client: APIClient, make_api_key, user_id: str = "user-1") -> str:
     key = make_api_key(scopes=("health:connect",))
     response = api_client.post(
@@ -71,7 +77,7 @@ def test_connect_stores_the_connection_with_encrypted_tokens(
     assert conn.provider_user_id == sim_user.oura_user_id
     assert conn.status == OuraConnection.Status.ACTIVE
     assert "daily" in conn.scopes
-    access = crypto.decrypt(conn.access_token_enc)
+    access = clear(conn.access_token_enc)
     # The stored token works at Oura...
     info = httpx.get(
         f"{oura.base_url}/v2/usercollection/personal_info",
@@ -79,7 +85,7 @@ def test_connect_stores_the_connection_with_encrypted_tokens(
     )
     assert info.json()["id"] == sim_user.oura_user_id
     # ...and the database never holds it in clear: read the columns with raw SQL.
-    refresh = crypto.decrypt(conn.refresh_token_enc)
+    refresh = clear(conn.refresh_token_enc)
     with db.cursor() as cursor:
         cursor.execute("SELECT * FROM health.oura_connections")
         raw = b" ".join(
@@ -147,7 +153,7 @@ def test_an_expiring_token_is_refreshed_and_rotated(
     oura.add_user()
     connect(api_client, make_api_key, client)
     conn = OuraConnection.objects.get()
-    old_refresh = crypto.decrypt(conn.refresh_token_enc)
+    old_refresh = clear(conn.refresh_token_enc)
     OuraConnection.objects.update(access_token_expires_at=timezone.now())
     conn.refresh_from_db()
 
@@ -157,7 +163,7 @@ def test_an_expiring_token_is_refreshed_and_rotated(
     conn.refresh_from_db()
     assert conn.token_version == 1
     assert conn.last_refresh_at is not None
-    assert crypto.decrypt(conn.refresh_token_enc) != old_refresh
+    assert clear(conn.refresh_token_enc) != old_refresh
     # Oura's refresh tokens are single use: the old one is dead now.
     reuse = httpx.post(
         f"{oura.base_url}/oauth/token",
@@ -207,7 +213,7 @@ def test_a_401_triggers_one_refresh_then_succeeds(
     oura.add_user()
     connect(api_client, make_api_key, client)
     conn = OuraConnection.objects.get()
-    oura.expire_access_token(crypto.decrypt(conn.access_token_enc))
+    oura.expire_access_token(clear(conn.access_token_enc))
     response = OuraClient().get(conn, "/v2/usercollection/daily_sleep")
     assert response.status_code == 200
     conn.refresh_from_db()
@@ -221,7 +227,7 @@ def test_a_used_refresh_token_marks_needs_reauth_without_a_crash_loop(
     connect(api_client, make_api_key, client)
     conn = OuraConnection.objects.get()
     # Someone else (a leaked copy, an old deployment) used our refresh token first.
-    stolen = crypto.decrypt(conn.refresh_token_enc)
+    stolen = clear(conn.refresh_token_enc)
     httpx.post(
         f"{oura.base_url}/oauth/token",
         data={"grant_type": "refresh_token", "refresh_token": stolen,
@@ -274,7 +280,7 @@ def test_disconnect_revokes_at_oura_and_deletes_tokens(
 ) -> None:
     oura.add_user()
     connect(api_client, make_api_key, client)
-    access = crypto.decrypt(OuraConnection.objects.get().access_token_enc)
+    access = clear(OuraConnection.objects.get().access_token_enc)
     key = make_api_key(scopes=("health:connect",))
     response = api_client.delete(
         "/v1/health/user-1/oura/connection", HTTP_AUTHORIZATION=f"Bearer {key}"
@@ -336,13 +342,13 @@ def test_no_token_or_code_reaches_the_logs(
     oura.add_user()
     params = connect(api_client, make_api_key, client)
     conn = OuraConnection.objects.get()
-    secrets_seen = [params["code"], params["state"], crypto.decrypt(conn.access_token_enc),
-                    crypto.decrypt(conn.refresh_token_enc)]  # fmt: skip
+    secrets_seen = [params["code"], params["state"], clear(conn.access_token_enc),
+                    clear(conn.refresh_token_enc)]  # fmt: skip
     OuraConnection.objects.update(access_token_expires_at=timezone.now())
     conn.refresh_from_db()
     OuraClient().get(conn, "/v2/usercollection/daily_readiness")
     conn.refresh_from_db()
-    secrets_seen += [crypto.decrypt(conn.access_token_enc), crypto.decrypt(conn.refresh_token_enc)]
+    secrets_seen += [clear(conn.access_token_enc), clear(conn.refresh_token_enc)]
     key = make_api_key(scopes=("health:connect",))
     api_client.delete("/v1/health/user-1/oura/connection", HTTP_AUTHORIZATION=f"Bearer {key}")
 
