@@ -2,7 +2,8 @@
 
 Views are thin: check the key may see the user (404 otherwise, before anything else so a bad
 request cannot tell whether the user exists), validate the query, call a selector, and send
-the DTO page. Responses are written by pydantic (see normalized/dtos.py for why).
+the DTO page. Responses are written by pydantic (see normalized/dtos.py for why); the daily
+page, up to 366 nested entries, from row tuples by `dtos.daily_page_json`.
 """
 
 from __future__ import annotations
@@ -145,20 +146,12 @@ class OuraDailyListApi(_HealthReadApi):
             end=query["end"],
             limit=query["limit"],
         )
-        return _json(
-            dtos.OuraDailyPage(
-                data=[
-                    dtos.OuraDailyEntry.from_rows(
-                        rows.day,
-                        readiness=rows.readiness,
-                        sleep=rows.sleep,
-                        main_period=rows.main_sleep_period,
-                        activity=rows.activity,
-                    )
-                    for rows in page.days
-                ],
+        return HttpResponse(
+            dtos.daily_page_json(
+                page.days,
                 next_cursor=None if page.next_day is None else day_cursor(page.next_day),
-            )
+            ),
+            content_type="application/json",
         )
 
 
