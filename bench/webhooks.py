@@ -172,6 +172,7 @@ def run_load(
     concurrency: int,
     seconds: float,
     server_pids: list[int] | None = None,
+    other_pids: dict[str, list[int]] | None = None,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"latencies": [], "statuses": collections.Counter()}
     queue = collections.deque(requests)
@@ -180,6 +181,7 @@ def run_load(
     client_cpu = time.process_time()
     server_cpu = _cpu_seconds(server_pids or [])
     machine_busy = _machine_busy_seconds()
+    others = {name: _cpu_seconds(pids) for name, pids in (other_pids or {}).items()}
 
     async def main() -> float:
         started = time.perf_counter()
@@ -191,6 +193,7 @@ def run_load(
     client_cpu = time.process_time() - client_cpu
     server_cpu = _cpu_seconds(server_pids or []) - server_cpu
     machine_busy = _machine_busy_seconds() - machine_busy
+    others = {name: _cpu_seconds(pids) - others[name] for name, pids in (other_pids or {}).items()}
     lat = sorted(out["latencies"])
     q = statistics.quantiles(lat, n=100) if len(lat) > 1 else [0.0] * 99
     ok = sum(n for s, n in out["statuses"].items() if s == 202)
@@ -209,6 +212,7 @@ def run_load(
         # Everything on the machine: Postgres, NATS, the relay, the embedded S3, and anything
         # else that happens to run (this is a shared VM).
         "machine_busy_cores": round(machine_busy / elapsed, 2),
+        **{f"{name}_cpu_cores": round(cpu / elapsed, 2) for name, cpu in others.items()},
     }
 
 
@@ -239,6 +243,16 @@ def _wait_http(port: int, timeout: float = 60) -> None:
     raise SystemExit("the bench server did not answer /healthz")
 
 
+def _service_pids(root: Path | None) -> dict[str, list[int]]:
+    """{service: [pid]} from a devstack root's state files (postgres, nats, s3)."""
+    if root is None:
+        return {}
+    found = {}
+    for state in sorted(root.glob("*/state.json")):
+        found[state.parent.name] = [int(json.loads(state.read_text())["pid"])]
+    return found
+
+
 def s3_put_rate(seconds: float, size: int, threads: int) -> float:
     from core import raw_store
 
@@ -261,11 +275,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.webhooks")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--worker-class", default="gthread", choices=["gthread", "sync"])
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--threads", type=int, default=6)
     parser.add_argument("--relay-workers", type=int, default=4)
     parser.add_argument(
         "--relay-after-load", action="store_true", help="Start the relay only when load stops."
+    )
+    parser.add_argument(
+        "--devstack-root", type=Path, help="Also report the CPU of that root's services."
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
@@ -294,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
 
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "bench.webhooks:application", "-k", "gthread",
+        [sys.executable, "-m", "gunicorn", "bench.webhooks:application", "-k", args.worker_class,
          "-w", str(args.workers), "--threads", str(args.threads), "--keep-alive", "30",
          "-b", f"127.0.0.1:{port}", "--log-level", "warning"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -302,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     relay: subprocess.Popen[bytes] | None = None
     results: dict[str, Any] = {
         "machine": f"{os.cpu_count()} cores",
-        "server": f"gunicorn gthread {args.workers}x{args.threads}",
+        "server": f"gunicorn {args.worker_class} {args.workers}x{args.threads}",
+        "relay": "after the load" if args.relay_after_load else "during the load",
         "concurrency": args.concurrency,
     }
     try:
@@ -325,8 +344,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.relay_after_load:
             relay = start_relay()
         deliveries = signed_deliveries(int(args.seconds * 2500), secret)
+        services = _service_pids(args.devstack_root)
+        if relay is not None:
+            services["relay"] = [relay.pid]
         results["webhook"] = run_load(
-            port, deliveries, args.concurrency, args.seconds, [server.pid]
+            port, deliveries, args.concurrency, args.seconds, [server.pid], services
         )
         if relay is None:
             relay = start_relay()

@@ -27,6 +27,7 @@ from ingestion.webhook_services import (
     DuplicateEvent,
     WebhookRejected,
     webhook_accept,
+    webhook_headers_from_meta,
     webhook_rate_limited,
     webhook_reject_counted,
 )
@@ -136,7 +137,7 @@ class OuraWebhookApi(APIView):
             )
 
         try:
-            event = webhook_accept(body=body, headers=request.headers)
+            event = webhook_accept(body=body, headers=webhook_headers_from_meta(request.META))
         except WebhookRejected as exc:
             return error_response(exc.code, exc.detail, exc.http_status)
         except DuplicateEvent as exc:

@@ -9,6 +9,7 @@ and publishes whatever the request path could not. See docs/phase-3/webhooks.md.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -49,6 +50,12 @@ NOTIFICATION_FIELDS: dict[str, int] = {
 # anything a proxy adds) is dropped. The signature is an HMAC output, not a secret, and
 # keeping it lets anyone holding the client secret re-verify an archived delivery.
 KEPT_HEADERS = ("content-type", "user-agent", "x-oura-timestamp", "x-oura-signature")
+# The same headers as WSGI names them, so the view can read them straight from
+# request.META instead of building request.headers from every header sent.
+_WSGI_NAMES = {
+    name: "CONTENT_TYPE" if name == "content-type" else "HTTP_" + name.upper().replace("-", "_")
+    for name in KEPT_HEADERS
+}
 # Event ids are uuid5(namespace, dedupe key): a retried delivery gets the same event id, so
 # JetStream's Nats-Msg-Id de-duplication holds across our own retries and the relay's.
 EVENT_ID_NAMESPACE = uuid.UUID("5b0e4c1e-7a53-4c0f-9d1f-0c8e3b7a4f21")
@@ -109,8 +116,18 @@ def _invalid_signature(detail: str, reason: str) -> WebhookRejected:
     return WebhookRejected("invalid_signature", detail, 400, reason)
 
 
+@functools.lru_cache(maxsize=8)
+def _keyed_hmac(secret: str) -> hmac.HMAC:
+    # Keying HMAC hashes the padded key twice; copying a keyed object skips that per request.
+    # Keyed by the secret's value, so a rotated or overridden secret gets its own entry.
+    return hmac.new(secret.encode(), digestmod=hashlib.sha256)
+
+
 def _hmac_hex(secret: str, timestamp: str, message: bytes) -> str:
-    return hmac.new(secret.encode(), timestamp.encode() + message, hashlib.sha256).hexdigest()
+    mac = _keyed_hmac(secret).copy()
+    mac.update(timestamp.encode())
+    mac.update(message)
+    return mac.hexdigest()
 
 
 def _compact_forms(parsed: Any) -> list[tuple[str, bytes]]:
@@ -209,6 +226,11 @@ def webhook_parse_notification(*, body: bytes, parsed: Any = None) -> dict[str, 
             "invalid_notification", "; ".join(problems) + ".", 400, "invalid_notification"
         )
     return {name: parsed[name] for name in NOTIFICATION_FIELDS}
+
+
+def webhook_headers_from_meta(meta: Mapping[str, Any]) -> dict[str, str]:
+    """The headers webhook_verify reads or keeps, from a WSGI environ (request.META)."""
+    return {name: meta[key] for name, key in _WSGI_NAMES.items() if key in meta}
 
 
 def webhook_verify(
