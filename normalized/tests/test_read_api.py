@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import factory
 import pytest
@@ -12,9 +13,19 @@ from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from jsonschema import Draft202012Validator
 
 from access.models import ApiKey
 from access.services import api_key_revoke
+from normalized import dtos
+from normalized.models import DailyActivity, DailyReadiness, DailySleep, SleepPeriod
+from normalized.selectors import (
+    daily_activity_list,
+    daily_readiness_list,
+    daily_sleep_list,
+    fetch_rows,
+    main_sleep_period_list,
+)
 from normalized.tests.factories import (
     ActivityFactory,
     DailyActivityFactory,
@@ -511,3 +522,123 @@ def test_daily_page_reads_each_table_once_whatever_the_number_of_days(client_for
     assert len(response.json()["data"]) == 60
     normalized = [q["sql"] for q in queries.captured_queries if '"health"."oura_' in q["sql"]]
     assert len(normalized) == 4  # readiness, daily sleep, daily activity, main sleep periods
+
+
+# --- The daily page's JSON writer ----------------------------------------------------------
+#
+# The daily view writes its JSON from row tuples (dtos.daily_page_json) instead of through the
+# pydantic models, which stay the source of the schemas. These tests hold the two together.
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "phase-3" / "schemas"
+
+
+def _rows_of_every_kind() -> None:
+    """Days with every part, single parts, blanks, nulls, extra and missing contributor keys,
+    sub-second timestamps, NaN and floats that do not round-trip through short decimals."""
+    DailyReadinessFactory(
+        day=date(2024, 2, 1),
+        temperature_deviation=0.1 + 0.2,
+        temperature_trend_deviation=float("nan"),
+        contributors={"hrv_balance": 64, "not_in_the_contract": 5},
+    )
+    DailySleepFactory(day=date(2024, 2, 1), score=None, contributors={})
+    SleepPeriodFactory(
+        day=date(2024, 2, 1),
+        type="",
+        bedtime_start=datetime(2024, 1, 31, 22, 0, 1, 250_000, tzinfo=UTC),
+        average_heart_rate=None,
+        average_hrv=1e-7,
+    )
+    DailyActivityFactory(day=date(2024, 2, 1), average_met_minutes=1.0, steps=None)
+    DailySleepFactory(day=date(2024, 2, 2))  # no period at all
+    DailyReadinessFactory(day=date(2024, 2, 3), score=None, temperature_deviation=None)
+    DailyActivityFactory(day=date(2024, 2, 4), contributors={"stay_active": None})
+    for n in range(5):
+        DailySleepFactory(day=date(2024, 3, 1) + timedelta(days=n))
+        SleepPeriodFactory(day=date(2024, 3, 1) + timedelta(days=n))
+
+
+def _pydantic_page(body: dict) -> bytes:
+    """The same page the reference way: model instances -> DTOs -> `model_dump_json()`."""
+
+    def main_period(day: date) -> SleepPeriod | None:
+        periods = SleepPeriod.objects.filter(user_id="user-a", day=day).exclude(type="deleted")
+        return max(
+            periods,
+            key=lambda p: (p.type == "long_sleep", p.total_sleep_duration or -1, -p.pk),
+            default=None,
+        )
+
+    entries = []
+    for entry in body["data"]:
+        day = date.fromisoformat(entry["day"])
+        readiness = DailyReadiness.objects.filter(user_id="user-a", day=day).first()
+        sleep = DailySleep.objects.filter(user_id="user-a", day=day).first()
+        activity = DailyActivity.objects.filter(user_id="user-a", day=day).first()
+        period = main_period(day)
+        entries.append(
+            dtos.OuraDailyEntry(
+                day=day,
+                readiness=None
+                if readiness is None
+                else dtos.OuraDailyReadiness.model_validate(readiness),
+                sleep=None
+                if sleep is None
+                else dtos.OuraDailySleep(
+                    score=sleep.score,
+                    contributors=dtos.OuraSleepContributors.model_validate(sleep.contributors),
+                    main_period=None
+                    if period is None
+                    else dtos.OuraMainSleepPeriod.model_validate(period),
+                ),
+                activity=None
+                if activity is None
+                else dtos.OuraDailyActivity.model_validate(activity),
+            )
+        )
+    page = dtos.OuraDailyPage(data=entries, next_cursor=body["nextCursor"])
+    return page.model_dump_json().encode()
+
+
+@pytest.mark.parametrize("limit", [3, 366])
+def test_daily_page_json_is_byte_for_byte_what_the_pydantic_models_write(client_for, limit):
+    _rows_of_every_kind()
+
+    response = client_for().get(url("user-a", "daily"), {**RANGE, "limit": limit})
+
+    assert response.status_code == 200
+    assert response.content == _pydantic_page(response.json())
+
+
+def test_daily_page_json_validates_against_the_dto_json_schemas(client_for):
+    _rows_of_every_kind()
+    entry_schema = json.loads((SCHEMAS / "oura-daily-entry.json").read_text())
+    page_schema = dtos.OuraDailyPage.model_json_schema(mode="serialization")
+    checker = Draft202012Validator.FORMAT_CHECKER
+
+    body = client_for().get(url("user-a", "daily"), {**RANGE, "limit": 366}).json()
+
+    assert len(body["data"]) == 9
+    Draft202012Validator(page_schema, format_checker=checker).validate(body)
+    for entry in body["data"]:
+        Draft202012Validator(entry_schema, format_checker=checker).validate(entry)
+        for part in ("readiness", "sleep", "activity"):
+            if entry[part] is not None:  # every declared key is sent, and nothing else
+                declared = entry_schema["$defs"][f"OuraDaily{part.title()}"]["properties"]
+                assert set(entry[part]) == set(declared)
+
+
+def test_fetch_rows_returns_what_iterating_the_daily_selectors_returns():
+    _rows_of_every_kind()
+    window = {"user_id": "user-a", "start": date(2024, 1, 1), "end": date(2024, 12, 31)}
+
+    for selector in (
+        daily_readiness_list,
+        daily_sleep_list,
+        daily_activity_list,
+        main_sleep_period_list,
+    ):
+        queryset = selector(**window)
+        rows = fetch_rows(queryset)
+        assert rows  # NaN != NaN, so compare the text of each row
+        assert [repr(row) for row in rows] == [repr(row) for row in queryset]
