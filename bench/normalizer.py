@@ -38,6 +38,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.common import s3_put_rate
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 FIXTURES = Path("/work/shared/oura/fixtures")
@@ -65,24 +67,6 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # --- 1. S3 bare PUT ------------------------------------------------------------------------
-
-
-def s3_put_rate(seconds: float, threads: int, size: int = 1024) -> float:
-    from core import raw_store
-
-    payload = os.urandom(size // 2).hex().encode()
-    stop = time.perf_counter() + seconds
-    counts = [0] * threads
-
-    def loop(index: int) -> None:
-        while time.perf_counter() < stop:
-            raw_store.put(f"bench/put-{uuid.uuid4()}.json", payload)
-            counts[index] += 1
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(loop, range(threads)))
-    return round(sum(counts) / (time.perf_counter() - started), 1)
 
 
 # --- 2. bare fetch-and-ack -----------------------------------------------------------------

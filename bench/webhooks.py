@@ -34,9 +34,10 @@ import sys
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from bench.common import s3_put_rate
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_USER = "bench-oura-user"
@@ -253,24 +254,6 @@ def _service_pids(root: Path | None) -> dict[str, list[int]]:
     return found
 
 
-def s3_put_rate(seconds: float, size: int, threads: int) -> float:
-    from core import raw_store
-
-    payload = os.urandom(size // 2).hex().encode()
-    stop = time.perf_counter() + seconds
-    counts = [0] * threads
-
-    def loop(index: int) -> None:
-        while time.perf_counter() < stop:
-            raw_store.put(f"bench/put-{uuid.uuid4()}.json", payload)
-            counts[index] += 1
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(loop, range(threads)))
-    return round(sum(counts) / (time.perf_counter() - started), 1)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.webhooks")
     parser.add_argument("--seconds", type=float, default=15.0)
@@ -369,8 +352,8 @@ def main(argv: list[str] | None = None) -> int:
                 except subprocess.TimeoutExpired:
                     proc.kill()
 
-    results["s3_put_per_s_1_thread"] = s3_put_rate(5, 1200, 1)
-    results["s3_put_per_s_4_threads"] = s3_put_rate(5, 1200, 4)
+    results["s3_put_per_s_1_thread"] = s3_put_rate(5, 1, size=1200)
+    results["s3_put_per_s_4_threads"] = s3_put_rate(5, 4, size=1200)
     results["ratio_to_trivial"] = round(
         results["webhook"]["accepted_per_s"] / max(results["trivial"]["accepted_per_s"], 1), 2
     )
