@@ -32,7 +32,6 @@ from ingestion.tests.webhook_helpers import (
 from ingestion.webhook_services import WEBHOOK_SUBJECT, envelope_bytes, reset_publish_breaker
 from oura_simulator import OuraSimulator
 from oura_simulator.config import SimulatorConfig
-from oura_simulator.pytest_plugin import oura_sim, oura_sim_config  # noqa: F401  fixtures
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -482,7 +481,7 @@ def test_postgres_down_answers_503_and_publishes_nothing(client: Client, stack: 
 
 
 @pytest.fixture
-def oura_sim_config() -> SimulatorConfig:  # noqa: F811 - narrows the plugin's fixture
+def oura_sim_config() -> SimulatorConfig:  # narrows the plugin's fixture for this module
     return SimulatorConfig(client_secret=settings.OURA_CLIENT_SECRET, max_retries_per_class=0)
 
 
@@ -504,7 +503,7 @@ def subscribe_sim(sim: OuraSimulator, callback_url: str) -> None:
 @pytest.mark.parametrize("pretty", [False, True], ids=["compact", "pretty"])
 def test_simulator_deliveries_are_accepted_by_a_live_server(
     live_server: Any,
-    oura_sim: OuraSimulator,  # noqa: F811 - the imported fixture
+    oura_sim: OuraSimulator,
     pretty: bool,
 ) -> None:
     oura_sim.config.pretty_print_body = pretty
@@ -527,7 +526,7 @@ def test_simulator_deliveries_are_accepted_by_a_live_server(
 
 def test_simulator_signing_with_the_wrong_key_is_refused(
     live_server: Any,
-    oura_sim: OuraSimulator,  # noqa: F811
+    oura_sim: OuraSimulator,
 ) -> None:
     oura_sim.config.sign_with_wrong_key = True
     user = oura_sim.add_user(history_days=3)

@@ -112,7 +112,7 @@ def test_schemathesis_finds_no_server_error_in_the_read_api(
     schema = schemathesis.openapi.from_wsgi("/v1/schema/", wsgi_app_in_test_transaction).include(
         path_regex=READ_PATHS
     )
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]  # an Err would raise here, failing the test
     assert len(operations) == 3
 
     for operation in operations:

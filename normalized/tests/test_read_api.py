@@ -6,6 +6,7 @@ import base64
 import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import factory
 import pytest
@@ -58,9 +59,9 @@ def url(user_id: str, endpoint: str) -> str:
     return f"/v1/health/{user_id}/oura/{endpoint}"
 
 
-def read_all(client, user_id: str, endpoint: str, **params) -> list[dict]:
+def read_all(client, user_id: str, endpoint: str, **params) -> list[dict[str, Any]]:
     """Follow nextCursor to the end and return every entry, in order."""
-    entries: list[dict] = []
+    entries: list[dict[str, Any]] = []
     cursor = None
     for _ in range(1000):
         query = {**RANGE, **params} | ({"cursor": cursor} if cursor else {})
@@ -359,7 +360,7 @@ def test_too_many_requests_for_one_key_get_429_rate_limited(client_for, settings
 # --- Validation ---------------------------------------------------------------------------
 
 
-def _cursor(payload: dict) -> str:
+def _cursor(payload: object) -> str:
     return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
 
 
@@ -558,7 +559,7 @@ def _rows_of_every_kind() -> None:
         SleepPeriodFactory(day=date(2024, 3, 1) + timedelta(days=n))
 
 
-def _pydantic_page(body: dict) -> bytes:
+def _pydantic_page(body: dict[str, Any]) -> bytes:
     """The same page the reference way: model instances -> DTOs -> `model_dump_json()`."""
 
     def main_period(day: date) -> SleepPeriod | None:
@@ -630,7 +631,6 @@ def test_daily_page_json_validates_against_the_dto_json_schemas(client_for):
 
 def test_fetch_rows_returns_what_iterating_the_daily_selectors_returns():
     _rows_of_every_kind()
-    window = {"user_id": "user-a", "start": date(2024, 1, 1), "end": date(2024, 12, 31)}
 
     for selector in (
         daily_readiness_list,
@@ -638,7 +638,7 @@ def test_fetch_rows_returns_what_iterating_the_daily_selectors_returns():
         daily_activity_list,
         main_sleep_period_list,
     ):
-        queryset = selector(**window)
+        queryset = selector(user_id="user-a", start=date(2024, 1, 1), end=date(2024, 12, 31))
         rows = fetch_rows(queryset)
         assert rows  # NaN != NaN, so compare the text of each row
         assert [repr(row) for row in rows] == [repr(row) for row in queryset]
