@@ -1,7 +1,7 @@
 """The Oura contracts against the official spec (S137), the recorded fixtures and the examples.
 
-No database: these tests only read the shared Oura research directory, which defaults to
-`<repo>/../shared/oura` and can be moved with OURA_CONTRACT_DIR.
+No database: these tests only read the Oura research snapshot, by default the copy vendored in
+oura_simulator/tests/contract_data (OURA_CONTRACT_DIR points elsewhere).
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from normalized.contracts import (
     parse_document_as,
 )
 
-OURA_DIR = Path(
-    os.environ.get("OURA_CONTRACT_DIR", Path(__file__).resolve().parents[3] / "shared" / "oura")
-)
+# The in-repo copy of the shared research snapshot (a fresh clone has it; see its README).
+VENDORED_OURA_DIR = Path(__file__).resolve().parents[2] / "oura_simulator/tests/contract_data"
+OURA_DIR = Path(os.environ.get("OURA_CONTRACT_DIR", VENDORED_OURA_DIR))
 FIXTURES_DIR = OURA_DIR / "fixtures"
 EXAMPLES_DIR = OURA_DIR / "examples"
 
