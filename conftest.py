@@ -132,7 +132,7 @@ def make_api_key(db: None) -> Callable[..., str]:
             name="test",
             scopes=list(scopes),
             user_ids=list(users),
-            **kwargs,  # type: ignore[arg-type]
+            **kwargs,  # type: ignore[arg-type]  # test pass-through of keyword options
         ).secret
 
     return make

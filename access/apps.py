@@ -6,4 +6,4 @@ class AccessConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the OpenAPI description of API-key authentication with drf-spectacular.
-        from access import schema  # noqa: F401
+        from access import schema  # noqa: F401 - imported for its registration side effect

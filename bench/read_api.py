@@ -42,11 +42,11 @@ import django
 
 django.setup()
 
-from django.db import connection  # noqa: E402
-from django.test import Client  # noqa: E402
+from django.db import connection  # noqa: E402 - after django.setup()
+from django.test import Client  # noqa: E402 - after django.setup()
 
-from access.services import api_key_create  # noqa: E402
-from normalized.selectors import (  # noqa: E402
+from access.services import api_key_create  # noqa: E402 - after django.setup()
+from normalized.selectors import (  # noqa: E402 - after django.setup()
     daily_activity_list,
     daily_readiness_list,
     daily_sleep_list,

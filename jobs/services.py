@@ -447,7 +447,7 @@ def jobs_reconcile(
                 _send_on_commit(job)
                 report.resumed.append(str(job.job_id))
             job.save()
-            transaction.on_commit(lambda j=job: job_publish_status(job=j))  # type: ignore[misc]
+            transaction.on_commit(lambda j=job: job_publish_status(job=j))  # type: ignore[misc]  # default-arg binding in a lambda
 
         waiting = list(
             IngestionJob.objects.select_for_update(skip_locked=True).filter(

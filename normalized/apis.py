@@ -52,7 +52,7 @@ class _OpenApi30JsonSchema(GenerateJsonSchema):
 
 
 # drf-spectacular ships no type hints, hence the no-untyped-call ignores below.
-class DtoSchemaExtension(OpenApiSerializerExtension):  # type: ignore[no-untyped-call]
+class DtoSchemaExtension(OpenApiSerializerExtension):  # type: ignore[no-untyped-call]  # drf-spectacular is untyped
     """Lets `extend_schema(responses=...)` take the DTOs of normalized/dtos.py.
 
     Like drf-spectacular's own pydantic extension, but scoped to our DTO base class and
@@ -75,7 +75,7 @@ class DtoSchemaExtension(OpenApiSerializerExtension):  # type: ignore[no-untyped
         )
         for name, sub_schema in schema.pop("$defs", {}).items():
             auto_schema.registry.register_on_missing(
-                ResolvedComponent(  # type: ignore[no-untyped-call]
+                ResolvedComponent(  # type: ignore[no-untyped-call]  # drf-spectacular is untyped
                     name=name, type=ResolvedComponent.SCHEMA, object=name, schema=sub_schema
                 )
             )

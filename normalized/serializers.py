@@ -119,7 +119,8 @@ class RangeFilterSerializer(serializers.Serializer[dict[str, Any]]):
         return attrs
 
     def decode_position(self, cursor: str, start: date, end: date) -> object:
-        raise NotImplementedError
+        """Each endpoint's subclass knows its own cursor format."""
+        raise NotImplementedError(f"{type(self).__name__} must decode its cursors")
 
 
 class DayRangeFilterSerializer(RangeFilterSerializer):

@@ -315,7 +315,7 @@ def delete_document(
         mapping = mappers.TABLES.get(collection)
         if mapping is not None:
             table = connection.ops.quote_name(mapping.model._meta.db_table)
-            sql = f"DELETE FROM {table} WHERE user_id = %s AND oura_id = %s"  # noqa: S608
+            sql = f"DELETE FROM {table} WHERE user_id = %s AND oura_id = %s"  # noqa: S608 - name from _meta
             params = [user_id, oura_id]
             if mapping.kind:
                 sql += " AND kind = %s"

@@ -33,7 +33,7 @@ class SimUser:
     history_days: int | None = None
     scopes: tuple[str, ...] | None = None  # what this user grants; None = whatever is asked
     membership_lapsed: bool = False
-    profile: data.Profile = field(repr=False, default=None)  # type: ignore[assignment]
+    profile: data.Profile = field(repr=False, default=None)  # type: ignore[assignment]  # set right after construction
 
     def personal_info(self) -> Doc:
         return {

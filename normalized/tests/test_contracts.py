@@ -544,7 +544,7 @@ def test_unknown_collection_is_a_contract_violation() -> None:
 
 def test_non_object_document_is_a_contract_violation() -> None:
     with pytest.raises(ContractViolation, match=r"<document>: model_type"):
-        parse_document("daily_readiness", ["not", "a", "document"])  # type: ignore[arg-type]
+        parse_document("daily_readiness", ["not", "a", "document"])  # type: ignore[arg-type]  # the wrong type is the test
 
 
 # --- drift -------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unused-ignore]
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unused-ignore]  # no stubs installed
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
