@@ -8,8 +8,11 @@ page, up to 366 nested entries, from row tuples by `dtos.daily_page_json`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
+from django.db.models import QuerySet
 from django.http import HttpResponse
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.plumbing import ResolvedComponent
@@ -155,6 +158,38 @@ class OuraDailyListApi(_HealthReadApi):
         )
 
 
+def _keyset_page(
+    request: Request,
+    user_id: str,
+    filter_class: type[KeysetRangeFilterSerializer],
+    selector: Callable[..., QuerySet[Any]],
+    *,
+    page: type[Any],
+    item: type[Any],
+    sort_key: Callable[[Any], Any],
+) -> HttpResponse:
+    """One page of a (sort key, id)-ordered list: fetch limit + 1 rows to know if more exist."""
+    ensure_user_access(request, user_id)
+    filters = filter_class(data=request.query_params)
+    filters.is_valid(raise_exception=True)
+    query = filters.validated_data
+    limit: int = query["limit"]
+    rows = list(
+        selector(
+            user_id=user_id, start=query["start"], end=query["end"], after=query.get("position")
+        )[: limit + 1]
+    )
+    last = rows[limit - 1] if len(rows) > limit else None
+    return _json(
+        page(
+            data=[item.model_validate(row) for row in rows[:limit]],
+            next_cursor=None
+            if last is None
+            else keyset_cursor(filter_class.cursor_kind, sort_key(last), last.pk),
+        )
+    )
+
+
 class OuraActivityListApi(_HealthReadApi):
     class FilterSerializer(KeysetRangeFilterSerializer):
         cursor_kind = "activities"
@@ -170,28 +205,10 @@ class OuraActivityListApi(_HealthReadApi):
         tags=["health data"],
     )
     def get(self, request: Request, user_id: str) -> HttpResponse:
-        ensure_user_access(request, user_id)
-        filters = self.FilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        query = filters.validated_data
-        limit: int = query["limit"]
-        rows = list(
-            activity_list(
-                user_id=user_id,
-                start=query["start"],
-                end=query["end"],
-                after=query.get("position"),
-            )[: limit + 1]
-        )
-        last = rows[limit - 1] if len(rows) > limit else None
-        return _json(
-            dtos.OuraActivityPage(
-                data=[dtos.OuraActivity.model_validate(row) for row in rows[:limit]],
-                next_cursor=None
-                if last is None
-                else keyset_cursor("activities", last.start, last.pk),
-            )
-        )
+        return _keyset_page(
+            request, user_id, self.FilterSerializer, activity_list,
+            page=dtos.OuraActivityPage, item=dtos.OuraActivity, sort_key=attrgetter("start"),
+        )  # fmt: skip
 
 
 class OuraSleepPeriodListApi(_HealthReadApi):
@@ -209,25 +226,8 @@ class OuraSleepPeriodListApi(_HealthReadApi):
         tags=["health data"],
     )
     def get(self, request: Request, user_id: str) -> HttpResponse:
-        ensure_user_access(request, user_id)
-        filters = self.FilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        query = filters.validated_data
-        limit: int = query["limit"]
-        rows = list(
-            sleep_period_list(
-                user_id=user_id,
-                start=query["start"],
-                end=query["end"],
-                after=query.get("position"),
-            )[: limit + 1]
-        )
-        last = rows[limit - 1] if len(rows) > limit else None
-        return _json(
-            dtos.OuraSleepPeriodPage(
-                data=[dtos.OuraSleepPeriod.model_validate(row) for row in rows[:limit]],
-                next_cursor=None
-                if last is None
-                else keyset_cursor("sleep", last.bedtime_start, last.pk),
-            )
-        )
+        return _keyset_page(
+            request, user_id, self.FilterSerializer, sleep_period_list,
+            page=dtos.OuraSleepPeriodPage, item=dtos.OuraSleepPeriod,
+            sort_key=attrgetter("bedtime_start"),
+        )  # fmt: skip
