@@ -3,11 +3,12 @@
 Views are thin: check the key may see the user (404 otherwise, before anything else so a bad
 request cannot tell whether the user exists), validate the query, call a selector, and send
 the DTO page. Responses are written by pydantic (see normalized/dtos.py for why); the daily
-page, up to 366 nested entries, from row tuples by `dtos.daily_page_json`.
+page, up to 366 nested entries, by Postgres (`selectors.daily_page_json`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from operator import attrgetter
 from typing import Any
@@ -28,7 +29,7 @@ from access.permissions import HasScope, ensure_user_access
 from access.throttling import ApiKeyRateThrottle
 from core.serializers import ErrorSerializer
 from normalized import dtos
-from normalized.selectors import activity_list, daily_page, sleep_period_list
+from normalized.selectors import activity_list, daily_page_json, sleep_period_list
 from normalized.serializers import (
     DayRangeFilterSerializer,
     KeysetRangeFilterSerializer,
@@ -143,19 +144,16 @@ class OuraDailyListApi(_HealthReadApi):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         query = filters.validated_data
-        page = daily_page(
+        page = daily_page_json(
             user_id=user_id,
             start=query.get("position", query["start"]),
             end=query["end"],
             limit=query["limit"],
         )
-        return HttpResponse(
-            dtos.daily_page_json(
-                page.days,
-                next_cursor=None if page.next_day is None else day_cursor(page.next_day),
-            ),
-            content_type="application/json",
-        )
+        next_cursor = None if page.next_day is None else day_cursor(page.next_day)
+        # The entries are JSON written by Postgres; only the envelope is written here.
+        body = f'{{"data":[{page.entries}],"nextCursor":{json.dumps(next_cursor)}}}'
+        return HttpResponse(body.encode(), content_type="application/json")
 
 
 def _keyset_page(

@@ -7,10 +7,10 @@ One pydantic model per shape is the single source for three things: its OpenAPI 
 Pydantic rather than DRF output serializers because of the read benchmark: a year of daily
 entries (366 x ~50 fields) takes about 16 ms through nested DRF serializers, and the target
 for the whole request is P95 <= 30 ms. Most endpoints send `model_dump_json()` of these
-models. The daily page goes one step further (`daily_page_json`): building 366 nested
-models still cost ~15 ms a request, so it writes plain dicts from the selected row tuples
-with pydantic-core's serializer. Its keys and columns are derived from the models below, and
-tests check that its output equals `model_dump_json()` and validates against the schemas.
+models. The daily page goes one step further: building 366 nested models still cost ~15 ms a
+request, so Postgres writes its JSON (normalized/selectors.py) with keys, columns and value
+forms derived from the models below; tests check that it parses to what `model_dump_json()`
+writes and validates against the schemas.
 
 JSON keys are camelCase like the rest of v1 (`userId`, `jobId`); Python names stay snake_case.
 Every output field is always present (null when unknown), so clients see one stable shape.
@@ -18,16 +18,12 @@ Every output field is always present (null when unknown), so clients see one sta
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterator
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
-from pydantic_core import to_json
-
-if TYPE_CHECKING:
-    from normalized.selectors import DailyRows
 
 __all__ = [
     "JSON_SCHEMAS",
@@ -46,7 +42,8 @@ __all__ = [
     "OuraSleepContributors",
     "OuraSleepPeriod",
     "OuraSleepPeriodPage",
-    "daily_page_json",
+    "blank_is_null",
+    "fields_of",
     "normalized_metrics_subject",
 ]
 
@@ -174,98 +171,39 @@ class OuraDailyPage(ApiModel):
     )
 
 
-# --- The daily page, written from row tuples --------------------------------------------
+# --- The daily page, written by Postgres ------------------------------------------------
 #
-# The daily selectors (normalized/selectors.py) return tuples of exactly these columns:
-# `day`, then the DTO's scalar fields in model order, then one value per contributor, which
-# Postgres extracts from the `contributors` JSON so Python decodes no JSON per row. Both the
-# columns and the JSON keys come from the models, so this writer cannot drift from the
-# schemas; tests compare its output with `model_dump_json()`.
+# The daily page is written as JSON by one SQL statement (normalized/selectors.py), whose
+# keys, columns and value forms are derived from the models above through these helpers, so
+# the page cannot drift from the schemas; tests check it parses to what `model_dump_json()`
+# writes.
 
 
-def _columns(model: type[ApiModel], *, without: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """The table column behind each field: its name, or an explicit `validation_alias` such as
-    `id` <- `oura_id` (the camelCase alias generator sets every other validation alias)."""
-    return tuple(
-        field.validation_alias
-        if isinstance(field.validation_alias, str) and field.validation_alias != field.alias
-        else name
-        for name, field in model.model_fields.items()
-        if name not in without
-    )
+def fields_of(
+    model: type[ApiModel], *, without: tuple[str, ...] = ()
+) -> Iterator[tuple[str, str, str]]:
+    """(field name, JSON key, table column) per field, in model order.
 
-
-def _keys(model: type[ApiModel], *, without: tuple[str, ...] = ()) -> tuple[str, ...]:
-    return tuple(
-        field.alias or name for name, field in model.model_fields.items() if name not in without
-    )
-
-
-DAILY_READINESS_COLUMNS = _columns(OuraDailyReadiness, without=("contributors",))
-DAILY_SLEEP_COLUMNS = _columns(OuraDailySleep, without=("contributors", "main_period"))
-DAILY_ACTIVITY_COLUMNS = _columns(OuraDailyActivity, without=("contributors",))
-MAIN_SLEEP_PERIOD_COLUMNS = _columns(OuraMainSleepPeriod)
-# Keys of the stored `contributors` JSON (the Oura contract's snake_case names).
-READINESS_CONTRIBUTORS = tuple(OuraReadinessContributors.model_fields)
-SLEEP_CONTRIBUTORS = tuple(OuraSleepContributors.model_fields)
-ACTIVITY_CONTRIBUTORS = tuple(OuraActivityContributors.model_fields)
-
-
-class _SummaryShape:
-    """Cuts one row (day, *scalars, *contributors) into a summary's JSON object."""
-
-    def __init__(
-        self,
-        model: type[ApiModel],
-        contributors: type[ApiModel],
-        *,
-        without: tuple[str, ...] = (),
-    ) -> None:
-        # Model order, with `contributors` last, whatever its place among the fields.
-        self.keys = _keys(model, without=("contributors", *without))
-        self.contributor_keys = _keys(contributors)
-        self.split = 1 + len(self.keys)
-
-    def __call__(self, row: tuple[Any, ...]) -> dict[str, Any]:
-        summary = dict(zip(self.keys, row[1 : self.split], strict=True))
-        summary["contributors"] = dict(zip(self.contributor_keys, row[self.split :], strict=True))
-        return summary
-
-
-_readiness_json = _SummaryShape(OuraDailyReadiness, OuraReadinessContributors)
-_sleep_json = _SummaryShape(OuraDailySleep, OuraSleepContributors, without=("main_period",))
-_activity_json = _SummaryShape(OuraDailyActivity, OuraActivityContributors)
-_MAIN_PERIOD_KEYS = _keys(OuraMainSleepPeriod)
-
-
-def daily_page_json(days: Iterable[DailyRows], next_cursor: str | None) -> bytes:
-    """The `OuraDailyPage` body for rows of the daily selectors.
-
-    Values go out as the database typed them (smallint -> int, double -> float, timestamptz
-    -> aware datetime, contributors cast to bigint), which the models would have accepted
-    unchanged (the Oura contracts validated contributors as integers before they were
-    stored). The one coercion the models make, a blank period `type` as null, is repeated.
+    The column is the field's name, or an explicit `validation_alias` such as `id` <-
+    `oura_id` (the camelCase alias generator sets every other validation alias).
     """
-    data = []
-    for day, readiness, sleep, period, activity in days:
-        sleep_summary = None
-        if sleep is not None:
-            sleep_summary = _sleep_json(sleep)
-            main_period = None
-            if period is not None:
-                main_period = dict(zip(_MAIN_PERIOD_KEYS, period[1:], strict=True))
-                main_period["type"] = main_period["type"] or None
-            sleep_summary["mainPeriod"] = main_period
-        data.append(
-            {
-                "day": day,
-                "readiness": None if readiness is None else _readiness_json(readiness),
-                "sleep": sleep_summary,
-                "activity": None if activity is None else _activity_json(activity),
-            }
+    for name, field in model.model_fields.items():
+        if name in without:
+            continue
+        column = (
+            field.validation_alias
+            if isinstance(field.validation_alias, str) and field.validation_alias != field.alias
+            else name
         )
-    # inf_nan_mode="null" as pydantic's default ser_json_inf_nan: NaN is not JSON.
-    return to_json({"data": data, "nextCursor": next_cursor}, inf_nan_mode="null")
+        yield name, field.alias or name, column
+
+
+def blank_is_null(model: type[ApiModel], field: str) -> bool:
+    """Whether the field is `OptionalText`: a stored "" goes out as null."""
+    return any(
+        isinstance(item, BeforeValidator) and item.func is _blank_as_none
+        for item in model.model_fields[field].metadata
+    )
 
 
 # --- Workouts, sessions and sleep periods -------------------------------------------------

@@ -8,7 +8,7 @@ scan (heap pages are visited only while not yet marked all-visible by (auto)vacu
 upserted days).
 
 The column lists are what normalized/selectors.py selects for the daily DTOs (see
-`dtos.DAILY_*_COLUMNS`, `dtos.MAIN_SLEEP_PERIOD_COLUMNS`); a column added to a daily DTO
+`dtos.fields_of` of the daily DTOs); a column added to a daily DTO
 later still works, it just costs heap fetches until an index like these includes it.
 
 Database-only (RunSQL, no model state): the unique constraints on (user_id, day), which the
