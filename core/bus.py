@@ -99,6 +99,34 @@ class Bus:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
         return self._run(self._publish(subject, data, headers, timeout), timeout + 1)
 
+    def publish_many(
+        self, messages: list[tuple[str, bytes, str]], *, timeout: float = 2.0
+    ) -> list[bool]:
+        """Publish (subject, payload, msg_id) messages at once and wait for every ack.
+
+        One hand-off to the loop and concurrent acks instead of one round trip each: for the
+        relay's catch-up batches. Element i is True when message i was acknowledged (a
+        duplicate Nats-Msg-Id is acknowledged too), False when it was not; which ones
+        failed is reported, never raised, so the caller records the rest.
+        """
+
+        async def one(subject: str, payload: bytes, msg_id: str) -> bool:
+            try:
+                await self._publish(subject, payload, {"Nats-Msg-Id": msg_id}, timeout)
+            except BusUnavailable:
+                return False
+            return True
+
+        async def every() -> list[bool]:
+            return list(await asyncio.gather(*(one(*message) for message in messages)))
+
+        if not messages:
+            return []
+        try:
+            return self._run(every(), timeout + 1)
+        except BusUnavailable:
+            return [False] * len(messages)
+
     def ping(self, timeout: float = 2.0) -> None:
         async def _ping() -> None:
             try:

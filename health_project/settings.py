@@ -81,7 +81,7 @@ DATABASES = {
     "default": dj_database_url.parse(
         DATABASE_URL,
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
-        conn_health_checks=True,
+        conn_health_checks=True,  # without a round trip: core/postgres/base.py
         engine="core.postgres",  # stock backend + introspection of schema `health`
     )
 }

@@ -1,19 +1,24 @@
-"""The relay: takes accepted raw events from Postgres to S3 and to JetStream.
+"""The relay: takes accepted raw events from Postgres to JetStream and to S3.
 
-Two work queues, each read in batches with SELECT ... FOR UPDATE SKIP LOCKED (so several
-relays can run side by side) and each backed by a partial index on raw_events_index:
+Two work queues, each backed by a partial index on raw_events_index and claimed in batches
+with SELECT ... FOR UPDATE SKIP LOCKED (so several relays can run side by side):
 
-- publish: rows with a publish subject and no published_at. The request path publishes
-  almost every event itself; this catches the ones whose publish failed (NATS down, ack
-  lost, process killed after the commit).
+- publish: rows with a publish subject and no published_at. The request path publishes every
+  event right after its commit but does not write that down (a second statement per webhook,
+  and a second version of the row, was a large share of the request's database work); the
+  relay publishes the row again with the same Nats-Msg-Id, JetStream drops that copy inside
+  the stream's duplicate window (1 hour) and acknowledges it, and then published_at is set.
+  So a publish that failed, lost its ack or never happened (process killed after the
+  commit) is made good here, and published_at means "JetStream has it".
 - archive: rows with no archived_at. The envelope is written to S3 with server-side
-  encryption; object key, sha256, size and archived_at are recorded, and the envelope
-  bytes are cleared from Postgres once the row is also published (or is never published).
+  encryption, and object key, sha256, size and archived_at are recorded.
 
-Both are at-least-once and idempotent: the S3 key is a function of the event, the bytes are
-deterministic, and Nats-Msg-Id (= event id) makes JetStream drop a re-publish inside the
-stream's duplicate window. A relay killed mid-batch loses only its uncommitted bookkeeping;
-the next run redoes those rows. See docs/phase-3/webhooks.md.
+One step claims a batch of each queue (mostly the same rows), publishes and archives them,
+and records both in one UPDATE, which also clears the envelope bytes from Postgres once the
+row is archived and published (or never to be published). Both are at-least-once and
+idempotent: the S3 key is a function of the event, the bytes are deterministic, and
+Nats-Msg-Id (= event id) de-duplicates. A relay killed mid-batch loses only its uncommitted
+bookkeeping; the next run redoes those rows. See docs/phase-3/webhooks.md.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 
-from django.db import transaction
-from django.db.models import BinaryField, Case, F, Q, QuerySet, Value, When
+from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from core import bus, raw_store
@@ -79,19 +84,9 @@ def relay_backlog_update() -> dict[str, int]:
     return counts
 
 
-def clear_envelope_when(condition: Q) -> Case:
-    # Evaluated by Postgres on the row as it is when the UPDATE runs, so a concurrent
-    # publish (request path) and archive (relay) cannot both leave the bytes behind.
-    return Case(
-        When(condition, then=Value(None, output_field=BinaryField())),
-        default=F("envelope"),
-        output_field=BinaryField(),
-    )
-
-
 def _batch(queryset: QuerySet[RawEvent], *, batch_size: int, grace_s: float) -> list[RawEvent]:
-    # The grace period keeps the relay off rows whose request is still publishing them, so
-    # the two rarely wait on each other's row lock or publish the same event twice.
+    # The grace period leaves the request path time to publish its rows first, so the relay's
+    # copy is nearly always the duplicate JetStream drops, not the first delivery.
     cutoff = timezone.now() - timedelta(seconds=grace_s)
     return list(
         queryset.filter(received_at__lte=cutoff)
@@ -100,51 +95,33 @@ def _batch(queryset: QuerySet[RawEvent], *, batch_size: int, grace_s: float) -> 
     )
 
 
-def relay_publish_batch(
-    *, batch_size: int, grace_s: float, should_stop: Callable[[], bool] = _never
-) -> PassResult:
-    result = PassResult()
-    with transaction.atomic():
-        rows = _batch(unpublished(), batch_size=batch_size, grace_s=grace_s)
-        done: list[int] = []
-        for row in rows:
-            if should_stop():
-                break
-            try:
-                # Cleared only once published, so this is a fallback for hand-edited rows.
-                data = (
-                    bytes(row.envelope)
-                    if row.envelope is not None
-                    else raw_store.get(row.object_key)
-                )
-            except raw_store.RawStoreUnavailable:
-                result.failed += 1
-                continue
-            try:
-                bus.get_bus().publish(
-                    row.publish_subject, data, msg_id=str(row.event_id), timeout=PUBLISH_TIMEOUT_S
-                )
-            except bus.BusUnavailable:
-                result.unavailable = True
-                break
-            done.append(row.pk)
-        if done:
-            RawEvent.objects.filter(pk__in=done).update(
-                published_at=timezone.now(),
-                envelope=clear_envelope_when(Q(archived_at__isnull=False)),
-            )
-        result.done = len(done)
-    return result
+def _publish(rows: list[RawEvent], result: PassResult, should_stop: Callable[[], bool]) -> set[int]:
+    """Publish each row's envelope; the ids of the rows JetStream acknowledged."""
+    messages: list[tuple[str, bytes, str]] = []
+    sent: list[int] = []
+    for row in rows:
+        if should_stop():
+            break
+        try:
+            # Cleared only once published, so this is a fallback for hand-edited rows.
+            envelope = row.envelope
+            data = bytes(envelope) if envelope is not None else raw_store.get(row.object_key)
+        except raw_store.RawStoreUnavailable:
+            result.failed += 1
+            continue
+        messages.append((row.publish_subject, data, str(row.event_id)))
+        sent.append(row.pk)
+    acked = bus.get_bus().publish_many(messages, timeout=PUBLISH_TIMEOUT_S)
+    done = {pk for pk, ok in zip(sent, acked, strict=True) if ok}
+    result.done = len(done)
+    result.unavailable = len(done) < len(sent)
+    return done
 
 
-def relay_archive_batch(
-    *,
-    batch_size: int,
-    grace_s: float,
-    workers: int = 4,
-    should_stop: Callable[[], bool] = _never,
-) -> PassResult:
-    result = PassResult()
+def _archive(
+    rows: list[RawEvent], result: PassResult, workers: int, should_stop: Callable[[], bool]
+) -> dict[int, raw_store.StoredObject]:
+    """PUT each row's envelope to S3 (in parallel); the stored objects by row id."""
     gone = threading.Event()  # S3 refused once: skip the rest instead of timing out on each
 
     def archive(row: RawEvent) -> raw_store.StoredObject | None:
@@ -161,30 +138,56 @@ def relay_archive_batch(
             gone.set()
             return None
 
-    with transaction.atomic():
-        rows = _batch(unarchived(), batch_size=batch_size, grace_s=grace_s)
-        missing = [row for row in rows if row.envelope is None]
-        for row in missing:
-            # Unarchived without bytes cannot be archived; loud, and never silently "done".
-            logger.error("relay_envelope_missing", extra={"event_id": str(row.event_id)})
-        result.failed += len(missing)
-        todo = [row for row in rows if row.envelope is not None]
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            stored = list(pool.map(archive, todo))
-        now = timezone.now()
-        for row, obj in zip(todo, stored, strict=True):
-            if obj is None:
-                continue
-            RawEvent.objects.filter(pk=row.pk).update(
-                object_key=obj.key,
-                sha256=obj.sha256,
-                size_bytes=obj.size,
-                archived_at=now,
-                envelope=clear_envelope_when(Q(published_at__isnull=False) | Q(publish_subject="")),
-            )
-            result.done += 1
-        result.unavailable = gone.is_set()
-    return result
+    missing = [row for row in rows if row.envelope is None]
+    for row in missing:
+        # Unarchived without bytes cannot be archived; loud, and never silently "done".
+        logger.error("relay_envelope_missing", extra={"event_id": str(row.event_id)})
+    result.failed += len(missing)
+    todo = [row for row in rows if row.envelope is not None]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        stored = list(pool.map(archive, todo))
+    archived = {row.pk: obj for row, obj in zip(todo, stored, strict=True) if obj is not None}
+    result.done = len(archived)
+    result.unavailable = gone.is_set()
+    return archived
+
+
+# The batch's bookkeeping in one statement. The envelope is cleared on the row as the UPDATE
+# sees it: once it is archived (now or before) and published (now or before) or never to be
+# published. Rows are locked by the claim, so no other writer moves them meanwhile.
+_RECORD_SQL = f"""
+UPDATE "{RawEvent._meta.db_table}" AS raw
+SET published_at = CASE WHEN v.published THEN now() ELSE raw.published_at END,
+    archived_at = CASE WHEN v.object_key IS NULL THEN raw.archived_at ELSE now() END,
+    object_key = coalesce(v.object_key, raw.object_key),
+    sha256 = coalesce(v.sha256, raw.sha256),
+    size_bytes = coalesce(v.size_bytes, raw.size_bytes),
+    envelope = CASE
+        WHEN (raw.archived_at IS NOT NULL OR v.object_key IS NOT NULL)
+            AND (raw.published_at IS NOT NULL OR v.published OR raw.publish_subject = '')
+        THEN NULL ELSE raw.envelope END
+FROM unnest(%s::bigint[], %s::boolean[], %s::text[], %s::text[], %s::integer[])
+    AS v(id, published, object_key, sha256, size_bytes)
+WHERE raw.id = v.id
+"""  # noqa: S608 - table name from _meta
+
+
+def _record(published: set[int], archived: dict[int, raw_store.StoredObject]) -> None:
+    ids = sorted(published | archived.keys())
+    if not ids:
+        return
+    stored = [archived.get(pk) for pk in ids]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _RECORD_SQL,
+            [
+                ids,
+                [pk in published for pk in ids],
+                [obj.key if obj else None for obj in stored],
+                [obj.sha256 if obj else None for obj in stored],
+                [obj.size if obj else None for obj in stored],
+            ],
+        )
 
 
 def relay_step(
@@ -194,11 +197,16 @@ def relay_step(
     workers: int = 4,
     should_stop: Callable[[], bool] = _never,
 ) -> tuple[PassResult, PassResult]:
-    """One batch of each queue, publish first (consumers wait on it; the archive does not)."""
-    published = relay_publish_batch(batch_size=batch_size, grace_s=grace_s, should_stop=should_stop)
-    archived = relay_archive_batch(
-        batch_size=batch_size, grace_s=grace_s, workers=workers, should_stop=should_stop
-    )
+    """One batch of each queue, committed together; publish first (consumers wait on it,
+    the archive does not)."""
+    published, archived = PassResult(), PassResult()
+    with transaction.atomic():
+        # Locks this transaction already holds do not count as locked for SKIP LOCKED.
+        to_publish = _batch(unpublished(), batch_size=batch_size, grace_s=grace_s)
+        to_archive = _batch(unarchived(), batch_size=batch_size, grace_s=grace_s)
+        done_publishing = _publish(to_publish, published, should_stop)
+        stored = _archive(to_archive, archived, workers, should_stop)
+        _record(done_publishing, stored)
     if published.done or archived.done:
         logger.info(
             "relay_batch",

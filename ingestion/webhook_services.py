@@ -1,10 +1,11 @@
 """Oura webhook deliveries: verify, de-duplicate, store durably, publish.
 
 The request path is `webhook_accept`: verify the signature and the body, then one Postgres
-transaction writes the raw event (with the whole envelope inline) and one audit entry, and
+statement writes the raw event (with the whole envelope inline) and one audit entry, and
 after the commit the envelope is published to JetStream. Postgres is the first durable copy:
-a 202 is only ever given after the commit, and the relay (ingestion/relay.py) archives to S3
-and publishes whatever the request path could not. See docs/phase-3/webhooks.md.
+a 202 is only ever given after the commit, and the relay (ingestion/relay.py) archives to S3,
+publishes again what the request path could not (or may not have) and records both. See
+docs/phase-3/webhooks.md.
 """
 
 from __future__ import annotations
@@ -433,7 +434,13 @@ def reset_publish_breaker() -> None:
 
 
 def webhook_publish(*, event: RecordedEvent) -> bool:
-    """Publish the envelope and mark the row published. False leaves it to the relay."""
+    """Publish the envelope and wait for JetStream's ack. False leaves it to the relay.
+
+    Nothing is written back: the relay publishes every row once more with the same
+    Nats-Msg-Id, which JetStream acknowledges and drops, and only then records published_at
+    (see ingestion/relay.py). Marking it here cost a second statement and a second version
+    of the row on every webhook, for a record the relay has to make anyway.
+    """
     global _publish_skipped_until
     if not event.publish_subject or time.monotonic() < _publish_skipped_until:
         return False
@@ -449,24 +456,7 @@ def webhook_publish(*, event: RecordedEvent) -> bool:
             _publish_skipped_until = time.monotonic() + PUBLISH_BREAKER_S
         logger.warning("webhook_publish_deferred", extra={"event_id": str(event.event_id)})
         return False
-    # Only the request path and the relay write published_at, and both only fill it in. If
-    # the relay archived the row meanwhile, the bytes are no longer needed in Postgres (the
-    # CASE is evaluated on the row as the UPDATE sees it; see relay.clear_envelope_when).
-    # This mark need not wait for a WAL flush: if a crash loses it, the relay publishes the
-    # event again and JetStream drops the copy (same Nats-Msg-Id, 1-hour window). set_config
-    # with is_local=true in the FROM clause relaxes synchronous_commit for this statement's
-    # own implicit transaction: one round trip instead of BEGIN, SET LOCAL, UPDATE, COMMIT.
-    with connection.cursor() as cursor:
-        cursor.execute(_MARK_PUBLISHED_SQL, [event.pk])
     return True
-
-
-_MARK_PUBLISHED_SQL = f"""
-UPDATE {_RAW} SET published_at = now(),
-    envelope = CASE WHEN archived_at IS NOT NULL THEN NULL ELSE envelope END
-FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
-WHERE id = %s AND published_at IS NULL
-"""  # noqa: S608 - table name from _meta
 
 
 def _publish_after_commit(event: RecordedEvent) -> None:

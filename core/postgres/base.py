@@ -1,4 +1,5 @@
-"""Django's PostgreSQL backend, with introspection that lists tables in schema `health`.
+"""Django's PostgreSQL backend, with introspection that lists tables in schema `health` and
+a connection health check without a round trip.
 
 Our models name their tables `health"."<name>` (core.db.health_table). Stock introspection
 lists only the tables on the search_path, so Django would not see ours as existing: test
@@ -8,10 +9,12 @@ under the same quoted name the models use makes both sides agree.
 
 from __future__ import annotations
 
+import select
 from typing import Any
 
 from django.db.backends.base.introspection import TableInfo
 from django.db.backends.postgresql import base, introspection
+from psycopg import pq
 
 
 class DatabaseIntrospection(introspection.DatabaseIntrospection):
@@ -31,3 +34,32 @@ class DatabaseIntrospection(introspection.DatabaseIntrospection):
 
 class DatabaseWrapper(base.DatabaseWrapper):
     introspection_class = DatabaseIntrospection
+
+    def is_usable(self) -> bool:
+        """Whether the persistent connection can take a query, without sending one.
+
+        With CONN_HEALTH_CHECKS Django calls this before each request's first query, and the
+        stock check sends `SELECT 1`: a round trip, and on the webhook path (two statements
+        a request) a third of the database work. Between requests the connection is idle,
+        and an idle Postgres connection receives nothing unless the server is ending it
+        (restart, shutdown, pg_terminate_backend, idle timeout: it sends an error, then
+        closes). So a socket with anything to read, or at EOF, is a connection to replace.
+
+        What this cannot see is a peer that vanished without a word (host crash, network
+        cut); the stock check would wait out a TCP timeout there. The next query fails
+        instead, Django discards the connection at the end of that request, and the
+        webhook path answers 503 so that Oura retries.
+        """
+        connection = self.connection
+        if connection is None or connection.closed or connection.broken:
+            return False
+        status = connection.pgconn.transaction_status
+        if status in (pq.TransactionStatus.UNKNOWN, pq.TransactionStatus.INERROR):
+            return False  # lost, or a failed transaction (where SELECT 1 would fail too)
+        poller = select.poll()
+        try:
+            poller.register(connection.fileno(), select.POLLIN | select.POLLPRI)
+            events = poller.poll(0)
+        except (OSError, ValueError):
+            return False
+        return not events

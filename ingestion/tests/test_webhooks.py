@@ -71,7 +71,7 @@ def test_valid_delivery_is_stored_audited_and_published_with_its_event_id(client
     assert (row.user_id, row.provider_user_id, row.kind) == ("user-1", "oura-user-1", "webhook")
     assert (row.data_type, row.event_type, row.object_id) == ("sleep", "update", body["object_id"])
     assert row.publish_subject == WEBHOOK_SUBJECT
-    assert row.published_at is not None
+    assert row.published_at is None  # the relay records it, see the next test
     assert row.archived_at is None
     assert row.envelope is not None
 
@@ -106,6 +106,25 @@ def test_valid_delivery_is_stored_audited_and_published_with_its_event_id(client
     assert message.msg_id == event_id
     assert message.data == bytes(row.envelope)
     assert webhook_accepted_total.labels(provider="oura")._value.get() == accepted_before + 1
+
+
+def test_the_relay_records_a_published_delivery_without_a_second_message(
+    client: Client,
+) -> None:
+    connect("oura-user-1", user_id="user-1")
+    response = post(client, *signed(notification(user_id="oura-user-1")))
+    assert response.status_code == 202
+
+    totals = relay_drain(grace_s=0)
+
+    # The relay published it again with the same Nats-Msg-Id: acknowledged, then dropped.
+    assert (totals.published, totals.archived) == (1, 1)
+    row = RawEvent.objects.get()
+    assert row.published_at is not None
+    assert row.archived_at is not None
+    assert row.envelope is None
+    [message] = raw_stream_messages()
+    assert message.msg_id == response.json()["eventId"]
 
 
 def test_event_id_and_dedupe_key_are_stable_across_offsets_of_the_same_instant(
