@@ -344,16 +344,24 @@ jetstream {{
 
 
 class S3Service(EmbeddedService):
-    """A moto S3 server. It keeps objects in memory: a restart starts with an empty store."""
+    """A moto S3 server. It keeps objects in memory: a restart starts with an empty store.
+
+    moto's application under one gunicorn worker rather than `python -m moto.server`: about
+    twice the PUT rate on the same CPU (devstack/moto_app.py has the figures).
+    """
 
     name = "s3"
     env_var = "S3_ENDPOINT_URL"
 
     def launch(self, port: int, extra_port: int) -> int:
         return self.spawn(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            env={**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"},
-        )
+            [sys.executable, "-m", "gunicorn", "devstack.moto_app:app",
+             "--chdir", str(Path(__file__).resolve().parent.parent),
+             "--bind", f"127.0.0.1:{port}", "--workers", "1", "--worker-class", "gthread",
+             "--threads", "8", "--keep-alive", "30", "--graceful-timeout", "5",
+             "--log-level", "warning"],
+            env={**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true", "MOTO_PORT": str(port)},
+        )  # fmt: skip
 
     def probe(self, port: int) -> bool:
         try:
