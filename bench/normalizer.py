@@ -275,14 +275,25 @@ def _wait_http(url: str, timeout: float = 30) -> None:
     raise SystemExit(f"{url} did not answer")
 
 
+def _own_cpu_seconds() -> float:
+    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def webhooks_end_to_end(
-    rate: float, seconds: float, consumers: int, workers: int
+    rate: float,
+    seconds: float,
+    consumers: int,
+    workers: int,
+    relay_nice: int = 0,
+    devstack_root: Path | None = None,
 ) -> dict[str, Any]:
     import httpx
     from django.conf import settings
     from django.db import connection
     from django.utils import timezone
 
+    from bench.webhooks import _cpu_seconds, _machine_busy_seconds, _service_pids
     from ingestion import crypto
     from ingestion.models import OuraConnection
     from oura_simulator import OuraSimulator
@@ -329,7 +340,8 @@ def webhooks_end_to_end(
             cwd=ROOT, env=env,
         ),
         subprocess.Popen(
-            [sys.executable, "manage.py", "run_relay", "--grace", "2"], cwd=ROOT, env=env,
+            [sys.executable, "manage.py", "run_relay", "--grace", "2",
+             "--nice", str(relay_nice)], cwd=ROOT, env=env,
             stdout=subprocess.DEVNULL,
         ),
     ] + [
@@ -405,6 +417,12 @@ def webhooks_end_to_end(
             for n in range(total)
         ]  # fmt: skip
         interval = 1.0 / rate
+        # CPU of every part, from the first request until every row is visible.
+        parts = {"gunicorn": [processes[0].pid], "relay": [processes[1].pid],
+                 "normalizers": [p.pid for p in processes[2:]],
+                 **_service_pids(devstack_root)}  # fmt: skip
+        cpu_before = {name: _cpu_seconds(pids) for name, pids in parts.items()}
+        own_before, busy_before = _own_cpu_seconds(), _machine_busy_seconds()
         started = time.perf_counter()
         with ThreadPoolExecutor(32) as pool:
             for n, object_id in enumerate(documents):
@@ -419,6 +437,15 @@ def webhooks_end_to_end(
                 if len(visible) >= len(accepted):
                     break
             time.sleep(0.1)
+        window = time.perf_counter() - started
+        cpu = {
+            name: round((_cpu_seconds(pids) - cpu_before[name]) / window, 2)
+            for name, pids in parts.items()
+        }
+        cpu["bench_process (load, simulator, poller)"] = round(
+            (_own_cpu_seconds() - own_before) / window, 2
+        )
+        cpu["machine_busy"] = round((_machine_busy_seconds() - busy_before) / window, 2)
         stop_polling.set()
         poller.join(5)
         latencies = [(visible[o] - accepted[o]) * 1000 for o in accepted if o in visible]
@@ -430,6 +457,8 @@ def webhooks_end_to_end(
             "accepted": len(accepted),
             "visible": len(visible),
             "consumer_processes": consumers,
+            "relay_nice": relay_nice,
+            "cpu_cores_until_all_visible": cpu,
             "gunicorn_workers": workers,
             "webhook_202_ms": {"p50": percentile(request_ms, 50),
                                "p95": percentile(request_ms, 95),
@@ -541,6 +570,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", action="append", default=[],
                         choices=["s3", "fetchack", "pages", "drain", "webhooks"])  # fmt: skip
     parser.add_argument("--drain-messages", type=int, default=1000)
+    parser.add_argument("--relay-nice", type=int, default=10, help="run_relay --nice N")
+    parser.add_argument(
+        "--devstack-root", type=Path, help="Also report the CPU of that root's services."
+    )
     args = parser.parse_args(argv)
     setup_django()
     results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "cpus": os.cpu_count()}
@@ -566,7 +599,10 @@ def main(argv: list[str] | None = None) -> int:
     if "webhooks" not in args.skip:
         results["webhooks_end_to_end"] = []
         for rate in (float(r) for r in args.rates.split(",")):
-            phase = webhooks_end_to_end(rate, args.seconds, args.consumers, args.workers)
+            phase = webhooks_end_to_end(
+                rate, args.seconds, args.consumers, args.workers, args.relay_nice,
+                args.devstack_root,
+            )
             results["webhooks_end_to_end"].append(phase)
             print(json.dumps(phase), flush=True)
     RESULTS.mkdir(exist_ok=True)

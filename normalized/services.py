@@ -78,8 +78,12 @@ def document_dedupe_key(*, collection: str, object_id: str, sha256: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
-def _insert_raw_event(event: RawEvent) -> None:
-    """INSERT ... ON CONFLICT DO NOTHING: a concurrent or repeated insert is a no-op."""
+def _insert_raw_event(event: RawEvent) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING; False when the row was already there.
+
+    A concurrent insert of the same key waits for the first one's transaction to end, then
+    finds the conflict (or, if that transaction rolled back, inserts after all).
+    """
     fields = [f for f in RawEvent._meta.concrete_fields if not f.primary_key]
     values = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in fields]
     table = connection.ops.quote_name(RawEvent._meta.db_table)
@@ -88,9 +92,10 @@ def _insert_raw_event(event: RawEvent) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) "  # noqa: S608 - names from _meta
-            "ON CONFLICT DO NOTHING",
+            "ON CONFLICT DO NOTHING RETURNING 1",
             values,
         )
+        return cursor.fetchone() is not None
 
 
 def document_store_raw(
@@ -105,48 +110,55 @@ def document_store_raw(
 ) -> StoredDocument:
     """Archive one fetched document (S3, SSE) and index it as a raw event of kind document.
 
+    The index row goes in first, in the caller's transaction (or its own): the unique dedupe
+    key (the document's sha256) decides in that one statement whether these exact bytes are
+    stored already, in which case there is no PUT. Otherwise the PUT follows, and if it fails
+    the row goes with the rolled-back transaction, so no row ever points at a missing object.
+
     Raises RawStoreUnavailable when S3 refuses the PUT (the caller retries).
     """
     data = document_bytes(document)
     sha256 = hashlib.sha256(data).hexdigest()
     dedupe_key = document_dedupe_key(collection=collection, object_id=object_id, sha256=sha256)
     event_id = uuid.uuid5(DOCUMENT_EVENT_NAMESPACE, dedupe_key)
-    existing = (
-        RawEvent.objects.filter(provider=PROVIDER, dedupe_key=dedupe_key)
-        .exclude(object_key="")
-        .values_list("object_key", flat=True)
-        .first()
-    )
-    if existing:
-        return StoredDocument(event_id=event_id, object_key=existing, sha256=sha256, reused=True)
     now = timezone.now()
     key = raw_store.object_key(
         provider=PROVIDER, day=now.astimezone(UTC).date(), user_id=user_id, event_id=str(event_id)
     )
-    stored = raw_store.put(key, data)
-    _insert_raw_event(
-        RawEvent(
-            event_id=event_id,
-            provider=PROVIDER,
-            kind=RawEvent.Kind.DOCUMENT,
-            status=RawEvent.Status.ACCEPTED,
-            dedupe_key=dedupe_key,
-            user_id=user_id,
-            provider_user_id=provider_user_id,
-            data_type=collection,
-            event_type=event_type,
-            object_id=object_id,
-            event_time=event_time,
-            received_at=now,
-            object_key=stored.key,
-            sha256=stored.sha256,
-            size_bytes=stored.size,
-            # Already in S3 and never published: the relay has nothing to do for this row.
-            archived_at=now,
-            publish_subject="",
+    with transaction.atomic(savepoint=False):
+        inserted = _insert_raw_event(
+            RawEvent(
+                event_id=event_id,
+                provider=PROVIDER,
+                kind=RawEvent.Kind.DOCUMENT,
+                status=RawEvent.Status.ACCEPTED,
+                dedupe_key=dedupe_key,
+                user_id=user_id,
+                provider_user_id=provider_user_id,
+                data_type=collection,
+                event_type=event_type,
+                object_id=object_id,
+                event_time=event_time,
+                received_at=now,
+                object_key=key,
+                sha256=sha256,
+                size_bytes=len(data),
+                # Stored in S3 below and never published: nothing for the relay to do.
+                archived_at=now,
+                publish_subject="",
+            )
         )
-    )
-    return StoredDocument(event_id=event_id, object_key=stored.key, sha256=sha256, reused=False)
+        if not inserted:
+            existing = (
+                RawEvent.objects.filter(provider=PROVIDER, dedupe_key=dedupe_key)
+                .values_list("object_key", flat=True)
+                .get()
+            )
+            return StoredDocument(
+                event_id=event_id, object_key=existing, sha256=sha256, reused=True
+            )
+        raw_store.put(key, data)
+    return StoredDocument(event_id=event_id, object_key=key, sha256=sha256, reused=False)
 
 
 def _lock_user(user_id: str) -> None:
@@ -267,7 +279,9 @@ def normalize_documents(
         # would have had the documents come one by one.
         by_key[tuple(values[name] for name in mapping.conflict_fields)] = values
 
-    with transaction.atomic():
+    # savepoint=False: inside the consumer's transaction a savepoint would cost two round
+    # trips and buy nothing, since any error here fails the whole message anyway.
+    with transaction.atomic(savepoint=False):
         _lock_user(user_id)
         deleted = set(
             DeletedDocument.objects.filter(
