@@ -600,7 +600,11 @@ def main(argv: list[str] | None = None) -> int:
         results["webhooks_end_to_end"] = []
         for rate in (float(r) for r in args.rates.split(",")):
             phase = webhooks_end_to_end(
-                rate, args.seconds, args.consumers, args.workers, args.relay_nice,
+                rate,
+                args.seconds,
+                args.consumers,
+                args.workers,
+                args.relay_nice,
                 args.devstack_root,
             )
             results["webhooks_end_to_end"].append(phase)

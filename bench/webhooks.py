@@ -265,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--relay-after-load", action="store_true", help="Start the relay only when load stops."
     )
-    parser.add_argument("--relay-nice", type=int, default=0, help="run_relay --nice N.")
+    parser.add_argument(
+        "--relay-nice", type=int, default=10, help="run_relay --nice N (make run uses 10)."
+    )
     parser.add_argument(
         "--devstack-root", type=Path, help="Also report the CPU of that root's services."
     )

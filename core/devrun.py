@@ -228,7 +228,8 @@ def run(*, with_demo: bool = True) -> int:
          "--access-logfile", "-", "--timeout", "60"],
         env,
     )  # fmt: skip
-    supervisor.start("relay", _manage("run_relay"), env)
+    # Archiving yields the CPU to webhooks on a shared machine (docs/phase-3/webhooks.md).
+    supervisor.start("relay", _manage("run_relay", "--nice", "10"), env)
     supervisor.start("normalizer", _manage("run_consumer", "normalizer"), env)
     supervisor.start("worker", _manage("run_worker"), env)
 
