@@ -32,7 +32,7 @@ class AuditEntry(models.Model):
     occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
     action = models.CharField(max_length=40, choices=Action.choices)
     actor = models.CharField(max_length=150, help_text="system component, API key or staff user")
-    user_id = models.CharField(max_length=64, blank=True, db_index=True)
+    user_id = models.CharField(max_length=64, blank=True)
     provider = models.CharField(max_length=20, default="oura")
     event_id = models.UUIDField(null=True, blank=True)
     details = models.JSONField(default=dict, blank=True)
@@ -41,6 +41,12 @@ class AuditEntry(models.Model):
         db_table = health_table("audit_log")
         ordering = ["-occurred_at", "-id"]
         verbose_name_plural = "audit entries"
+        indexes = [
+            # Meta.indexes, not db_index=True: on a CharField that also builds a
+            # varchar_pattern_ops copy for LIKE 'x%', which nothing here runs, and every
+            # webhook writes an audit row.
+            models.Index(fields=["user_id"], name="audit_user_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.occurred_at:%Y-%m-%d %H:%M:%S} {self.action} {self.user_id}"

@@ -68,7 +68,6 @@ class RawEvent(models.Model):
                 condition=Q(published_at__isnull=True) & ~Q(publish_subject=""),
             ),
             models.Index(fields=["user_id", "received_at"], name="raw_user_idx"),
-            models.Index(fields=["provider_user_id", "data_type", "object_id"], name="raw_obj_idx"),
         ]  # fmt: skip
 
     def __str__(self) -> str:
