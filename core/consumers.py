@@ -12,7 +12,12 @@ by raising:
   is dead-lettered (a `health.dead_letters` row plus `health.dlq.{consumer}`) and acked.
 - returning normally: done, or already done (handlers are idempotent), and the message is acked.
 
-Errors are classified here, once (`dispatch`); the runner only acks, naks and dead-letters.
+A consumer may also register a batch handler, `handle_batch(messages, executor)`, which gets
+the whole fetched batch and returns one result per message (None, or the exception it would
+have raised): the normalizer writes a batch of webhook documents in one transaction.
+
+Errors are classified here, once (`classify`, for both kinds of handler); the runner only
+acks, naks and dead-letters.
 Every value below, and why, is in docs/phase-3/consumers.md.
 """
 
@@ -25,8 +30,8 @@ import importlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -45,6 +50,7 @@ from core.metrics import dead_letters_total
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 # --- What a handler raises -----------------------------------------------------------------
@@ -80,6 +86,9 @@ class MessageMeta:
 
 
 Handler = Callable[[bytes, MessageMeta], None]
+# (data, meta) of each fetched message, and the runner's threads for per-message I/O; returns
+# one result per message, in order: None (ack) or the exception a Handler would have raised.
+BatchHandler = Callable[[Sequence[tuple[bytes, MessageMeta]], Executor], list[Exception | None]]
 
 
 # --- The registry --------------------------------------------------------------------------
@@ -98,6 +107,9 @@ class ConsumerSpec:
     retry_delays_s: tuple[float, ...]
     max_ack_pending: int = 1000
     concurrency: int = 1  # messages of a batch handled at once, each on its own thread
+    # "module:function" taking the whole batch; when set, the runner uses it instead of
+    # `handler` (which stays the per-message entry point that tests and tools call).
+    batch_handler: str = ""
     description: str = ""
 
     @property
@@ -107,6 +119,13 @@ class ConsumerSpec:
     def load_handler(self) -> Handler:
         module_name, _, attribute = self.handler.partition(":")
         handler: Handler = getattr(importlib.import_module(module_name), attribute)
+        return handler
+
+    def load_batch_handler(self) -> BatchHandler | None:
+        if not self.batch_handler:
+            return None
+        module_name, _, attribute = self.batch_handler.partition(":")
+        handler: BatchHandler = getattr(importlib.import_module(module_name), attribute)
         return handler
 
     def retry_delay(self, num_delivered: int) -> float:
@@ -136,6 +155,9 @@ CONSUMERS: dict[str, ConsumerSpec] = {
             durable="normalizer",
             filter_subject="health.raw.oura.>",
             handler="normalized.consumers:handle_raw_message",
+            # Webhook create/update messages of a batch share one transaction (one commit,
+            # one WAL flush); everything else goes through handle_raw_message, one by one.
+            batch_handler="normalized.consumers:handle_raw_batch",
             description="raw Oura webhooks and backfill pages -> normalized rows",
             # A webhook costs one Oura fetch and one S3 PUT (~10-50 ms); 50 of them finish
             # well inside AckWait, and a SIGTERM waits for at most one batch.
@@ -183,29 +205,28 @@ class Outcome:
     error_type: str = ""
 
 
-def dispatch(spec: ConsumerSpec, handler: Handler, data: bytes, meta: MessageMeta) -> Outcome:
-    """Run the handler and decide ack, nak or dead-letter. Never raises."""
-    try:
-        handler(data, meta)
+def classify(spec: ConsumerSpec, meta: MessageMeta, error: Exception | None) -> Outcome:
+    """Decide ack, nak or dead-letter from what a handler raised (None: it returned)."""
+    if error is None:
         return Outcome(Action.ACK)
-    except Poison as exc:
-        return Outcome(Action.DEAD_LETTER, reason=exc.reason, error_type=exc.error_type)
-    except Retriable as exc:
-        retry = exc
-    except (OperationalError, InterfaceError) as exc:
+    if isinstance(error, Poison):
+        return Outcome(Action.DEAD_LETTER, reason=error.reason, error_type=error.error_type)
+    if isinstance(error, Retriable):
+        retry = error
+    elif isinstance(error, (OperationalError, InterfaceError)):
         # Postgres went away mid-handler: the next message must not reuse the dead socket.
         connections.close_all()
-        retry = Retriable("database unavailable", error_type=type(exc).__name__)
-    except Exception as exc:
+        retry = Retriable("database unavailable", error_type=type(error).__name__)
+    else:
         # A bug or an error nobody classified. Retrying costs little and a transient cause
         # heals; a permanent one reaches the dead letters after MaxDeliver - 1 attempts. The
         # message text may quote data, so only the type is logged.
         logger.error(
             "consumer_handler_unexpected_error",
             extra={"consumer": spec.name, "stream_seq": meta.stream_seq,
-                   "error_type": type(exc).__name__},
+                   "error_type": type(error).__name__},
         )  # fmt: skip
-        retry = Retriable("unexpected error", error_type=type(exc).__name__)
+        retry = Retriable("unexpected error", error_type=type(error).__name__)
     # One delivery is kept in reserve: if writing the dead letter fails on this one (Postgres
     # down), the message comes back once more instead of being dropped by JetStream.
     if meta.num_delivered >= spec.max_deliver - 1:
@@ -216,6 +237,37 @@ def dispatch(spec: ConsumerSpec, handler: Handler, data: bytes, meta: MessageMet
         )
     delay = retry.delay_s if retry.delay_s is not None else spec.retry_delay(meta.num_delivered)
     return Outcome(Action.NAK, delay_s=delay, reason=retry.reason, error_type=retry.error_type)
+
+
+def dispatch(spec: ConsumerSpec, handler: Handler, data: bytes, meta: MessageMeta) -> Outcome:
+    """Run the handler and decide ack, nak or dead-letter. Never raises."""
+    try:
+        handler(data, meta)
+    except Exception as exc:
+        return classify(spec, meta, exc)
+    return classify(spec, meta, None)
+
+
+def run_on_workers(
+    executor: Executor, function: Callable[[T], R], items: Sequence[T]
+) -> list[R | Exception]:
+    """`function(item)` for every item on the runner's threads, in order; an exception is
+    returned in the item's place, not raised, so one failure does not hide the others."""
+
+    def on_worker(item: T) -> R | Exception:
+        # Worker threads keep their own Django connections; drop broken or expired ones first.
+        close_old_connections()
+        try:
+            return function(item)
+        except (OperationalError, InterfaceError) as exc:
+            connections.close_all()  # this thread's connections; the next task reconnects
+            return exc
+        except Exception as exc:
+            return exc
+        finally:
+            django_reset_queries()
+
+    return list(executor.map(on_worker, items))
 
 
 # --- Transport: a synchronous facade over one nats-py pull subscription ------------------
@@ -412,11 +464,10 @@ def _dead_letter(
     return True
 
 
-def process_message(
-    spec: ConsumerSpec, handler: Handler, puller: PullConsumer, msg: Msg
+def settle(
+    spec: ConsumerSpec, puller: PullConsumer, msg: Msg, meta: MessageMeta, outcome: Outcome
 ) -> Outcome:
-    meta = message_meta(spec, msg)
-    outcome = dispatch(spec, handler, bytes(msg.data), meta)
+    """Ack, nak or dead-letter one message as `outcome` says; returns what was done."""
     if outcome.action is Action.ACK:
         puller.ack(msg)
     elif outcome.action is Action.NAK:
@@ -433,6 +484,40 @@ def process_message(
         puller.nak(msg, spec.retry_delay(meta.num_delivered))
         return Outcome(Action.NAK, reason="dead letter not recorded", error_type="DeadLetterFailed")
     return outcome
+
+
+def process_message(
+    spec: ConsumerSpec, handler: Handler, puller: PullConsumer, msg: Msg
+) -> Outcome:
+    meta = message_meta(spec, msg)
+    return settle(spec, puller, msg, meta, dispatch(spec, handler, bytes(msg.data), meta))
+
+
+def process_batch(
+    spec: ConsumerSpec,
+    batch_handler: BatchHandler,
+    puller: PullConsumer,
+    msgs: Sequence[Msg],
+    executor: Executor,
+) -> list[Outcome]:
+    """Hand the whole batch to the batch handler, then settle each message by its own result.
+
+    Runs on the main thread: the handler's shared transaction lives here, and its workers
+    borrow `executor`.
+    """
+    metas = [message_meta(spec, msg) for msg in msgs]
+    try:
+        items = [(bytes(msg.data), meta) for msg, meta in zip(msgs, metas, strict=True)]
+        errors = batch_handler(items, executor)
+        if len(errors) != len(msgs):
+            raise RuntimeError(f"batch handler gave {len(errors)} results for {len(msgs)}")
+    except Exception as exc:
+        # The handler itself broke (a bug): nothing says which message is at fault.
+        errors = [exc] * len(msgs)
+    return [
+        settle(spec, puller, msg, meta, classify(spec, meta, error))
+        for msg, meta, error in zip(msgs, metas, errors, strict=True)
+    ]
 
 
 def _process_on_worker(
@@ -462,9 +547,15 @@ def run_consumer(
     with every message acked or nak'ed, before the loop exits.
     """
     handler = spec.load_handler()
+    batch_handler = spec.load_batch_handler()
     batch = batch_size or spec.batch_size
     threads = concurrency or spec.concurrency
-    pool = ThreadPoolExecutor(threads, thread_name_prefix=spec.name) if threads > 1 else None
+    # A batch handler always gets worker threads: its transaction stays on the main thread.
+    pool = (
+        ThreadPoolExecutor(threads, thread_name_prefix=spec.name)
+        if threads > 1 or batch_handler is not None
+        else None
+    )
     stats = RunStats()
     puller = PullConsumer(spec, url)
     puller.start()
@@ -486,7 +577,11 @@ def run_consumer(
             if not msgs:
                 continue
             close_old_connections()  # a Postgres restart must not leave us on a dead socket
-            if pool is not None:
+            if batch_handler is not None:
+                assert pool is not None
+                outcomes = process_batch(spec, batch_handler, puller, msgs, pool)
+                django_reset_queries()
+            elif pool is not None:
                 outcomes = list(
                     pool.map(lambda m: _process_on_worker(spec, handler, puller, m), msgs)
                 )

@@ -9,6 +9,11 @@ Registered in core/consumers.py as `normalizer` (`python manage.py run_consumer 
 - `health.raw.oura.{collection}`: a backfill page; its bytes are in S3 under `object_key`.
   Every document is validated and the page is upserted in one transaction.
 
+`handle_raw_batch(messages, executor)` is what the runner calls with a whole fetched batch:
+the webhook creates/updates of the batch are fetched in parallel and then stored and upserted
+in one transaction (one commit instead of one per message); every other message goes through
+`handle_raw_message` unchanged.
+
 Failures are mapped to Retriable / Poison in `_classified`, the one place that knows which
 exceptions of Oura, S3, NATS and the contracts mean what. See docs/phase-3/consumers.md.
 """
@@ -19,8 +24,10 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -29,7 +36,7 @@ from django.utils import timezone
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from core import bus, raw_store
-from core.consumers import MessageMeta, Poison, Retriable
+from core.consumers import MessageMeta, Poison, Retriable, run_on_workers
 from core.metrics import normalize_duration_ms
 from ingestion.models import OuraConnection
 from ingestion.oura_client import (
@@ -125,6 +132,16 @@ def _classified() -> Iterator[None]:
         raise Poison(str(exc), error_type="ContractViolation") from None
 
 
+def _as_handler_error(exc: Exception) -> Exception:
+    """What `_classified` makes of `exc`, for a batch result that is returned, not raised."""
+    try:
+        with _classified():
+            raise exc
+    except Exception as classified:
+        return classified
+    return exc  # not reached: _classified lets every exception out
+
+
 # --- Entry point ---------------------------------------------------------------------------
 
 
@@ -143,6 +160,48 @@ def handle_raw_message(data: bytes, meta: MessageMeta) -> None:
             handler(data, meta)
     finally:
         normalize_duration_ms.labels(kind=kind).observe((time.perf_counter() - started) * 1000)
+
+
+def handle_raw_batch(
+    messages: Sequence[tuple[bytes, MessageMeta]], executor: Executor
+) -> list[Exception | None]:
+    """The runner's batch entry point: one result per message (None or its exception).
+
+    Per message and in parallel on `executor`: webhook creates/updates are parsed, looked up
+    and fetched (`fetch_webhook`); every other message (backfill pages, deletes, unknown
+    subjects) is handled whole by `handle_raw_message`, exactly as without batching. Then the
+    fetched documents are written together (`write_webhook_documents`).
+    """
+
+    def first_pass(item: tuple[bytes, MessageMeta]) -> FetchedWebhook | None:
+        data, meta = item
+        if meta.subject != WEBHOOK_SUBJECT:
+            handle_raw_message(data, meta)
+            return None
+        started = time.perf_counter()
+        fetched: FetchedWebhook | None = None
+        try:
+            with _classified():
+                fetched = fetch_webhook(data, meta)
+        finally:
+            if fetched is None:  # done or failed here; otherwise timed with its batch
+                normalize_duration_ms.labels(kind="webhook").observe(
+                    (time.perf_counter() - started) * 1000
+                )
+        return fetched
+
+    firsts = run_on_workers(executor, first_pass, messages)
+    results: list[Exception | None] = [
+        result if isinstance(result, Exception) else None for result in firsts
+    ]
+    fetched = [(i, result) for i, result in enumerate(firsts) if isinstance(result, FetchedWebhook)]
+    if fetched:
+        written = write_webhook_documents([result for _, result in fetched], executor)
+        finished = time.perf_counter()
+        for (index, result), error in zip(fetched, written, strict=True):
+            results[index] = error
+            normalize_duration_ms.labels(kind="webhook").observe((finished - result.started) * 1000)
+    return results
 
 
 # --- Webhooks ------------------------------------------------------------------------------
@@ -168,7 +227,23 @@ def _event_time(value: str) -> datetime | None:
     return parsed if parsed.tzinfo is not None else None
 
 
-def handle_webhook(data: bytes, meta: MessageMeta) -> None:
+@dataclass(frozen=True)
+class FetchedWebhook:
+    """A webhook create/update whose document is fetched and not yet stored."""
+
+    event_id: str
+    observed_at: datetime  # before the fetch: the state we got is at least this new
+    document: services.FetchedDocument
+    started: float  # perf_counter at the start of the message, for the duration metric
+
+
+def fetch_webhook(data: bytes, meta: MessageMeta) -> FetchedWebhook | None:
+    """Everything of a webhook message before its database writes: parse, look up, fetch.
+
+    Returns None when the message is done here: dropped (no connection, revoked, needs
+    reauth) or a delete (or a 404 on the fetch), which is written at once.
+    """
+    started = time.perf_counter()
     envelope: WebhookEnvelope = _parse_envelope(WebhookEnvelope, data)
     notification = envelope.notification
     collection = contracts.WEBHOOK_DATA_TYPE_TO_COLLECTION.get(notification.data_type)
@@ -181,11 +256,11 @@ def handle_webhook(data: bytes, meta: MessageMeta) -> None:
     if conn is None or conn.status == OuraConnection.Status.REVOKED:
         # Revoked or gone: the person withdrew consent; their data must not be fetched.
         logger.info("normalizer_dropped_no_connection", extra=log)
-        return
+        return None
 
     if notification.event_type == "delete":
         _delete(conn, collection, notification, envelope.event_id)
-        return
+        return None
 
     observed_at = timezone.now()  # before the fetch: the state we get is at least this new
     try:
@@ -195,15 +270,15 @@ def handle_webhook(data: bytes, meta: MessageMeta) -> None:
         # person can fix this; retrying would loop and dead letters would fill with one
         # user's events. The backfill that follows their reconnect recovers the gap.
         logger.warning("normalizer_dropped_needs_reauth", extra=log | {"user_id": conn.user_id})
-        return
+        return None
     if document is None:
         # Gone at Oura by the time we asked: the delete notification may still be on its way.
         _delete(conn, collection, notification, envelope.event_id)
-        return
-
-    # One commit for the raw index row and the upsert: each commit waits for a WAL flush.
-    with transaction.atomic():
-        stored = services.document_store_raw(
+        return None
+    return FetchedWebhook(
+        event_id=envelope.event_id,
+        observed_at=observed_at,
+        document=services.FetchedDocument(
             user_id=conn.user_id,
             provider_user_id=conn.provider_user_id,
             collection=collection,
@@ -211,29 +286,110 @@ def handle_webhook(data: bytes, meta: MessageMeta) -> None:
             event_type=notification.event_type,
             event_time=_event_time(notification.event_time),
             document=document,
-        )
-        result = services.normalize_documents(
-            user_id=conn.user_id,
-            collection=collection,
-            documents=[document],
-            raw_object_key=stored.object_key,
-            observed_at=observed_at,
-        )
-    if result.violations:
-        # Kept raw in S3 (above); the dead letter is replayed once the contract is fixed.
-        raise Poison(
-            f"{collection} document violates the Oura contract: {result.violations[0]}",
-            error_type="ContractViolation",
-        )
-    services.normalized_publish(
-        user_id=conn.user_id, collection=collection, change="upsert",
-        ids=result.written_ids, days=result.days, source_event_id=envelope.event_id,
-    )  # fmt: skip
-    logger.info(
-        "normalized_webhook",
-        extra=log | {"written": len(result.written_ids), "stale": result.skipped_stale,
-                     "deleted": result.skipped_deleted, "stored_as_rows": result.stored_as_rows},
-    )  # fmt: skip
+        ),
+        started=started,
+    )
+
+
+def handle_webhook(data: bytes, meta: MessageMeta) -> None:
+    fetched = fetch_webhook(data, meta)
+    if fetched is None:
+        return
+    (error,) = write_webhook_documents([fetched])
+    if error is not None:
+        raise error
+
+
+def write_webhook_documents(
+    batch: Sequence[FetchedWebhook], executor: Executor | None = None
+) -> list[Exception | None]:
+    """Store, upsert and announce fetched webhook documents: one transaction for them all.
+
+    Returns one result per document: None (done) or the exception its message would have
+    raised (already classified). In the transaction: the raw index rows and the S3 PUTs
+    (`documents_store_raw`; a failed PUT makes only its own message retriable), then one
+    upsert per (user, collection). After the commit, one metrics message per (user,
+    collection). If the transaction fails, nothing of it is committed and every message gets
+    the same error, so the whole batch is retried.
+    """
+    results: list[Exception | None] = [None] * len(batch)
+    groups: dict[tuple[str, str], list[int]] = {}
+    normalized: dict[tuple[str, str], services.NormalizeResult] = {}
+    try:
+        # One commit for the raw index rows and the upserts: each commit waits for a WAL flush.
+        with transaction.atomic():
+            stored = services.documents_store_raw(
+                documents=[fetched.document for fetched in batch], executor=executor
+            )
+            object_keys: list[str] = []
+            for index, outcome in enumerate(stored):
+                if isinstance(outcome, services.StoredDocument):
+                    document = batch[index].document
+                    groups.setdefault((document.user_id, document.collection), []).append(index)
+                    object_keys.append(outcome.object_key)
+                else:
+                    results[index] = _as_handler_error(outcome)
+                    object_keys.append("")
+            # Sorted by user: each upsert takes its user's advisory lock until the commit, and
+            # taking them in one order everywhere means two batches can never deadlock.
+            for group in sorted(groups):
+                user_id, collection = group
+                members = groups[group]
+                normalized[group] = services.normalize_documents(
+                    user_id=user_id,
+                    collection=collection,
+                    documents=[batch[index].document.document for index in members],
+                    raw_object_key=[object_keys[index] for index in members],
+                    observed_at=[batch[index].observed_at for index in members],
+                )
+    except Exception as exc:
+        error = _as_handler_error(exc)
+        return [error] * len(batch)
+
+    for group in sorted(groups):
+        user_id, collection = group
+        members, result = groups[group], normalized[group]
+        done = []
+        for position, index in enumerate(members):
+            if position in result.invalid:
+                # Kept raw in S3 (above); the dead letter is replayed once the contract is
+                # fixed. The other documents of the batch are committed all the same.
+                results[index] = Poison(
+                    f"{collection} document violates the Oura contract: "
+                    f"[0] {result.invalid[position]}",
+                    error_type="ContractViolation",
+                )
+            else:
+                done.append(index)
+        event_ids = sorted({batch[index].event_id for index in done})
+        try:
+            services.normalized_publish(
+                user_id=user_id, collection=collection, change="upsert",
+                ids=result.written_ids, days=result.days,
+                source_event_id=_source_event_id(event_ids),
+            )  # fmt: skip
+        except Exception as exc:
+            # The rows are committed but not announced: the redelivery rewrites them (same
+            # values) and announces them.
+            error = _as_handler_error(exc)
+            for index in done:
+                results[index] = error
+            continue
+        logger.info(
+            "normalized_webhook",
+            extra={"event_ids": event_ids, "collection": collection,
+                   "written": len(result.written_ids), "stale": result.skipped_stale,
+                   "deleted": result.skipped_deleted, "stored_as_rows": result.stored_as_rows},
+        )  # fmt: skip
+    return results
+
+
+def _source_event_id(event_ids: list[str]) -> str:
+    """The announcement's source for its Nats-Msg-Id: the event itself, or a digest of a
+    batch's events (a redelivery of the same batch is then deduplicated too)."""
+    if len(event_ids) == 1:
+        return event_ids[0]
+    return "batch-" + hashlib.sha256("|".join(event_ids).encode()).hexdigest()[:32]
 
 
 def _delete(

@@ -1,7 +1,7 @@
 """Writes of the normalized domain: raw documents in, typed rows out.
 
-- `document_store_raw`: a document fetched from Oura goes to S3 and into raw_events_index,
-  idempotently (same bytes, same key, one index row).
+- `documents_store_raw` (and `document_store_raw` for one): documents fetched from Oura go to
+  S3 and into raw_events_index, idempotently (same bytes, same key, one index row).
 - `normalize_documents`: validate a batch against the contracts and upsert it in one
   transaction with INSERT ... ON CONFLICT DO UPDATE on each table's unique key.
 - `delete_document`: remove the row of a document Oura deleted and keep a tombstone.
@@ -23,6 +23,7 @@ import json
 import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Literal
@@ -52,6 +53,19 @@ class StoredDocument:
     reused: bool  # an identical earlier fetch already stored these bytes
 
 
+@dataclass(frozen=True)
+class FetchedDocument:
+    """A document as read from Oura, before it is stored."""
+
+    user_id: str
+    provider_user_id: str
+    collection: str
+    object_id: str
+    event_type: str
+    event_time: datetime | None
+    document: Mapping[str, Any]
+
+
 @dataclass
 class NormalizeResult:
     collection: str
@@ -61,7 +75,8 @@ class NormalizeResult:
     days: set[date] = field(default_factory=set)
     skipped_deleted: int = 0
     skipped_stale: int = 0
-    violations: list[str] = field(default_factory=list)  # "index: loc: type", no values
+    violations: list[str] = field(default_factory=list)  # "[index] loc: type", no values
+    invalid: dict[int, str] = field(default_factory=dict)  # index -> "loc: type", no values
 
     @property
     def stored_as_rows(self) -> bool:
@@ -78,26 +93,6 @@ def document_dedupe_key(*, collection: str, object_id: str, sha256: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
-def _insert_raw_event(event: RawEvent) -> bool:
-    """INSERT ... ON CONFLICT DO NOTHING; False when the row was already there.
-
-    A concurrent insert of the same key waits for the first one's transaction to end, then
-    finds the conflict (or, if that transaction rolled back, inserts after all).
-    """
-    fields = [f for f in RawEvent._meta.concrete_fields if not f.primary_key]
-    values = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in fields]
-    table = connection.ops.quote_name(RawEvent._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(f.column or f.attname) for f in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) "  # noqa: S608 - names from _meta
-            "ON CONFLICT DO NOTHING RETURNING 1",
-            values,
-        )
-        return cursor.fetchone() is not None
-
-
 def document_store_raw(
     *,
     user_id: str,
@@ -108,57 +103,149 @@ def document_store_raw(
     event_time: datetime | None,
     document: Mapping[str, Any],
 ) -> StoredDocument:
-    """Archive one fetched document (S3, SSE) and index it as a raw event of kind document.
-
-    The index row goes in first, in the caller's transaction (or its own): the unique dedupe
-    key (the document's sha256) decides in that one statement whether these exact bytes are
-    stored already, in which case there is no PUT. Otherwise the PUT follows, and if it fails
-    the row goes with the rolled-back transaction, so no row ever points at a missing object.
+    """Archive one fetched document; see `documents_store_raw`.
 
     Raises RawStoreUnavailable when S3 refuses the PUT (the caller retries).
     """
-    data = document_bytes(document)
-    sha256 = hashlib.sha256(data).hexdigest()
-    dedupe_key = document_dedupe_key(collection=collection, object_id=object_id, sha256=sha256)
-    event_id = uuid.uuid5(DOCUMENT_EVENT_NAMESPACE, dedupe_key)
+    fetched = FetchedDocument(
+        user_id=user_id, provider_user_id=provider_user_id, collection=collection,
+        object_id=object_id, event_type=event_type, event_time=event_time, document=document,
+    )  # fmt: skip
+    (stored,) = documents_store_raw(documents=[fetched])
+    if isinstance(stored, raw_store.RawStoreUnavailable):
+        raise stored
+    return stored
+
+
+_RAW_INSERT_CHUNK = 1000  # rows per INSERT: 18 parameters each, far below Postgres's 65535
+
+
+def documents_store_raw(
+    *, documents: Sequence[FetchedDocument], executor: Executor | None = None
+) -> list[StoredDocument | raw_store.RawStoreUnavailable]:
+    """Archive fetched documents (S3, SSE) and index them as raw events of kind document.
+
+    Returns one result per document, in order. The index rows go in first, in the caller's
+    transaction (or their own), in one INSERT ... ON CONFLICT DO NOTHING RETURNING: the unique
+    dedupe key (the document's sha256) decides there whether these exact bytes are stored
+    already, in which case the earlier object is reused and there is no PUT. The new ones are
+    PUT while the transaction is open (in parallel on `executor`, if given). The rows of
+    failed PUTs are deleted again in the same transaction and their documents come back as
+    RawStoreUnavailable, so a committed row never points at a missing object.
+    """
     now = timezone.now()
-    key = raw_store.object_key(
-        provider=PROVIDER, day=now.astimezone(UTC).date(), user_id=user_id, event_id=str(event_id)
-    )
-    with transaction.atomic(savepoint=False):
-        inserted = _insert_raw_event(
-            RawEvent(
-                event_id=event_id,
+    events: dict[str, RawEvent] = {}  # by dedupe key: the same bytes twice are one event
+    data_by_key: dict[str, bytes] = {}
+    keys: list[str] = []
+    for fetched in documents:
+        data = document_bytes(fetched.document)
+        sha256 = hashlib.sha256(data).hexdigest()
+        dedupe_key = document_dedupe_key(
+            collection=fetched.collection, object_id=fetched.object_id, sha256=sha256
+        )
+        keys.append(dedupe_key)
+        if dedupe_key in events:
+            continue
+        event_id = uuid.uuid5(DOCUMENT_EVENT_NAMESPACE, dedupe_key)
+        data_by_key[dedupe_key] = data
+        events[dedupe_key] = RawEvent(
+            event_id=event_id,
+            provider=PROVIDER,
+            kind=RawEvent.Kind.DOCUMENT,
+            status=RawEvent.Status.ACCEPTED,
+            dedupe_key=dedupe_key,
+            user_id=fetched.user_id,
+            provider_user_id=fetched.provider_user_id,
+            data_type=fetched.collection,
+            event_type=fetched.event_type,
+            object_id=fetched.object_id,
+            event_time=fetched.event_time,
+            received_at=now,
+            object_key=raw_store.object_key(
                 provider=PROVIDER,
-                kind=RawEvent.Kind.DOCUMENT,
-                status=RawEvent.Status.ACCEPTED,
-                dedupe_key=dedupe_key,
-                user_id=user_id,
-                provider_user_id=provider_user_id,
-                data_type=collection,
-                event_type=event_type,
-                object_id=object_id,
-                event_time=event_time,
-                received_at=now,
-                object_key=key,
-                sha256=sha256,
-                size_bytes=len(data),
-                # Stored in S3 below and never published: nothing for the relay to do.
-                archived_at=now,
-                publish_subject="",
+                day=now.astimezone(UTC).date(),
+                user_id=fetched.user_id,
+                event_id=str(event_id),
+            ),
+            sha256=sha256,
+            size_bytes=len(data),
+            # Stored in S3 below and never published: nothing for the relay to do.
+            archived_at=now,
+            publish_subject="",
+        )
+
+    with transaction.atomic(savepoint=False):
+        # Sorted: two processes inserting overlapping keys wait for each other in one order.
+        inserted = _insert_raw_events([events[key] for key in sorted(events)])
+        reused = _existing_object_keys([key for key in events if key not in inserted])
+        new = [key for key in events if key in inserted]
+
+        def put(dedupe_key: str) -> raw_store.RawStoreUnavailable | None:
+            try:
+                raw_store.put(events[dedupe_key].object_key, data_by_key[dedupe_key])
+            except raw_store.RawStoreUnavailable as exc:
+                return exc
+            return None
+
+        put_errors = list(executor.map(put, new) if executor is not None else map(put, new))
+        failed = {key: exc for key, exc in zip(new, put_errors, strict=True) if exc is not None}
+        if failed:
+            RawEvent.objects.filter(provider=PROVIDER, dedupe_key__in=list(failed)).delete()
+
+    results: list[StoredDocument | raw_store.RawStoreUnavailable] = []
+    for dedupe_key in keys:
+        event = events[dedupe_key]
+        if dedupe_key in failed:
+            results.append(failed[dedupe_key])
+            continue
+        fresh = dedupe_key in inserted
+        results.append(
+            StoredDocument(
+                event_id=event.event_id,
+                object_key=event.object_key if fresh else reused[dedupe_key],
+                sha256=event.sha256,
+                reused=not fresh,
             )
         )
-        if not inserted:
-            existing = (
-                RawEvent.objects.filter(provider=PROVIDER, dedupe_key=dedupe_key)
-                .values_list("object_key", flat=True)
-                .get()
+    return results
+
+
+def _insert_raw_events(events: Sequence[RawEvent]) -> set[str]:
+    """Multi-row INSERT ... ON CONFLICT DO NOTHING; returns the dedupe keys inserted.
+
+    A concurrent insert of the same key waits for the first one's transaction to end, then
+    finds the conflict (or, if that transaction rolled back, inserts after all).
+    """
+    fields = [f for f in RawEvent._meta.concrete_fields if not f.primary_key]
+    table = connection.ops.quote_name(RawEvent._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(f.column or f.attname) for f in fields)
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    inserted: set[str] = set()
+    with connection.cursor() as cursor:
+        for start in range(0, len(events), _RAW_INSERT_CHUNK):
+            chunk = events[start : start + _RAW_INSERT_CHUNK]
+            values = [
+                f.get_db_prep_save(getattr(event, f.attname), connection)
+                for event in chunk
+                for f in fields
+            ]
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(chunk))} "  # noqa: S608 - names from _meta
+                "ON CONFLICT DO NOTHING RETURNING dedupe_key",
+                values,
             )
-            return StoredDocument(
-                event_id=event_id, object_key=existing, sha256=sha256, reused=True
-            )
-        raw_store.put(key, data)
-    return StoredDocument(event_id=event_id, object_key=key, sha256=sha256, reused=False)
+            inserted.update(dedupe_key for (dedupe_key,) in cursor.fetchall())
+    return inserted
+
+
+def _existing_object_keys(dedupe_keys: list[str]) -> dict[str, str]:
+    if not dedupe_keys:
+        return {}
+    return dict(
+        RawEvent.objects.filter(provider=PROVIDER, dedupe_key__in=dedupe_keys).values_list(
+            "dedupe_key", "object_key"
+        )
+    )
 
 
 def _lock_user(user_id: str) -> None:
@@ -235,50 +322,75 @@ def normalize_documents(
     user_id: str,
     collection: str,
     documents: Sequence[Mapping[str, Any]],
-    raw_object_key: str,
-    observed_at: datetime | None = None,
+    raw_object_key: str | Sequence[str],
+    observed_at: datetime | Sequence[datetime] | None = None,
 ) -> NormalizeResult:
     """Validate `documents` of one collection and upsert the valid ones in one transaction.
 
-    Invalid documents are reported in `violations` (locations and error types, no values)
-    and the valid ones are still written: a page with one broken document must not hold back
-    the other 999. The caller decides what a violation means (the consumer dead-letters).
-    Raises ContractViolation for an unknown collection.
+    `raw_object_key` and `observed_at` are one value for all documents (a backfill page) or
+    one per document (webhook documents normalized together, each from its own fetch).
+    Invalid documents are reported in `violations` and `invalid` (locations and error types,
+    no values) and the valid ones are still written: a page with one broken document must not
+    hold back the other 999. The caller decides what a violation means (the consumer
+    dead-letters). Raises ContractViolation for an unknown collection.
     """
     if collection not in contracts.DOCUMENT_MODELS:
         raise contracts.ContractViolation(collection, "<collection>: unknown_collection")
-    observed_at = observed_at or timezone.now()
+    count = len(documents)
+    object_keys = [raw_object_key] * count if isinstance(raw_object_key, str) else raw_object_key
+    if observed_at is None or isinstance(observed_at, datetime):
+        observed: Sequence[datetime] = [observed_at or timezone.now()] * count
+    else:
+        observed = observed_at
+    if len(object_keys) != count or len(observed) != count:
+        raise ValueError("raw_object_key and observed_at need one value per document")
     result = NormalizeResult(collection=collection, user_id=user_id)
-    parsed: list[Any] = []
+    parsed: list[tuple[int, Any]] = []
     for index, raw in enumerate(documents):
         try:
-            parsed.append(contracts.parse_document(collection, raw))
+            parsed.append((index, contracts.parse_document(collection, raw)))
         except contracts.ContractViolation as exc:
-            result.violations.append(f"[{index}] {exc.errors_summary}")
+            result.invalid[index] = exc.errors_summary
     result.valid = len(parsed)
     mapping = mappers.TABLES.get(collection)
-    if mapping is None or not parsed:
-        return result  # kept raw only (docs/phase-3/consumers.md)
+    if mapping is not None and parsed:
+        now = timezone.now()
+        by_key: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for index, document in parsed:
+            try:
+                values = mapping.row(document)
+            except mappers.UnmappableDocument as exc:
+                result.invalid[index] = str(exc)
+                continue
+            values |= {
+                "user_id": user_id,
+                "raw_object_key": object_keys[index],
+                "normalizer_version": mappers.NORMALIZER_VERSION,
+                "updated_at": now,
+                "source_observed_at": observed[index],
+            }
+            # One statement cannot update a row twice: of several documents for one key, the
+            # one observed last wins (the last in order on a tie), as it would have had they
+            # come one by one.
+            key = tuple(values[name] for name in mapping.conflict_fields)
+            earlier = by_key.get(key)
+            if earlier is None or earlier["source_observed_at"] <= values["source_observed_at"]:
+                by_key[key] = values
+        _write_rows(mapping, user_id, collection, list(by_key.values()), result)
+    result.violations = [
+        f"[{index}] {summary}" for index, summary in sorted(result.invalid.items())
+    ]
+    return result
 
-    now = timezone.now()
-    by_key: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for index, document in enumerate(parsed):
-        try:
-            values = mapping.row(document)
-        except mappers.UnmappableDocument as exc:
-            result.violations.append(f"[{index}] {exc}")
-            continue
-        values |= {
-            "user_id": user_id,
-            "raw_object_key": raw_object_key,
-            "normalizer_version": mappers.NORMALIZER_VERSION,
-            "updated_at": now,
-            "source_observed_at": observed_at,
-        }
-        # One statement cannot update a row twice: the last document of a key wins, as it
-        # would have had the documents come one by one.
-        by_key[tuple(values[name] for name in mapping.conflict_fields)] = values
 
+def _write_rows(
+    mapping: mappers.TableMapping,
+    user_id: str,
+    collection: str,
+    candidates: list[dict[str, Any]],
+    result: NormalizeResult,
+) -> None:
+    """Upsert the mapped rows of one user under the user's lock, skipping tombstoned ones."""
     # savepoint=False: inside the consumer's transaction a savepoint would cost two round
     # trips and buy nothing, since any error here fails the whole message anyway.
     with transaction.atomic(savepoint=False):
@@ -287,16 +399,15 @@ def normalize_documents(
             DeletedDocument.objects.filter(
                 user_id=user_id,
                 collection=collection,
-                oura_id__in=[values["oura_id"] for values in by_key.values()],
+                oura_id__in=[values["oura_id"] for values in candidates],
             ).values_list("oura_id", flat=True)
         )
-        rows = [values for values in by_key.values() if values["oura_id"] not in deleted]
-        result.skipped_deleted = len(by_key) - len(rows)
+        rows = [values for values in candidates if values["oura_id"] not in deleted]
+        result.skipped_deleted = len(candidates) - len(rows)
         written = _upsert(mapping, rows) if rows else []
     result.skipped_stale = len(rows) - len(written)
     result.written_ids = [oura_id for oura_id, _ in written]
     result.days = {day for _, day in written}
-    return result
 
 
 @dataclass(frozen=True)
@@ -341,25 +452,27 @@ def delete_document(
         dedupe_key = hashlib.sha256(
             "|".join([PROVIDER, "tombstone", collection, provider_user_id, oura_id]).encode()
         ).hexdigest()
-        _insert_raw_event(
-            RawEvent(
-                event_id=uuid.uuid5(DOCUMENT_EVENT_NAMESPACE, dedupe_key),
-                provider=PROVIDER,
-                kind=RawEvent.Kind.DOCUMENT,
-                status=RawEvent.Status.TOMBSTONE,
-                dedupe_key=dedupe_key,
-                user_id=user_id,
-                provider_user_id=provider_user_id,
-                data_type=collection,
-                event_type="delete",
-                object_id=oura_id,
-                event_time=event_time,
-                received_at=now,
-                # Nothing to archive: the delete notification's own envelope is archived
-                # under its webhook event by the relay.
-                archived_at=now,
-                publish_subject="",
-            )
+        _insert_raw_events(
+            [
+                RawEvent(
+                    event_id=uuid.uuid5(DOCUMENT_EVENT_NAMESPACE, dedupe_key),
+                    provider=PROVIDER,
+                    kind=RawEvent.Kind.DOCUMENT,
+                    status=RawEvent.Status.TOMBSTONE,
+                    dedupe_key=dedupe_key,
+                    user_id=user_id,
+                    provider_user_id=provider_user_id,
+                    data_type=collection,
+                    event_type="delete",
+                    object_id=oura_id,
+                    event_time=event_time,
+                    received_at=now,
+                    # Nothing to archive: the delete notification's own envelope is archived
+                    # under its webhook event by the relay.
+                    archived_at=now,
+                    publish_subject="",
+                )
+            ]
         )
     return DeleteResult(collection=collection, user_id=user_id, oura_id=oura_id, removed_days=days)
 
