@@ -7,7 +7,8 @@ Not a test. Needs the services' URLs in the environment (see bench/README.md):
     python -m bench.webhooks
     python -m devstack down --root .devstack-bench
 
-In one run it measures, against gunicorn (gthread) on 127.0.0.1:
+In one run it measures, against granian (the server of `make run`; `--server gunicorn` for
+gunicorn gthread) on 127.0.0.1:
 - a trivial 202 view served by the same Django stack (same middleware, same server);
 - signed, unique Oura deliveries (verify + Postgres insert + audit + JetStream publish);
 - the relay's backlog when the load stops and how long it takes to drain;
@@ -258,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.webhooks")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--server", default="granian", choices=["granian", "gunicorn"], help="make run: granian"
+    )
     parser.add_argument("--worker-class", default="gthread", choices=["gthread", "sync"])
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--threads", type=int, default=6)
@@ -297,16 +301,26 @@ def main(argv: list[str] | None = None) -> int:
     relay_backlog_update()
 
     port = _free_port()
+    if args.server == "granian":
+        # Rust HTTP/1.1 front, the WSGI app on `--threads` blocking threads per worker.
+        command = [sys.executable, "-m", "granian", "--interface", "wsgi",
+                   "bench.webhooks:application", "--workers", str(args.workers),
+                   "--blocking-threads", str(args.threads), "--host", "127.0.0.1",
+                   "--port", str(port), "--no-log", "--http", "1"]  # fmt: skip
+        server_name = f"granian wsgi {args.workers}x{args.threads}"
+    else:
+        command = [sys.executable, "-m", "gunicorn", "bench.webhooks:application",
+                   "-k", args.worker_class, "-w", str(args.workers),
+                   "--threads", str(args.threads), "--keep-alive", "30",
+                   "-b", f"127.0.0.1:{port}", "--log-level", "warning"]  # fmt: skip
+        server_name = f"gunicorn {args.worker_class} {args.workers}x{args.threads}"
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "bench.webhooks:application", "-k", args.worker_class,
-         "-w", str(args.workers), "--threads", str(args.threads), "--keep-alive", "30",
-         "-b", f"127.0.0.1:{port}", "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     relay: subprocess.Popen[bytes] | None = None
     results: dict[str, Any] = {
         "machine": f"{os.cpu_count()} cores",
-        "server": f"gunicorn {args.worker_class} {args.workers}x{args.threads}",
+        "server": server_name,
         "relay": ("after the load" if args.relay_after_load else "during the load")
         + (f", nice {args.relay_nice}" if args.relay_nice else ""),
         "concurrency": args.concurrency,
