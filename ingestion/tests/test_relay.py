@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import signal
 import subprocess
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from core import raw_store
 from ingestion.models import RawEvent
@@ -160,3 +163,28 @@ def test_relay_stops_cleanly_on_sigterm(subprocess_env: dict[str, str]) -> None:
     assert relay.returncode == 0
     assert "SIGTERM received" in output
     assert "run_relay stopped" in output
+
+
+@pytest.mark.parametrize("nice", ["-1", "20"])
+def test_relay_refuses_a_niceness_outside_0_to_19(nice: str) -> None:
+    with pytest.raises(CommandError, match="--nice"):
+        call_command("run_relay", "--once", "--nice", nice)
+
+
+def test_a_niced_relay_runs_at_that_niceness_and_drains(subprocess_env: dict[str, str]) -> None:
+    connect()
+    record_unpublished(3)
+    relay = relay_process(subprocess_env, "--once", "--nice", "7")
+    niceness = None
+    stat = Path(f"/proc/{relay.pid}/stat")
+    deadline = time.monotonic() + 30
+    while relay.poll() is None and time.monotonic() < deadline:
+        # Field 19 of /proc/PID/stat is the nice value; the last reading is after os.nice().
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            niceness = int(stat.read_text().rsplit(")", 1)[1].split()[16])
+        time.sleep(0.01)
+    output, _ = relay.communicate(timeout=60)
+
+    assert relay.returncode == 0, output
+    assert niceness == 7
+    assert RawEvent.objects.filter(archived_at__isnull=True).count() == 0
