@@ -38,7 +38,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import s3_put_rate
+from bench.common import cpu_seconds, machine_busy_seconds, s3_put_rate, service_pids
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -275,11 +275,6 @@ def _wait_http(url: str, timeout: float = 30) -> None:
     raise SystemExit(f"{url} did not answer")
 
 
-def _own_cpu_seconds() -> float:
-    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def webhooks_end_to_end(
     rate: float,
     seconds: float,
@@ -293,7 +288,6 @@ def webhooks_end_to_end(
     from django.db import connection
     from django.utils import timezone
 
-    from bench.webhooks import _cpu_seconds, _machine_busy_seconds, _service_pids
     from ingestion import crypto
     from ingestion.models import OuraConnection
     from oura_simulator import OuraSimulator
@@ -424,9 +418,9 @@ def webhooks_end_to_end(
         # CPU of every part, from the first request until every row is visible.
         parts = {"web": [processes[0].pid], "relay": [processes[1].pid],
                  "normalizers": [p.pid for p in processes[2:]],
-                 **_service_pids(devstack_root)}  # fmt: skip
-        cpu_before = {name: _cpu_seconds(pids) for name, pids in parts.items()}
-        own_before, busy_before = _own_cpu_seconds(), _machine_busy_seconds()
+                 **service_pids(devstack_root)}  # fmt: skip
+        cpu_before = {name: cpu_seconds(pids) for name, pids in parts.items()}
+        own_before, busy_before = time.process_time(), machine_busy_seconds()
         started = time.perf_counter()
         with ThreadPoolExecutor(32) as pool:
             for n, object_id in enumerate(documents):
@@ -443,13 +437,13 @@ def webhooks_end_to_end(
             time.sleep(0.1)
         window = time.perf_counter() - started
         cpu = {
-            name: round((_cpu_seconds(pids) - cpu_before[name]) / window, 2)
+            name: round((cpu_seconds(pids) - cpu_before[name]) / window, 2)
             for name, pids in parts.items()
         }
         cpu["bench_process (load, simulator, poller)"] = round(
-            (_own_cpu_seconds() - own_before) / window, 2
+            (time.process_time() - own_before) / window, 2
         )
-        cpu["machine_busy"] = round((_machine_busy_seconds() - busy_before) / window, 2)
+        cpu["machine_busy"] = round((machine_busy_seconds() - busy_before) / window, 2)
         stop_polling.set()
         poller.join(5)
         latencies = [(visible[o] - accepted[o]) * 1000 for o in accepted if o in visible]

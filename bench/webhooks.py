@@ -38,7 +38,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import s3_put_rate
+from bench.common import cpu_seconds, machine_busy_seconds, s3_put_rate, service_pids
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_USER = "bench-oura-user"
@@ -139,35 +139,6 @@ async def _connection(
         writer.close()
 
 
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _cpu_seconds(pids: list[int]) -> float:
-    """user + system CPU of these processes and all their descendants (the server's workers),
-    read from /proc (Linux only; 0 elsewhere)."""
-    total, todo = 0.0, list(pids)
-    while todo:
-        pid = todo.pop()
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                todo.extend(int(c) for c in (task / "children").read_text().split())
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
-
-
-def _machine_busy_seconds() -> float:
-    """CPU time all cores spent not idle (first line of /proc/stat; 0 elsewhere)."""
-    try:
-        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return 0.0
-    idle = ticks[3] + ticks[4]  # idle, iowait
-    return (sum(ticks[:8]) - idle) / _TICK
-
-
 def run_load(
     port: int,
     requests: list[bytes],
@@ -181,9 +152,9 @@ def run_load(
     # Both the generator and the server share the machine's cores, so each one's CPU share
     # says who is eating the budget.
     client_cpu = time.process_time()
-    server_cpu = _cpu_seconds(server_pids or [])
-    machine_busy = _machine_busy_seconds()
-    others = {name: _cpu_seconds(pids) for name, pids in (other_pids or {}).items()}
+    server_cpu = cpu_seconds(server_pids or [])
+    machine_busy = machine_busy_seconds()
+    others = {name: cpu_seconds(pids) for name, pids in (other_pids or {}).items()}
 
     async def main() -> float:
         started = time.perf_counter()
@@ -193,9 +164,9 @@ def run_load(
 
     elapsed = asyncio.run(main())
     client_cpu = time.process_time() - client_cpu
-    server_cpu = _cpu_seconds(server_pids or []) - server_cpu
-    machine_busy = _machine_busy_seconds() - machine_busy
-    others = {name: _cpu_seconds(pids) - others[name] for name, pids in (other_pids or {}).items()}
+    server_cpu = cpu_seconds(server_pids or []) - server_cpu
+    machine_busy = machine_busy_seconds() - machine_busy
+    others = {name: cpu_seconds(pids) - others[name] for name, pids in (other_pids or {}).items()}
     lat = sorted(out["latencies"])
     q = statistics.quantiles(lat, n=100) if len(lat) > 1 else [0.0] * 99
     ok = sum(n for s, n in out["statuses"].items() if s == 202)
@@ -243,16 +214,6 @@ def _wait_http(port: int, timeout: float = 60) -> None:
             pass
         time.sleep(0.2)
     raise SystemExit("the bench server did not answer /healthz")
-
-
-def _service_pids(root: Path | None) -> dict[str, list[int]]:
-    """{service: [pid]} from a devstack root's state files (postgres, nats, s3)."""
-    if root is None:
-        return {}
-    found = {}
-    for state in sorted(root.glob("*/state.json")):
-        found[state.parent.name] = [int(json.loads(state.read_text())["pid"])]
-    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -355,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             port, _trivial_requests(200_000), args.concurrency, args.seconds, [server.pid]
         )
         deliveries = signed_deliveries(int(args.seconds * 2500), secret)
-        services = _service_pids(args.devstack_root)
+        services = service_pids(args.devstack_root)
         if relay is not None:
             services["relay"] = [relay.pid]
         results["webhook"] = run_load(
