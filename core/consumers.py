@@ -30,7 +30,7 @@ import importlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -248,6 +248,17 @@ def dispatch(spec: ConsumerSpec, handler: Handler, data: bytes, meta: MessageMet
     return classify(spec, meta, None)
 
 
+@contextlib.contextmanager
+def _worker_thread() -> Iterator[None]:
+    """Around each task on a runner thread: worker threads keep their own Django connections,
+    so drop broken or expired ones first; reset the query log after (DEBUG keeps it)."""
+    close_old_connections()
+    try:
+        yield
+    finally:
+        django_reset_queries()
+
+
 def run_on_workers(
     executor: Executor, function: Callable[[T], R], items: Sequence[T]
 ) -> list[R | Exception]:
@@ -255,17 +266,14 @@ def run_on_workers(
     returned in the item's place, not raised, so one failure does not hide the others."""
 
     def on_worker(item: T) -> R | Exception:
-        # Worker threads keep their own Django connections; drop broken or expired ones first.
-        close_old_connections()
-        try:
-            return function(item)
-        except (OperationalError, InterfaceError) as exc:
-            connections.close_all()  # this thread's connections; the next task reconnects
-            return exc
-        except Exception as exc:
-            return exc
-        finally:
-            django_reset_queries()
+        with _worker_thread():
+            try:
+                return function(item)
+            except (OperationalError, InterfaceError) as exc:
+                connections.close_all()  # this thread's connections; the next task reconnects
+                return exc
+            except Exception as exc:
+                return exc
 
     return list(executor.map(on_worker, items))
 
@@ -523,12 +531,8 @@ def process_batch(
 def _process_on_worker(
     spec: ConsumerSpec, handler: Handler, puller: PullConsumer, msg: Msg
 ) -> Outcome:
-    # Worker threads keep their own Django connections; drop broken or expired ones first.
-    close_old_connections()
-    try:
+    with _worker_thread():
         return process_message(spec, handler, puller, msg)
-    finally:
-        django_reset_queries()
 
 
 def run_consumer(
