@@ -120,12 +120,18 @@ class OuraClient:
         *,
         priority: Priority,
         max_budget_wait_s: float,
+        prepaid: rate_budget.Prepaid | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
         """One logical request: budget, then retries on 429/5xx/timeouts. 4xx are returned."""
         attempt = 0
         while True:
-            rate_budget.acquire(priority, max_wait_s=max_budget_wait_s)
+            # A prepaid unit stands for a first attempt only; retries ask the shared budget.
+            rate_budget.acquire(
+                priority,
+                max_wait_s=max_budget_wait_s,
+                prepaid=prepaid if attempt == 0 else None,
+            )
             try:
                 response = self.http.request(method, url, **kwargs)
             except httpx.TransportError as exc:
@@ -138,6 +144,8 @@ class OuraClient:
                 wait = _retry_after(response)
                 provider_rate_limit_hits.labels(provider="oura", source="oura_429").inc()
                 rate_budget.block_until(datetime.now(UTC) + timedelta(seconds=wait))
+                if prepaid is not None:
+                    prepaid.cancel()  # the batch's other requests must see the pause too
                 if attempt >= self.max_retries or wait > MAX_RETRY_AFTER_S:
                     raise OuraRateLimited(retry_after_s=wait)
                 attempt += 1
@@ -264,6 +272,7 @@ class OuraClient:
         *,
         priority: Priority = Priority.LIVE,
         max_budget_wait_s: float = 0.0,
+        prepaid: rate_budget.Prepaid | None = None,
     ) -> httpx.Response:
         """GET a /v2 path for this user. Returns 200 and 404 responses; raises otherwise."""
         from ingestion.connection_services import connection_mark_needs_reauth
@@ -279,7 +288,7 @@ class OuraClient:
                 raise
             response = self._send(
                 "GET", url, params=params, headers={"Authorization": f"Bearer {token}"},
-                priority=priority, max_budget_wait_s=max_budget_wait_s,
+                priority=priority, max_budget_wait_s=max_budget_wait_s, prepaid=prepaid,
             )  # fmt: skip
             if response.status_code == 401 and not refreshed:
                 refreshed = True
@@ -297,10 +306,17 @@ class OuraClient:
             raise OuraRequestError(response.status_code)
 
     def get_document(
-        self, connection: OuraConnection, collection: str, document_id: str
+        self,
+        connection: OuraConnection,
+        collection: str,
+        document_id: str,
+        *,
+        prepaid: rate_budget.Prepaid | None = None,
     ) -> dict[str, Any] | None:
         """One document, or None when Oura says it does not exist (deleted)."""
-        response = self.get(connection, f"/v2/usercollection/{collection}/{document_id}")
+        response = self.get(
+            connection, f"/v2/usercollection/{collection}/{document_id}", prepaid=prepaid
+        )
         if response.status_code == 404:
             return None
         body: dict[str, Any] = response.json()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -57,8 +58,11 @@ def _cap(priority: Priority) -> int:
 _BLOCK_ROW_START = datetime(1970, 1, 1, tzinfo=UTC)  # the one row that carries a 429 pause
 
 
-def try_acquire(priority: Priority = Priority.LIVE, *, now: datetime | None = None) -> None:
-    """Take one request from the current window, or raise BudgetExhausted with when to retry."""
+def try_acquire(
+    priority: Priority = Priority.LIVE, *, units: int = 1, now: datetime | None = None
+) -> None:
+    """Take `units` requests from the current window (all or none), or raise BudgetExhausted
+    with when to retry."""
     now = now or datetime.now(UTC)
     start = _window_start(now)
     next_window = start + timedelta(seconds=settings.OURA_APP_RATE_WINDOW_S)
@@ -68,18 +72,19 @@ def try_acquire(priority: Priority = Priority.LIVE, *, now: datetime | None = No
         cursor.execute(
             """
             INSERT INTO health.oura_rate_limit_windows (bucket, window_start, used)
-            SELECT %(bucket)s, %(start)s, 1
+            SELECT %(bucket)s, %(start)s, %(units)s
              WHERE NOT EXISTS (
                    SELECT 1 FROM health.oura_rate_limit_windows
                     WHERE bucket = %(bucket)s AND window_start = %(block)s
                       AND blocked_until > %(now)s)
+               AND %(units)s <= %(cap)s
             ON CONFLICT (bucket, window_start) DO UPDATE
-               SET used = health.oura_rate_limit_windows.used + 1
-             WHERE health.oura_rate_limit_windows.used < %(cap)s
+               SET used = health.oura_rate_limit_windows.used + %(units)s
+             WHERE health.oura_rate_limit_windows.used + %(units)s <= %(cap)s
             RETURNING used
             """,
             {"bucket": BUCKET, "start": start, "block": _BLOCK_ROW_START, "now": now,
-             "cap": _cap(priority)},
+             "cap": _cap(priority), "units": units},
         )  # fmt: skip
         if cursor.fetchone() is not None:
             return
@@ -91,20 +96,74 @@ def try_acquire(priority: Priority = Priority.LIVE, *, now: datetime | None = No
         row = cursor.fetchone()
     blocked_until = row[0] if row else None
     retry_at = blocked_until if blocked_until and blocked_until > now else next_window
-    provider_rate_limit_hits.labels(provider="oura", source="local_budget").inc()
     raise BudgetExhausted(retry_at=retry_at)
 
 
+class Prepaid:
+    """Units already taken from the budget, in one statement, for requests about to be sent.
+
+    The normalizer fetches a batch's documents in parallel: taking their units together costs
+    one round trip and one commit on the window's row instead of one per request (that row is
+    every process's hot spot). The units are taken just before the requests go out, and
+    stand for first attempts only; a 429 cancels what is left (the client calls `cancel`), so
+    the rest of the batch then waits out the pause like everyone else. A 429 seen by another
+    process stops this one only once its batch's units are used: at most one batch of
+    requests, sent within the batch's fetch.
+    """
+
+    def __init__(self, units: int) -> None:
+        self._units = units
+        self._lock = threading.Lock()
+
+    @classmethod
+    def take(cls, units: int, priority: Priority = Priority.LIVE) -> Prepaid:
+        """Units for `units` requests, or none (each request then takes its own) when the
+        window cannot give them all now."""
+        if units <= 0:
+            return cls(0)
+        try:
+            try_acquire(priority, units=units)
+        except BudgetExhausted:
+            return cls(0)
+        return cls(units)
+
+    def cancel(self) -> None:
+        """Oura said 429: what is left is not used, so every request asks Postgres, which
+        knows of the pause."""
+        with self._lock:
+            self._units = 0
+
+    def use(self) -> bool:
+        with self._lock:
+            if self._units <= 0:
+                return False
+            self._units -= 1
+            return True
+
+    @property
+    def remaining(self) -> int:
+        return self._units
+
+
 def acquire(
-    priority: Priority = Priority.LIVE, *, max_wait_s: float = 0.0, sleep: bool = True
+    priority: Priority = Priority.LIVE,
+    *,
+    max_wait_s: float = 0.0,
+    sleep: bool = True,
+    prepaid: Prepaid | None = None,
 ) -> None:
-    """Take one request, waiting up to `max_wait_s` for the budget; else BudgetExhausted."""
+    """Take one request, waiting up to `max_wait_s` for the budget; else BudgetExhausted.
+
+    A unit of `prepaid`, while it has one, is used instead of asking Postgres."""
+    if prepaid is not None and prepaid.use():
+        return
     deadline = time.monotonic() + max_wait_s
     while True:
         try:
             try_acquire(priority)
             return
         except BudgetExhausted as exhausted:
+            provider_rate_limit_hits.labels(provider="oura", source="local_budget").inc()
             wait = exhausted.retry_after_s
             if not sleep or time.monotonic() + wait > deadline:
                 raise

@@ -20,6 +20,7 @@ exceptions of Oura, S3, NATS and the contracts mean what. See docs/phase-3/consu
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -46,8 +47,12 @@ from ingestion.oura_client import (
     OuraUnavailable,
     get_client,
 )
-from ingestion.rate_budget import BudgetExhausted
-from ingestion.selectors import connection_for_provider_user, connection_for_user
+from ingestion.rate_budget import BudgetExhausted, Prepaid
+from ingestion.selectors import (
+    connection_for_provider_user,
+    connection_for_user,
+    connections_by_user,
+)
 from normalized import contracts, services
 
 logger = logging.getLogger(__name__)
@@ -173,6 +178,8 @@ def handle_raw_batch(
     fetched documents are written together (`write_webhook_documents`).
     """
 
+    shared = WebhookBatch.prepare(messages)
+
     def first_pass(item: tuple[bytes, MessageMeta]) -> FetchedWebhook | None:
         data, meta = item
         if meta.subject != WEBHOOK_SUBJECT:
@@ -182,7 +189,7 @@ def handle_raw_batch(
         fetched: FetchedWebhook | None = None
         try:
             with _classified():
-                fetched = fetch_webhook(data, meta)
+                fetched = fetch_webhook(data, meta, shared)
         finally:
             if fetched is None:  # done or failed here; otherwise timed with its batch
                 normalize_duration_ms.labels(kind="webhook").observe(
@@ -207,12 +214,63 @@ def handle_raw_batch(
 # --- Webhooks ------------------------------------------------------------------------------
 
 
-def _connection(envelope: WebhookEnvelope) -> OuraConnection | None:
+@dataclass(frozen=True)
+class WebhookBatch:
+    """What the webhook messages of one fetched batch share, looked up once before their
+    parallel fetches: the connections (one query) and the Oura budget units (one statement).
+    """
+
+    by_user: dict[str, OuraConnection]
+    by_provider_user: dict[str, OuraConnection]
+    prepaid: Prepaid
+
+    @classmethod
+    def prepare(cls, messages: Sequence[tuple[bytes, MessageMeta]]) -> WebhookBatch | None:
+        envelopes: list[WebhookEnvelope] = []
+        for data, meta in messages:
+            if meta.subject != WEBHOOK_SUBJECT:
+                continue
+            try:
+                envelopes.append(WebhookEnvelope.model_validate_json(data))
+            except ValidationError:
+                continue  # poison: fetch_webhook parses it again and says why
+        if not envelopes:
+            return None
+        by_user, by_provider_user = connections_by_user(
+            user_ids={envelope.user_id for envelope in envelopes if envelope.user_id},
+            provider_user_ids={envelope.notification.user_id for envelope in envelopes},
+        )
+        looked_up = cls(by_user, by_provider_user, Prepaid(0))
+        fetches = 0
+        for envelope in envelopes:
+            conn = looked_up.connection(envelope)
+            if (
+                envelope.notification.event_type != "delete"
+                and conn is not None
+                and conn.status == OuraConnection.Status.ACTIVE
+            ):
+                fetches += 1
+        return cls(by_user, by_provider_user, Prepaid.take(fetches))
+
+    def connection(self, envelope: WebhookEnvelope) -> OuraConnection | None:
+        conn = self.by_user.get(envelope.user_id) if envelope.user_id else None
+        if conn is None:
+            conn = self.by_provider_user.get(envelope.notification.user_id)
+        # Each message its own instance: a token refresh updates the one it was given.
+        return copy.copy(conn)
+
+
+def _connection(
+    envelope: WebhookEnvelope, batch: WebhookBatch | None = None
+) -> OuraConnection | None:
     conn = None
-    if envelope.user_id:
-        conn = connection_for_user(user_id=envelope.user_id)
-    if conn is None:
-        conn = connection_for_provider_user(provider_user_id=envelope.notification.user_id)
+    if batch is not None:
+        conn = batch.connection(envelope)
+    else:
+        if envelope.user_id:
+            conn = connection_for_user(user_id=envelope.user_id)
+        if conn is None:
+            conn = connection_for_provider_user(provider_user_id=envelope.notification.user_id)
     if conn is not None and conn.provider_user_id != envelope.notification.user_id:
         # Our user reconnected with another Oura account: this event is not theirs any more.
         return None
@@ -237,11 +295,14 @@ class FetchedWebhook:
     started: float  # perf_counter at the start of the message, for the duration metric
 
 
-def fetch_webhook(data: bytes, meta: MessageMeta) -> FetchedWebhook | None:
+def fetch_webhook(
+    data: bytes, meta: MessageMeta, batch: WebhookBatch | None = None
+) -> FetchedWebhook | None:
     """Everything of a webhook message before its database writes: parse, look up, fetch.
 
     Returns None when the message is done here: dropped (no connection, revoked, needs
-    reauth) or a delete (or a 404 on the fetch), which is written at once.
+    reauth) or a delete (or a 404 on the fetch), which is written at once. With `batch`, the
+    connection and the budget unit come from what the batch looked up and took together.
     """
     started = time.perf_counter()
     envelope: WebhookEnvelope = _parse_envelope(WebhookEnvelope, data)
@@ -252,7 +313,7 @@ def fetch_webhook(data: bytes, meta: MessageMeta) -> FetchedWebhook | None:
     log = {"event_id": envelope.event_id, "collection": collection,
            "event_type": notification.event_type}  # fmt: skip
 
-    conn = _connection(envelope)
+    conn = _connection(envelope, batch)
     if conn is None or conn.status == OuraConnection.Status.REVOKED:
         # Revoked or gone: the person withdrew consent; their data must not be fetched.
         logger.info("normalizer_dropped_no_connection", extra=log)
@@ -264,7 +325,10 @@ def fetch_webhook(data: bytes, meta: MessageMeta) -> FetchedWebhook | None:
 
     observed_at = timezone.now()  # before the fetch: the state we get is at least this new
     try:
-        document = get_client().get_document(conn, collection, notification.object_id)
+        document = get_client().get_document(
+            conn, collection, notification.object_id,
+            prepaid=batch.prepaid if batch is not None else None,
+        )  # fmt: skip
     except NeedsReauth:
         # The client already marked the connection needs_reauth and audited it once. Only the
         # person can fix this; retrying would loop and dead letters would fill with one

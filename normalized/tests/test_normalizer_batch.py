@@ -17,6 +17,7 @@ from core.consumers import MessageMeta, Retriable
 from core.models import DeadLetter
 from core.provisioning import ProvisionReport, provision_bucket
 from devstack.stack import Stack
+from ingestion import rate_budget
 from ingestion.models import OuraConnection, RawEvent
 from normalized import services
 from normalized.consumers import handle_raw_batch
@@ -237,3 +238,45 @@ def test_one_failed_put_retries_only_its_message_and_the_others_of_the_batch_com
     assert list(RawEvent.objects.filter(kind="document").values_list("object_id", flat=True)) == [
         stored_before["notification"]["object_id"]
     ]
+
+
+def test_a_batch_looks_up_its_connections_once_and_takes_its_oura_budget_in_one_statement(
+    oura: OuraSimulator, executor: ThreadPoolExecutor
+) -> None:
+    first, second = connect_user(oura, "user-1"), connect_user(oura, "user-2")
+    envelopes = new_documents(oura, first, "workout", 3, date(2024, 9, 1))
+    envelopes += new_documents(oura, second, "workout", 3, date(2024, 9, 1))
+    fetches_before = len(oura.requests)
+
+    with CaptureQueriesContext(connection) as captured:
+        assert handle_raw_batch(as_batch(envelopes), executor) == [None] * 6
+
+    main_thread = [query["sql"] for query in captured.captured_queries]
+    assert sum("oura_connections" in sql for sql in main_thread) == 1
+    assert sum("oura_rate_limit_windows" in sql for sql in main_thread) == 1
+    # Six units for six fetches: had the fetches on the worker threads also asked Postgres,
+    # the window would count twelve.
+    assert len(oura.requests) - fetches_before == 6
+    assert rate_budget.used_in_current_window() == 6
+    assert Activity.objects.filter(kind="workout").count() == 6
+
+
+def test_a_429_in_a_batch_stops_the_rest_of_the_batch_from_calling_oura(
+    oura: OuraSimulator,
+) -> None:
+    conn = connect_user(oura)
+    envelopes = new_documents(oura, conn, "workout", 5, date(2024, 10, 1))
+    oura.config.rate_limit_per_token = 2  # the third fetch gets a 429 with a long Retry-After
+    fetches_before = len(oura.requests)
+
+    with ThreadPoolExecutor(1) as one_at_a_time:
+        results = handle_raw_batch(as_batch(envelopes), one_at_a_time)
+
+    assert results[:2] == [None, None]
+    assert [getattr(result, "error_type", None) for result in results[2:]] == [
+        "OuraRateLimited",
+        "BudgetExhausted",  # the 429 cancelled the batch's units: Postgres knows of the pause
+        "BudgetExhausted",
+    ]
+    assert len(oura.requests) - fetches_before == 3
+    assert Activity.objects.count() == 2
