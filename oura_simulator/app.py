@@ -8,6 +8,7 @@ One base URL serves every Oura host (CONTRACT 1): ``/oauth/*`` (mirrored under
 from __future__ import annotations
 
 import copy
+import logging
 import random
 import threading
 import time
@@ -16,7 +17,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from cheroot import wsgi as cheroot_wsgi
 from werkzeug.wrappers import Request, Response
 
 from . import data, oauth, usercollection, webhooks
@@ -27,7 +28,9 @@ from .ratelimit import RateLimiter
 from .store import RequestRecord, SimUser, Store, to_instant
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+logger = logging.getLogger(__name__)
 
 _OAUTH_ROUTES = {
     "/oauth/authorize": oauth.authorize,
@@ -39,10 +42,20 @@ _OAUTH_ROUTES = {
 }
 
 
-class _QuietHandler(WSGIRequestHandler):
-    # Tests hammer the server; per-request access lines would drown pytest output.
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
+def _access_logged(app: WSGIApplication) -> WSGIApplication:
+    """One line per request (method, path, status) on this module's logger; off by default,
+    since tests hammer the server and the lines would drown pytest output."""
+
+    def logged(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        def start(status: str, headers: Any, exc_info: Any = None) -> Any:
+            logger.info(
+                "%s %s %s", environ["REQUEST_METHOD"], environ["PATH_INFO"], status.split()[0]
+            )
+            return start_response(status, headers, exc_info)
+
+        return app(environ, start)
+
+    return logged
 
 
 def _rest_type(data_type: str) -> str:
@@ -62,7 +75,7 @@ class OuraSimulator:
         self.emitter = webhooks.Emitter(self)
         self._rng = random.Random(self.config.seed)
         self._rng_lock = threading.Lock()
-        self._server: BaseWSGIServer | None = None
+        self._server: cheroot_wsgi.Server | None = None
         self._thread: threading.Thread | None = None
         self.base_url = ""
         # The sandbox is its own tiny world: one fixed user, test edits never reach it.
@@ -79,13 +92,18 @@ class OuraSimulator:
     def start(self, host: str = "127.0.0.1", port: int = 0, *, access_log: bool = False) -> str:
         if self._server is not None:
             return self.base_url
-        handler = WSGIRequestHandler if access_log else _QuietHandler
-        self._server = make_server(
-            host, port, self.wsgi_app, threaded=True, request_handler=handler
+        # cheroot, not werkzeug's development server: like Oura, it keeps connections alive
+        # (werkzeug closes every one), so a client's connection pool works as in production.
+        self._server = cheroot_wsgi.Server(
+            (host, port),
+            _access_logged(self.wsgi_app) if access_log else self.wsgi_app,
+            numthreads=8,
+            server_name="oura-simulator",
         )
-        self.base_url = f"http://{host}:{self._server.server_port}"
+        self._server.prepare()  # binds: the port is known from here on
+        self.base_url = f"http://{host}:{self._server.bind_addr[1]}"
         self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name="oura-sim-http", daemon=True
+            target=self._server.serve, name="oura-sim-http", daemon=True
         )
         self._thread.start()
         self.emitter.start()
@@ -94,8 +112,7 @@ class OuraSimulator:
     def stop(self) -> None:
         self.emitter.stop()
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._server = self._thread = None
