@@ -360,7 +360,10 @@ class S3Service(EmbeddedService):
              "--bind", f"127.0.0.1:{port}", "--workers", "1", "--worker-class", "gthread",
              "--threads", "8", "--keep-alive", "30", "--graceful-timeout", "5",
              "--log-level", "warning"],
-            env={**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true", "MOTO_PORT": str(port)},
+            # No CORS headers: signed URLs are opened by navigation, never fetched by scripts,
+            # and flask-cors cost ~10 % of the server's CPU per PUT.
+            env={**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true", "MOTO_PORT": str(port),
+                 "MOTO_DISABLE_GLOBAL_CORS": "true"},
         )  # fmt: skip
 
     def probe(self, port: int) -> bool:
