@@ -283,6 +283,7 @@ def webhooks_end_to_end(
     workers: int,
     relay_nice: int = 0,
     devstack_root: Path | None = None,
+    warmup_s: float = 0.0,
 ) -> dict[str, Any]:
     from django.conf import settings
     from django.utils import timezone
@@ -423,12 +424,46 @@ def webhooks_end_to_end(
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
         total = int(rate * seconds)
+        warmup = int(rate * warmup_s)
         documents = [
             sim.put_document(sim_user.oura_user_id, "workout", None, emit=False,
                              day=date(2020, 1, 1) + timedelta(days=n % 1500))["id"]
-            for n in range(total)
+            for n in range(warmup + total)
         ]  # fmt: skip
         interval = 1.0 / rate
+
+        def offer(object_ids: list[str]) -> float:
+            """Send at `rate`, open loop; returns the seconds it took."""
+            began = time.perf_counter()
+            with ThreadPoolExecutor(32) as pool:
+                for n, object_id in enumerate(object_ids):
+                    delay = began + n * interval - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                    pool.submit(send, object_id)
+            return time.perf_counter() - began
+
+        def wait_all_visible(timeout: float) -> None:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                with lock:
+                    if len(visible) >= len(accepted):
+                        return
+                time.sleep(0.1)
+
+        # Warm-up at the same rate, not counted: every process opens its connections (web
+        # threads to Postgres, clients to S3 and the simulator) and imports lazily on its
+        # first requests, which put ~1 s on the first second of a cold run.
+        if warmup:
+            offer(documents[:warmup])
+            wait_all_visible(60)
+            with lock:
+                warm_statuses = dict(statuses)
+                accepted.clear()
+                visible.clear()
+                statuses.clear()
+                request_ms.clear()
+            time.sleep(1)
         # CPU of every part, from the first request until every row is visible.
         parts = {"web": [processes[0].pid], "relay": [processes[1].pid],
                  "normalizers": [p.pid for p in processes[2:]],
@@ -436,19 +471,9 @@ def webhooks_end_to_end(
         cpu_before = {name: cpu_seconds(pids) for name, pids in parts.items()}
         own_before, busy_before = time.process_time(), machine_busy_seconds()
         started = time.perf_counter()
-        with ThreadPoolExecutor(32) as pool:
-            for n, object_id in enumerate(documents):
-                delay = started + n * interval - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                pool.submit(send, object_id)
-        offered_s = time.perf_counter() - started
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with lock:
-                if len(visible) >= len(accepted):
-                    break
-            time.sleep(0.1)
+        accepted_first = time.time()
+        offered_s = offer(documents[warmup:])
+        wait_all_visible(120)
         window = time.perf_counter() - started
         cpu = {
             name: round((cpu_seconds(pids) - cpu_before[name]) / window, 2)
@@ -461,9 +486,18 @@ def webhooks_end_to_end(
         stop_polling.set()
         poller.join(5)
         latencies = [(visible[o] - accepted[o]) * 1000 for o in accepted if o in visible]
+        # The worst latency of each second of the run: shows whether a high P95 is a steady
+        # queue or a few stalls.
+        by_second: dict[int, float] = {}
+        for o in accepted:
+            if o in visible:
+                second = int(accepted[o] - accepted_first)
+                by_second[second] = max(by_second.get(second, 0.0), visible[o] - accepted[o])
         return {
             "offered_rate_per_s": rate,
             "offered_seconds": round(offered_s, 1),
+            "warmup_seconds_not_counted": warmup_s,
+            "warmup_statuses": warm_statuses if warmup else {},
             "sent": total,
             "statuses": statuses,
             "accepted": len(accepted),
@@ -475,6 +509,8 @@ def webhooks_end_to_end(
             "webhook_202_ms": {"p50": percentile(request_ms, 50),
                                "p95": percentile(request_ms, 95),
                                "p99": percentile(request_ms, 99)},
+            "worst_ms_by_second": [round(by_second.get(n, 0.0) * 1000)
+                                   for n in range(max(by_second, default=-1) + 1)],
             "accepted_to_visible_ms": {"p50": percentile(latencies, 50),
                                        "p95": percentile(latencies, 95),
                                        "p99": percentile(latencies, 99),
@@ -577,6 +613,10 @@ def main(argv: list[str] | None = None) -> int:
         "--rates", default="100,30", help="webhooks per second, comma-separated; one phase each"
     )
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--warmup", type=float, default=3.0,
+        help="seconds of webhooks at the same rate before each end-to-end phase, not counted",
+    )  # fmt: skip
     parser.add_argument("--consumers", type=int, default=2, help="run_consumer processes")
     parser.add_argument("--workers", type=int, default=2, help="granian workers")
     parser.add_argument("--skip", action="append", default=[],
@@ -618,6 +658,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.workers,
                 args.relay_nice,
                 args.devstack_root,
+                args.warmup,
             )
             results["webhooks_end_to_end"].append(phase)
             print(json.dumps(phase), flush=True)
