@@ -280,11 +280,6 @@ def run_on_workers(
 # --- Transport: a synchronous facade over one nats-py pull subscription ------------------
 
 
-# How long the rest of a batch may keep the first message waiting. Messages that arrive later
-# are not lost: the next fetch takes them from the subscription's inbox first.
-_FETCH_NOW_S = 0.005
-
-
 class PullConsumer:
     """One durable pull subscription, driven from synchronous code.
 
@@ -342,22 +337,15 @@ class PullConsumer:
         except Exception as exc:
             raise bus.BusUnavailable(f"consumer start failed: {type(exc).__name__}") from None
 
-    async def _fetch_waiting(self, batch: int, timeout: float) -> list[Msg]:
+    async def _fetch(self, batch: int, timeout: float) -> list[Msg]:
         assert self._sub is not None
         try:
-            return await self._sub.fetch(batch, timeout=timeout)
-        except TimeoutError:  # nats.errors.TimeoutError, and the bare asyncio one some paths raise
+            msgs = await self._sub.fetch(batch, timeout=timeout)
+        except TimeoutError:
+            # Nothing came. nats-py raises its own TimeoutError, or on some paths the bare
+            # asyncio one (its deadline passing between its two pull requests), which `_run`
+            # would report as BusUnavailable and the runner would sleep on.
             return []
-
-    async def _fetch(self, batch: int, timeout: float) -> list[Msg]:
-        # nats-py's fetch(n) long-polls until it has n messages or the timeout passes, so after
-        # an idle spell the first message waited up to `timeout` for n - 1 more (measured:
-        # ~1 s spikes at 100 webhooks/s). So: wait for one message (at once if the stream has
-        # one), then take up to n - 1 more of what the stream has now, waiting at most
-        # _FETCH_NOW_S for them.
-        msgs = await self._fetch_waiting(1, timeout)
-        if msgs and batch > 1:
-            msgs += await self._fetch_waiting(batch - 1, _FETCH_NOW_S)
         for msg in msgs:
             self._held[id(msg)] = msg
         return msgs
