@@ -58,6 +58,14 @@ def machine_busy_seconds() -> float:
     return (sum(ticks[:8]) - idle) / _TICK
 
 
+def machine_iowait_seconds() -> float:
+    """CPU time all cores sat idle with disk I/O outstanding (/proc/stat; 0 elsewhere)."""
+    try:
+        return int(Path("/proc/stat").read_text().split("\n", 1)[0].split()[5]) / _TICK
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def service_pids(root: Path | None) -> dict[str, list[int]]:
     """{service: [pid]} from a devstack root's state files (postgres, nats, s3)."""
     if root is None:

@@ -39,7 +39,13 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import cpu_seconds, machine_busy_seconds, s3_put_rate, service_pids
+from bench.common import (
+    cpu_seconds,
+    machine_busy_seconds,
+    machine_iowait_seconds,
+    s3_put_rate,
+    service_pids,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -470,6 +476,7 @@ def webhooks_end_to_end(
                  **service_pids(devstack_root)}  # fmt: skip
         cpu_before = {name: cpu_seconds(pids) for name, pids in parts.items()}
         own_before, busy_before = time.process_time(), machine_busy_seconds()
+        iowait_before = machine_iowait_seconds()
         started = time.perf_counter()
         accepted_first = time.time()
         offered_s = offer(documents[warmup:])
@@ -483,6 +490,7 @@ def webhooks_end_to_end(
             (time.process_time() - own_before) / window, 2
         )
         cpu["machine_busy"] = round((machine_busy_seconds() - busy_before) / window, 2)
+        cpu["machine_iowait"] = round((machine_iowait_seconds() - iowait_before) / window, 2)
         stop_polling.set()
         poller.join(5)
         latencies = [(visible[o] - accepted[o]) * 1000 for o in accepted if o in visible]
