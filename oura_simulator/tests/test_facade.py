@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import logging
 import os
 import subprocess
 import sys
@@ -59,3 +61,48 @@ def test_management_command_smoke() -> None:
     assert "listening on http://127.0.0.1:" in out.stdout
     assert "client_id=cmd-client" in out.stdout
     assert out.stdout.count("  user ") == 2
+
+
+def _connect(sim: OuraSimulator) -> http.client.HTTPConnection:
+    host, port = sim.base_url.removeprefix("http://").split(":")
+    return http.client.HTTPConnection(host, int(port), timeout=5)
+
+
+def _get(conn: http.client.HTTPConnection, path: str) -> http.client.HTTPResponse:
+    conn.request("GET", path)
+    response = conn.getresponse()
+    response.read()
+    return response
+
+
+def test_one_connection_serves_many_requests_as_at_oura() -> None:
+    with OuraSimulator() as sim:
+        conn = _connect(sim)
+        try:
+            for _ in range(3):
+                response = _get(conn, "/v2/usercollection/daily_sleep")
+                assert response.status == 401  # no token
+                assert (response.getheader("Connection") or "").lower() != "close"
+        finally:
+            conn.close()
+
+
+def test_the_access_log_is_opt_in_and_leaves_out_query_strings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="oura_simulator.app")
+    path = "/v2/usercollection/daily_sleep?start_date=2024-01-01"
+    for access_log in (False, True):
+        sim = OuraSimulator()
+        sim.start(access_log=access_log)
+        conn = _connect(sim)
+        try:
+            _get(conn, path)
+        finally:
+            conn.close()
+            sim.stop()
+    # One line, from the logged server only: method, path and status, never the query string,
+    # which may carry codes and tokens.
+    assert [r.getMessage() for r in caplog.records if r.name == "oura_simulator.app"] == [
+        "GET /v2/usercollection/daily_sleep 401"
+    ]
