@@ -517,6 +517,7 @@ def webhooks_end_to_end(
             "webhook_202_ms": {"p50": percentile(request_ms, 50),
                                "p95": percentile(request_ms, 95),
                                "p99": percentile(request_ms, 99)},
+            "first_second_at_unix": round(accepted_first, 3),
             "worst_ms_by_second": [round(by_second.get(n, 0.0) * 1000)
                                    for n in range(max(by_second, default=-1) + 1)],
             "accepted_to_visible_ms": {"p50": percentile(latencies, 50),
