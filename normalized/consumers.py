@@ -48,11 +48,7 @@ from ingestion.oura_client import (
     get_client,
 )
 from ingestion.rate_budget import BudgetExhausted, Prepaid
-from ingestion.selectors import (
-    connection_for_provider_user,
-    connection_for_user,
-    connections_by_user,
-)
+from ingestion.selectors import connections_by_user
 from normalized import contracts, services
 
 logger = logging.getLogger(__name__)
@@ -234,18 +230,20 @@ class WebhookBatch:
                 envelopes.append(WebhookEnvelope.model_validate_json(data))
             except ValidationError:
                 continue  # poison: fetch_webhook parses it again and says why
-        if not envelopes:
-            return None
+        return cls.of(envelopes) if envelopes else None
+
+    @classmethod
+    def of(cls, envelopes: Sequence[WebhookEnvelope]) -> WebhookBatch:
         by_user, by_provider_user = connections_by_user(
             user_ids={envelope.user_id for envelope in envelopes if envelope.user_id},
             provider_user_ids={envelope.notification.user_id for envelope in envelopes},
         )
-        looked_up = cls(by_user, by_provider_user, Prepaid(0))
         fetches = 0
         for envelope in envelopes:
-            conn = looked_up.connection(envelope)
+            conn = _find_connection(by_user, by_provider_user, envelope)
             if (
                 envelope.notification.event_type != "delete"
+                and envelope.notification.data_type in contracts.WEBHOOK_DATA_TYPE_TO_COLLECTION
                 and conn is not None
                 and conn.status == OuraConnection.Status.ACTIVE
             ):
@@ -253,24 +251,19 @@ class WebhookBatch:
         return cls(by_user, by_provider_user, Prepaid.take(fetches))
 
     def connection(self, envelope: WebhookEnvelope) -> OuraConnection | None:
-        conn = self.by_user.get(envelope.user_id) if envelope.user_id else None
-        if conn is None:
-            conn = self.by_provider_user.get(envelope.notification.user_id)
         # Each message its own instance: a token refresh updates the one it was given.
-        return copy.copy(conn)
+        return copy.copy(_find_connection(self.by_user, self.by_provider_user, envelope))
 
 
-def _connection(
-    envelope: WebhookEnvelope, batch: WebhookBatch | None = None
+def _find_connection(
+    by_user: dict[str, OuraConnection],
+    by_provider_user: dict[str, OuraConnection],
+    envelope: WebhookEnvelope,
 ) -> OuraConnection | None:
-    conn = None
-    if batch is not None:
-        conn = batch.connection(envelope)
-    else:
-        if envelope.user_id:
-            conn = connection_for_user(user_id=envelope.user_id)
-        if conn is None:
-            conn = connection_for_provider_user(provider_user_id=envelope.notification.user_id)
+    """By our `user_id`, else by Oura's; None when it is now linked to another Oura account."""
+    conn = by_user.get(envelope.user_id) if envelope.user_id else None
+    if conn is None:
+        conn = by_provider_user.get(envelope.notification.user_id)
     if conn is not None and conn.provider_user_id != envelope.notification.user_id:
         # Our user reconnected with another Oura account: this event is not theirs any more.
         return None
@@ -301,8 +294,9 @@ def fetch_webhook(
     """Everything of a webhook message before its database writes: parse, look up, fetch.
 
     Returns None when the message is done here: dropped (no connection, revoked, needs
-    reauth) or a delete (or a 404 on the fetch), which is written at once. With `batch`, the
-    connection and the budget unit come from what the batch looked up and took together.
+    reauth) or a delete (or a 404 on the fetch), which is written at once. The connection and
+    the budget unit come from `batch`, what the message's batch looked up and took together;
+    without one, the message is looked up as a batch of one.
     """
     started = time.perf_counter()
     envelope: WebhookEnvelope = _parse_envelope(WebhookEnvelope, data)
@@ -313,7 +307,9 @@ def fetch_webhook(
     log = {"event_id": envelope.event_id, "collection": collection,
            "event_type": notification.event_type}  # fmt: skip
 
-    conn = _connection(envelope, batch)
+    # A batch looks its connections up before its fetches; a single message is a batch of one.
+    batch = batch or WebhookBatch.of([envelope])
+    conn = batch.connection(envelope)
     if conn is None or conn.status == OuraConnection.Status.REVOKED:
         # Revoked or gone: the person withdrew consent; their data must not be fetched.
         logger.info("normalizer_dropped_no_connection", extra=log)
@@ -326,9 +322,8 @@ def fetch_webhook(
     observed_at = timezone.now()  # before the fetch: the state we get is at least this new
     try:
         document = get_client().get_document(
-            conn, collection, notification.object_id,
-            prepaid=batch.prepaid if batch is not None else None,
-        )  # fmt: skip
+            conn, collection, notification.object_id, prepaid=batch.prepaid
+        )
     except NeedsReauth:
         # The client already marked the connection needs_reauth and audited it once. Only the
         # person can fix this; retrying would loop and dead letters would fill with one
