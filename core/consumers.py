@@ -52,6 +52,12 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+def _import(path: str) -> Any:
+    """The object a "module:attribute" path names."""
+    module_name, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
 # --- What a handler raises -----------------------------------------------------------------
 
 
@@ -116,15 +122,13 @@ class ConsumerSpec:
         return f"health.dlq.{self.name}"
 
     def load_handler(self) -> Handler:
-        module_name, _, attribute = self.handler.partition(":")
-        handler: Handler = getattr(importlib.import_module(module_name), attribute)
+        handler: Handler = _import(self.handler)
         return handler
 
     def load_batch_handler(self) -> BatchHandler | None:
         if not self.batch_handler:
             return None
-        module_name, _, attribute = self.batch_handler.partition(":")
-        handler: BatchHandler = getattr(importlib.import_module(module_name), attribute)
+        handler: BatchHandler = _import(self.batch_handler)
         return handler
 
     def retry_delay(self, num_delivered: int) -> float:
