@@ -64,19 +64,16 @@ CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
 # --- Connections ------------------------------------------------------------------------
 
-_CONNECTION_VARS = ("DATABASE_URL", "NATS_URL", "S3_ENDPOINT_URL")
-if not PRODUCTION and env_bool("HEALTH_EMBEDDED_SERVICES", True):
-    import os
-
-    from devstack import ensure_running
-
-    ensure_running(only_missing_from={var: os.environ.get(var, "") for var in _CONNECTION_VARS})
-
-DATABASE_URL = _require_in_production(
-    "DATABASE_URL", env_url("DATABASE_URL", schemes=("postgres", "postgresql"))
+# Settings never start anything. In development the URLs come from the embedded services
+# that `make run` / `python -m devstack up` started (manage.py adopts running ones), or from
+# the environment, as in production.
+_NO_DATABASE = (
+    "DATABASE_URL must be set: run `make run` or `python -m devstack up` (manage.py then finds "
+    "the embedded servers), or point DATABASE_URL at a PostgreSQL server"
 )
+DATABASE_URL = env_url("DATABASE_URL", schemes=("postgres", "postgresql"))
 if not DATABASE_URL:
-    raise ImproperlyConfigured("DATABASE_URL must be set when HEALTH_EMBEDDED_SERVICES is off")
+    raise ImproperlyConfigured(_NO_DATABASE)
 DATABASES = {
     "default": dj_database_url.parse(
         DATABASE_URL,
@@ -223,6 +220,16 @@ DRAMATIQ_BROKER = {
     "DATABASE_ALIAS": "default",
 }
 
+# --- Scheduled upkeep (upkeep/, docs/phase-3/upkeep.md) ----------------------------------
+# What `manage.py run_scheduler` runs, and when. One scheduler is active across replicas (a
+# Postgres advisory lock elects it). Each value is a 5-field crontab in UTC, "@every <seconds>",
+# or "off"; the upkeep app checks them at start-up and names the variable that is wrong.
+UPKEEP_SCHEDULE = {
+    "renew_subscriptions": env_str("UPKEEP_RENEW_CRON", "17 */6 * * *"),
+    "purge_raw": env_str("UPKEEP_PURGE_RAW_CRON", "43 3 * * *"),
+    "reconcile_jobs": env_str("UPKEEP_RECONCILE_JOBS_CRON", "*/5 * * * *"),
+}
+
 # --- Django -----------------------------------------------------------------------------
 
 INSTALLED_APPS = [
@@ -241,6 +248,7 @@ INSTALLED_APPS = [
     "normalized",
     "jobs",
     "backoffice",
+    "upkeep",
     "oura_simulator",
     "dramatiq_postgres.django",  # dramatiq broker in Postgres (schema "dramatiq"); see jobs/
 ]
