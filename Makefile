@@ -15,7 +15,7 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python manage.py run_stack
+	$(BIN)/python -m devrun
 
 test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest --cov --cov-report=term:skip-covered --cov-report=xml -q

@@ -11,7 +11,9 @@ from pathlib import Path
 from devstack.services import SERVICE_CLASSES, EmbeddedService, ServiceError
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-DEFAULT_ROOT = PROJECT_DIR / ".devstack"
+# DEVSTACK_ROOT moves the whole set (and `make run`'s own state) elsewhere, e.g. for a test
+# that runs `make run` beside the developer's own stack.
+DEFAULT_ROOT = Path(os.environ.get("DEVSTACK_ROOT") or PROJECT_DIR / ".devstack").resolve()
 
 
 class Stack:
@@ -59,15 +61,19 @@ class Stack:
         }
 
 
-def ensure_running(root: Path = DEFAULT_ROOT, *, only_missing_from: dict[str, str]) -> None:
+def ensure_running(root: Path = DEFAULT_ROOT, *, only_missing_from: dict[str, str]) -> list[str]:
     """Start the embedded services whose URL variable is absent from `only_missing_from`,
-    and put their URLs into os.environ so settings read them like any external service."""
+    and put their URLs into os.environ so settings read them like any external service.
+
+    Called only by commands whose job is to run the system (`python -m devrun`); importing
+    settings never starts anything. Returns the names of the embedded services in use.
+    """
     stack = Stack(root)
     wanted = [
         name for name, svc in stack.services.items() if not only_missing_from.get(svc.env_var)
     ]
     if not wanted:
-        return
+        return []
     try:
         stack.up(wanted)
     except ServiceError as exc:
@@ -75,3 +81,22 @@ def ensure_running(root: Path = DEFAULT_ROOT, *, only_missing_from: dict[str, st
     for name in wanted:
         service = stack.services[name]
         os.environ[service.env_var] = service.url()
+    return wanted
+
+
+def adopt_running(root: Path = DEFAULT_ROOT) -> list[str]:
+    """Point unset URL variables at embedded services that are already running; start none.
+
+    `manage.py` calls this, so that after `make run` (or `python -m devstack up`) an
+    operator's `python manage.py erase_user ...` finds the same servers. A service that is
+    not running stays unset, and settings then name the variable that is missing.
+    """
+    stack = Stack(root)
+    adopted = []
+    for name, service in stack.services.items():
+        if os.environ.get(service.env_var) or service.read_state() is None:
+            continue
+        if service.is_running():
+            os.environ[service.env_var] = service.url()
+            adopted.append(name)
+    return adopted

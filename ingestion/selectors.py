@@ -13,6 +13,15 @@ def connection_for_user(*, user_id: str) -> OuraConnection | None:
     return OuraConnection.objects.filter(user_id=user_id).first()
 
 
+def connection_for_provider_user(*, provider_user_id: str) -> OuraConnection | None:
+    """The live (not revoked) link of one Oura account, whichever of our users holds it."""
+    return (
+        OuraConnection.objects.filter(provider_user_id=provider_user_id)
+        .exclude(status=OuraConnection.Status.REVOKED)
+        .first()
+    )
+
+
 def connections_by_user(
     *, user_ids: Collection[str], provider_user_ids: Collection[str]
 ) -> tuple[dict[str, OuraConnection], dict[str, OuraConnection]]:

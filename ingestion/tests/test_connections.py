@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 from backoffice.models import AuditEntry
 from ingestion import crypto
 from ingestion.models import OAuthState, OuraConnection, WebhookSubscription
-from ingestion.oura_client import NeedsReauth, OuraClient, OuraRateLimited
+from ingestion.oura_client import NeedsReauth, OuraClient, OuraRateLimited, get_client
 from ingestion.rate_budget import BudgetExhausted
 from ingestion.subscription_services import (
     DATA_TYPES,
@@ -357,3 +357,54 @@ def test_no_token_or_code_reaches_the_logs(
     for secret in secrets_seen:
         assert secret not in logged
         assert secret not in out + err
+
+
+def test_sync_replaces_local_rows_that_a_forgetful_oura_no_longer_has(
+    oura, oura_webhook_receiver, settings
+) -> None:
+    """A fresh simulator (or an Oura that lost them) lists nothing, yet our mirror still
+    holds every kind: sync creates them again and the stale rows give way."""
+    oura_webhook_receiver.verification_token = settings.OURA_WEBHOOK_VERIFICATION_TOKEN
+    callback = oura_webhook_receiver.url
+    first = subscriptions_sync(callback_url=callback)
+    stale_ids = set(WebhookSubscription.objects.values_list("subscription_id", flat=True))
+    with oura.store.lock:
+        oura.store.subscriptions.clear()
+
+    again = subscriptions_sync(callback_url=callback)
+
+    assert again.failed == []
+    assert len(again.created) == len(first.created)
+    live = {s["id"] for s in oura.subscriptions}
+    mirrored = set(WebhookSubscription.objects.values_list("subscription_id", flat=True))
+    assert mirrored == live
+    assert not mirrored & stale_ids
+
+
+def test_sync_adopts_oura_subscriptions_and_cancels_extra_copies_of_a_kind(
+    oura, oura_webhook_receiver, settings
+) -> None:
+    oura_webhook_receiver.verification_token = settings.OURA_WEBHOOK_VERIFICATION_TOKEN
+    callback = oura_webhook_receiver.url
+    subscriptions_sync(callback_url=callback)
+    WebhookSubscription.objects.all().delete()  # our side forgot; Oura still has them
+    # A second copy of one kind at Oura, e.g. from a crash between Oura's 201 and our insert.
+    kind = oura.subscriptions[0]
+    response = get_client().subscriptions_request(
+        "POST",
+        json_body={
+            "callback_url": callback,
+            "verification_token": settings.OURA_WEBHOOK_VERIFICATION_TOKEN,
+            "event_type": kind["event_type"],
+            "data_type": kind["data_type"],
+        },
+    )
+    assert response.status_code == 201
+
+    report = subscriptions_sync(callback_url=callback)
+
+    assert report.created == []
+    assert report.removed == [f"{kind['event_type']}:{kind['data_type']}"]
+    assert len(oura.subscriptions) == len(DATA_TYPES) * len(EVENT_TYPES)
+    mirrored = set(WebhookSubscription.objects.values_list("subscription_id", flat=True))
+    assert mirrored == {s["id"] for s in oura.subscriptions}

@@ -45,11 +45,13 @@ class Command(BaseCommand):
             ("created", report.created),
             ("renewed", report.renewed),
             ("unchanged", report.unchanged),
+            ("removed", report.removed),
             ("failed", report.failed),
         ):
             for name in names:
                 self.stdout.write(f"{label:10} {name}")
         self.stdout.write(
             f"{len(report.created)} created, {len(report.renewed)} renewed, "
-            f"{len(report.unchanged)} unchanged, {len(report.failed)} failed"
+            f"{len(report.unchanged)} unchanged, {len(report.removed)} duplicate(s) removed, "
+            f"{len(report.failed)} failed"
         )

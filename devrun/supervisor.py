@@ -1,0 +1,105 @@
+"""Child processes that never outlive their supervisor.
+
+Each child is started with the kernel's parent-death signal (PR_SET_PDEATHSIG): when the
+supervisor dies, however it dies (SIGKILL included), every child gets SIGTERM and stops
+the way it does on any SIGTERM. A normal stop sends SIGTERM itself, in reverse start order
+(the web server first, so nothing new arrives while the rest finish), and SIGKILLs what is
+still running after STOP_GRACE_S.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO
+
+STOP_GRACE_S = 12.0  # every long-running command exits within 10 s of SIGTERM
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that ties the child to this process, or None where prctl does not exist."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)  # loaded before fork
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        # The parent may have died between fork and prctl: then no signal would ever come.
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    pump: threading.Thread
+
+
+@dataclass
+class Supervisor:
+    children: list[Child] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        # Not a thread: the parent-death signal fires when the *thread* that forked exits.
+        assert threading.current_thread() is threading.main_thread()
+        process = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            # A terminal's Ctrl-C reaches only the supervisor, which stops the children in
+            # order; the parent-death signal covers the supervisor's own sudden end.
+            start_new_session=True,
+            preexec_fn=_die_with_parent(),  # prctl only: nothing that could deadlock after fork
+        )
+        assert process.stdout is not None
+        pump = threading.Thread(target=self._pump, args=(name, process.stdout), daemon=True)
+        pump.start()
+        self.children.append(Child(name, process, pump))
+
+    @staticmethod
+    def _pump(name: str, stream: IO[bytes]) -> None:
+        for line in iter(stream.readline, b""):
+            sys.stdout.write(f"{name:>10} | {line.decode(errors='replace')}")
+            sys.stdout.flush()
+
+    def pids(self) -> dict[str, int]:
+        return {child.name: child.process.pid for child in self.children}
+
+    def check(self) -> str | None:
+        """The first child that has exited, described; None while all run."""
+        for child in self.children:
+            if child.process.poll() is not None:
+                return f"{child.name} exited with status {child.process.returncode}"
+        return None
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        for child in reversed(self.children):
+            if child.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for child in self.children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.process.wait(max(0.1, deadline - time.monotonic()))
+            if child.process.poll() is None:
+                print(f"{child.name} ignored SIGTERM for {grace_s:.0f}s: killed", file=sys.stderr)
+                child.process.kill()
+                child.process.wait()
+        for child in self.children:
+            child.pump.join(timeout=1)
