@@ -23,6 +23,7 @@ test: $(STAMP) lint typecheck
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	HEALTH_EMBEDDED_SERVICES=false DATABASE_URL=postgresql://typecheck@127.0.0.1:1/none \

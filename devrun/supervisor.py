@@ -99,7 +99,9 @@ class Supervisor:
                 child.process.wait(max(0.1, deadline - time.monotonic()))
             if child.process.poll() is None:
                 print(f"{child.name} ignored SIGTERM for {grace_s:.0f}s: killed", file=sys.stderr)
-                child.process.kill()
-                child.process.wait()
+            # The whole group: a child's own workers (granian's) must not outlive it either.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.process.pid, signal.SIGKILL)
+            child.process.wait()
         for child in self.children:
             child.pump.join(timeout=1)
