@@ -85,3 +85,63 @@ def test_check_deploy_reports_no_warnings_in_production_mode() -> None:
     result = run_django(env, "check", "--deploy", "--fail-level", "WARNING")
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues" in result.stdout
+
+
+def _no_connection_env(tmp_path: Path) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "NATS_URL", "S3_ENDPOINT_URL", "HEALTH_EMBEDDED_SERVICES"}
+    }
+    # Any embedded service started by mistake would land here, not in the developer's set.
+    return {**env, "HEALTH_ENV": "development", "DEVSTACK_ROOT": str(tmp_path / "stack")}
+
+
+def test_importing_settings_starts_no_service(tmp_path: Path) -> None:
+    """`shell`, `makemigrations` and mypy import settings: that must never start a server."""
+    env = _no_connection_env(tmp_path)
+    code = (
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'health_project.settings'\n"
+        "try:\n    django.setup()\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT, env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert "ImproperlyConfigured DATABASE_URL must be set" in result.stdout
+    assert not (tmp_path / "stack").exists()
+
+
+def test_manage_py_without_services_names_the_variable_and_starts_nothing(
+    tmp_path: Path,
+) -> None:
+    result = subprocess.run(
+        [sys.executable, str(PROJECT / "manage.py"), "check"],
+        cwd=tmp_path,  # from any folder
+        env=_no_connection_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "DATABASE_URL must be set" in result.stderr
+    assert "python -m devstack up" in result.stderr
+    assert not (tmp_path / "stack").exists()
+
+
+@pytest.mark.services
+def test_manage_py_finds_embedded_services_that_are_already_running(tmp_path: Path) -> None:
+    from devstack.pytest_plugin import embedded_stack
+
+    stack = embedded_stack()
+    if stack is None:
+        pytest.skip("the session's services are external: there is no embedded set to find")
+    env = {**_no_connection_env(tmp_path), "DEVSTACK_ROOT": str(stack.root)}
+    result = subprocess.run(
+        [sys.executable, str(PROJECT / "manage.py"), "shell", "-c",
+         "from django.conf import settings; print(settings.DATABASE_URL, settings.NATS_URL)"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert os.environ["DATABASE_URL"].rsplit("/", 1)[0] in result.stdout
+    assert os.environ["NATS_URL"] in result.stdout
