@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+import time_machine
 
 from oura_simulator import OuraSimulator, SimulatorConfig
 
 from .conftest import ApiClient
 
-D = (datetime.now(UTC).date() - timedelta(days=20)).isoformat()
+# "Now" for every test here: the day and time a fresh clone once failed at (13:30 UTC). The
+# history ends that day and the dates below are fixed, so no result depends on the wall clock.
+NOW = datetime(2026, 12, 1, 13, 30, tzinfo=UTC)
+D = (NOW.date() - timedelta(days=20)).isoformat()
 D1 = (date.fromisoformat(D) + timedelta(days=1)).isoformat()
+
+
+@pytest.fixture
+def oura_sim_config() -> SimulatorConfig:
+    return SimulatorConfig(history_end=NOW.date().isoformat())
+
+
+@pytest.fixture(autouse=True)
+def _clock_at_now() -> Iterator[None]:
+    """The defaults under test (last 24 h, today and yesterday) are relative to the clock,
+    which the simulator's server thread reads too: pin it (ticking) at NOW."""
+    with time_machine.travel(NOW, tick=True):
+        yield
 
 
 def days(resp_json: dict[str, Any]) -> list[str]:
@@ -78,7 +96,7 @@ def test_validation_errors(api: ApiClient) -> None:
 
 def test_oldest_first_and_defaults(api: ApiClient) -> None:
     default = api.get("/v2/usercollection/daily_readiness").json()["data"]
-    today = datetime.now(UTC).date()
+    today = NOW.date()
     assert days({"data": default}) == [(today - timedelta(days=1)).isoformat(), today.isoformat()]
     hr = api.get("/v2/usercollection/heartrate").json()["data"]
     stamps = [r["timestamp_unix"] for r in hr]
@@ -122,19 +140,42 @@ def test_document_paging_visits_every_row_once(resend_params: bool) -> None:
         sim.stop()
 
 
-def test_heartrate_pages_at_1000_rows(api: ApiClient) -> None:
-    start = (datetime.now(UTC) - timedelta(days=3)).replace(microsecond=0)
-    end = start + timedelta(days=2)
+@pytest.mark.parametrize(
+    "clock",
+    [
+        # Times of day (13:30 is when it once failed with 970 rows), and a year boundary.
+        "2026-12-01T00:05:00+00:00",
+        "2026-12-01T06:30:00+00:00",
+        "2026-12-01T13:30:00+00:00",
+        "2026-12-01T23:55:00+00:00",
+        "2026-12-31T23:55:00+00:00",
+        "2027-01-01T00:05:00+00:00",
+    ],
+)
+def test_heartrate_pages_at_1000_rows(oura_sim_config: SimulatorConfig, clock: str) -> None:
+    # A fixed three-day window of the pinned history (1356 rows): never the last N hours
+    # before the clock, whose row count changes with the time of day.
+    start = datetime(2026, 11, 26, tzinfo=UTC)
+    end = start + timedelta(days=3)
     params = {"start_datetime": start.isoformat(), "end_datetime": end.isoformat()}
-    first = api.get("/v2/usercollection/heartrate", **params).json()
+    with time_machine.travel(datetime.fromisoformat(clock), tick=True):
+        sim = OuraSimulator(oura_sim_config)
+        sim.start()
+        api = ApiClient(sim, sim.add_user(history_days=60))
+        try:
+            first = api.get("/v2/usercollection/heartrate", **params).json()
+            rows = api.collect("/v2/usercollection/heartrate", **params)
+            expected = sim.documents(api.user.oura_user_id, "heartrate", start, end)
+            alone = api.get("/v2/usercollection/heartrate", next_token=first["next_token"])
+        finally:
+            api.http.close()
+            sim.stop()
     assert len(first["data"]) == 1000
     assert first["next_token"]
-    rows = api.collect("/v2/usercollection/heartrate", **params)
-    expected = api.sim.documents(api.user.oura_user_id, "heartrate", start, end)
     assert rows == expected
+    assert len(rows) == 1356
     assert len({r["timestamp_unix"] for r in rows}) == len(rows)
-    alone = api.get("/v2/usercollection/heartrate", next_token=first["next_token"]).json()
-    assert alone["data"][0] == rows[1000]
+    assert alone.json()["data"][0] == rows[1000]
 
 
 def test_fields_projection(api: ApiClient) -> None:
@@ -172,7 +213,7 @@ def test_five_years_served_lazily() -> None:
         docs = api.collect(
             "/v2/usercollection/daily_readiness",
             start_date="2000-01-01",
-            end_date=datetime.now(UTC).date().isoformat(),
+            end_date=NOW.date().isoformat(),
         )
         elapsed = time.perf_counter() - started
         assert 1820 <= len(docs) <= 1830
