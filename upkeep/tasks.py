@@ -1,0 +1,66 @@
+"""The upkeep tasks: each one calls a service of the app that owns the work.
+
+A task returns counts only (ids and counts go to the audit log and logs, never health data).
+`complete=False` means the service ran but left work undone that it reported rather than
+raised (a subscription Oura would not renew); the run is then recorded as "incomplete".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from backoffice.services import raw_retention_purge
+from ingestion.subscription_services import subscriptions_renew
+from jobs.services import jobs_reconcile
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    counts: dict[str, int] = field(default_factory=dict)
+    complete: bool = True
+
+
+@dataclass(frozen=True)
+class UpkeepTask:
+    name: str
+    env_var: str  # where settings.UPKEEP_SCHEDULE[name] comes from, for error messages
+    run: Callable[[], TaskResult]
+
+
+def renew_subscriptions() -> TaskResult:
+    report = subscriptions_renew()
+    # report.failed holds "event:type (error)" strings; only their number leaves this function.
+    counts = {
+        "renewed": len(report.renewed),
+        "unchanged": len(report.unchanged),
+        "failed": len(report.failed),
+    }
+    return TaskResult(counts=counts, complete=not report.failed)
+
+
+def purge_raw() -> TaskResult:
+    return TaskResult(counts={"rows_purged": raw_retention_purge(actor="scheduler")})
+
+
+def reconcile_jobs() -> TaskResult:
+    report = jobs_reconcile()
+    # "jobs_failed" are jobs the reconciler gave up on: a successful repair, not a task error.
+    return TaskResult(
+        counts={
+            "jobs_resent": len(report.resent),
+            "jobs_resumed": len(report.resumed),
+            "jobs_cancelled": len(report.cancelled),
+            "jobs_failed": len(report.failed),
+        }
+    )
+
+
+TASKS: dict[str, UpkeepTask] = {
+    task.name: task
+    for task in (
+        UpkeepTask("renew_subscriptions", "UPKEEP_RENEW_CRON", renew_subscriptions),
+        UpkeepTask("purge_raw", "UPKEEP_PURGE_RAW_CRON", purge_raw),
+        UpkeepTask("reconcile_jobs", "UPKEEP_RECONCILE_JOBS_CRON", reconcile_jobs),
+    )
+}
