@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     embedded = ensure_running(only_missing_from=dict(os.environ))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "health_project.settings")
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    # OAuth redirects and webhook callbacks must come back to the port the web server uses.
+    os.environ.setdefault(
+        "PUBLIC_BASE_URL", f"http://127.0.0.1:{os.environ.get('WEB_PORT', '8000')}"
+    )
     import django
 
     django.setup()
