@@ -47,4 +47,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The children are gone by now. Library threads of this process (the simulator's server,
+    # a connection pool) are not daemons and would hold the exit; nothing is left to flush.
+    os._exit(code)

@@ -26,7 +26,7 @@ import httpx
 from django.conf import settings
 
 from devrun.oura import OuraTarget
-from devrun.supervisor import Supervisor
+from devrun.supervisor import Supervisor, stop_with_parent
 from devstack.stack import DEFAULT_ROOT
 
 if TYPE_CHECKING:
@@ -233,6 +233,7 @@ def run(*, target: OuraTarget, embedded: list[str], with_demo: bool = True) -> i
     # Before any child exists: a signal at any later point stops them all (finally below).
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+    stop_with_parent()
 
     if not _port_free(WEB_PORT):
         print(f"error: port {WEB_PORT} is in use; stop what holds it or set WEB_PORT",
@@ -291,9 +292,11 @@ def run(*, target: OuraTarget, embedded: list[str], with_demo: bool = True) -> i
         print(f"stopping: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
-        supervisor.stop()
-        if sim is not None:
-            sim.stop()
+        try:
+            supervisor.stop()
+        finally:
+            if sim is not None:
+                sim.stop()
 
 
 def _print_banner(

@@ -26,11 +26,21 @@ STOP_GRACE_S = 12.0  # every long-running command exits within 10 s of SIGTERM
 _PR_SET_PDEATHSIG = 1
 
 
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def stop_with_parent() -> None:
+    """Get SIGTERM when this process's parent dies (`make`, killed): the tree stops as one."""
+    if sys.platform.startswith("linux"):
+        _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 def _die_with_parent() -> Callable[[], None] | None:
     """A preexec_fn that ties the child to this process, or None where prctl does not exist."""
     if not sys.platform.startswith("linux"):
         return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)  # loaded before fork
+    libc = _libc()  # loaded before the fork: the child only calls it
     parent = os.getpid()
 
     def preexec() -> None:

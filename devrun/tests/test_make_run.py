@@ -8,6 +8,7 @@ be left, whatever stopped the supervisor.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -56,6 +57,9 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
+_started: list[Run] = []
+
+
 @dataclass
 class Run:
     """One `python -m devrun` process, its output collected as it comes."""
@@ -66,6 +70,7 @@ class Run:
     banner: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
+        _started.append(self)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "devrun"],
             cwd=PROJECT,
@@ -132,6 +137,12 @@ def devstack_root() -> Iterator[Path]:
     # Inside the project, like a developer's .devstack (git-ignored as .devstack-*).
     root = PROJECT / f".devstack-test-{os.getpid()}-makerun"
     yield root
+    for run in _started:  # a failed test must not leave a system running
+        if run.process.poll() is None:
+            for pid in run.tree() | {run.process.pid}:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            run.process.wait(10)
     subprocess.run(
         [sys.executable, "-m", "devstack", "down", "--root", str(root)],
         cwd=PROJECT, capture_output=True, timeout=120, check=False,
