@@ -30,6 +30,10 @@ def setup_django() -> None:
     os.environ.setdefault("DJANGO_DEBUG", "false")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     sys.path.insert(0, str(ROOT))
+    from devstack import ensure_running
+
+    # A bench is a command that runs the system: it starts what is not pointed elsewhere.
+    ensure_running(only_missing_from=dict(os.environ))
     import django
 
     django.setup()
