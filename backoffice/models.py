@@ -28,6 +28,7 @@ class AuditEntry(models.Model):
         USER_ERASED = "user.erased"
         RETENTION_PURGED = "retention.purged"
         DEAD_LETTER_REPLAYED = "dead_letter.replayed"
+        UPKEEP_RUN = "upkeep.run"
 
     occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
     action = models.CharField(max_length=40, choices=Action.choices)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from django.db import close_old_connections, connection
 
+from backoffice.models import AuditEntry
 from backoffice.services import audit_record
 from upkeep.metrics import (
     upkeep_last_success_timestamp,
@@ -26,7 +27,7 @@ from upkeep.tasks import TASKS
 
 logger = logging.getLogger(__name__)
 
-AUDIT_ACTION = "upkeep_run"
+AUDIT_ACTION = AuditEntry.Action.UPKEEP_RUN
 AUDIT_ACTOR = "scheduler"
 SCHEDULER_ID = f"{socket.gethostname()}:{os.getpid()}"[:120]
 

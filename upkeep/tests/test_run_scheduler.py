@@ -93,7 +93,7 @@ def scheduler_process(subprocess_env) -> Iterator[Callable[..., SchedulerProcess
 def reconcile_runs() -> list[dict[str, Any]]:
     return [
         entry.details
-        for entry in AuditEntry.objects.filter(action="upkeep_run").order_by("id")
+        for entry in AuditEntry.objects.filter(action=AuditEntry.Action.UPKEEP_RUN).order_by("id")
         if entry.details["task"] == "reconcile_jobs"
     ]
 

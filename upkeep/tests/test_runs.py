@@ -27,9 +27,9 @@ def runs_counted(task: str, outcome: str) -> float:
 def upkeep_audit() -> list[dict[str, Any]]:
     return [
         entry.details
-        for entry in AuditEntry.objects.filter(action="upkeep_run", actor="scheduler").order_by(
-            "id"
-        )
+        for entry in AuditEntry.objects.filter(
+            action=AuditEntry.Action.UPKEEP_RUN, actor="scheduler"
+        ).order_by("id")
     ]
 
 

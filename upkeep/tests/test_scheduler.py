@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def audited(task: str) -> list[dict[str, Any]]:
     return [
         entry.details
-        for entry in AuditEntry.objects.filter(action="upkeep_run").order_by("id")
+        for entry in AuditEntry.objects.filter(action=AuditEntry.Action.UPKEEP_RUN).order_by("id")
         if entry.details["task"] == task
     ]
 
