@@ -358,6 +358,9 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's default config gives `django` a plain console handler of its own while
+        # DEBUG is on, so each of its records printed twice (plain, then JSON from the root).
+        "django": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
         # botocore and httpx log request details at DEBUG, including URLs with tokens.
         "botocore": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},

@@ -145,3 +145,22 @@ def test_manage_py_finds_embedded_services_that_are_already_running(tmp_path: Pa
     assert result.returncode == 0, result.stderr
     assert os.environ["DATABASE_URL"].rsplit("/", 1)[0] in result.stdout
     assert os.environ["NATS_URL"] in result.stdout
+
+
+def test_a_django_log_record_is_printed_once_even_in_debug(tmp_path: Path) -> None:
+    """Django's own loggers (django.request: every 4xx/5xx) go through our one handler only."""
+    env = {
+        **os.environ,
+        "DJANGO_DEBUG": "true",
+        "LOG_FORMAT": "json",
+        "DEVSTACK_ROOT": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, str(PROJECT / "manage.py"), "shell", "-c",
+         "import logging; logging.getLogger('django.request').warning('Bad Request: /probe')"],
+        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [ln for ln in (result.stdout + result.stderr).splitlines() if "/probe" in ln]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("{")
