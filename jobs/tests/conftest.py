@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import dramatiq
@@ -23,7 +23,17 @@ from nats.js.errors import NotFoundError
 from core import bus, raw_store
 from ingestion import crypto
 from ingestion.models import OuraConnection, RawEvent
-from oura_simulator import OuraSimulator
+from oura_simulator import OuraSimulator, SimulatorConfig
+
+HISTORY_END = date(2026, 11, 30)
+"""The last day of every simulated history here, and the `today` backfills end on. Fixed, so
+that the range a test asks for and the history the simulator serves are the same on any date
+and at any time of day (a test running across midnight included)."""
+
+
+@pytest.fixture
+def oura_sim_config() -> SimulatorConfig:
+    return SimulatorConfig(history_end=HISTORY_END.isoformat())
 
 
 @pytest.fixture

@@ -15,13 +15,20 @@ from jobs.backfill import backfill_run, page_dedupe_key, page_event_id
 from jobs.data_types import DATA_TYPES, DEFAULT_TYPES, Window
 from jobs.models import IngestionJob
 from jobs.services import job_start
-from jobs.tests.conftest import connect_user, day_bounds, doc_key, raw_messages, stored_documents
+from jobs.tests.conftest import (
+    HISTORY_END,
+    connect_user,
+    day_bounds,
+    doc_key,
+    raw_messages,
+    stored_documents,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def start(user_id: str, days: int, data_types: list[str] | None = None) -> IngestionJob:
-    today = timezone.now().date()
+    today = HISTORY_END
     return job_start(
         user_id=user_id, start=today - timedelta(days=days - 1), end=today,
         data_types=data_types, requested_by="test",
@@ -227,7 +234,7 @@ def test_cancel_stops_a_running_job_at_the_next_page(oura) -> None:
 
 def test_an_identical_active_job_is_returned_instead_of_a_second(oura) -> None:
     connect_user(oura, history_days=60)
-    today = timezone.now().date()
+    today = HISTORY_END
     kwargs: dict[str, Any] = {"user_id": "user-1", "start": today - timedelta(days=9), "end": today,
               "requested_by": "test"}  # fmt: skip
     first = job_start(**kwargs, data_types=["sleep", "daily_sleep"])

@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.utils import timezone
 
 from jobs.backfill import backfill_run
 from jobs.services import job_start
-from jobs.tests.conftest import connect_user, day_bounds
+from jobs.tests.conftest import HISTORY_END, connect_user, day_bounds
 from normalized.models import Activity, DailyActivity, DailyReadiness, DailySleep, SleepPeriod
 from normalized.tests.normalizer_helpers import delete_durable, make_spec, run
 
@@ -27,7 +26,7 @@ ROWS_PER_COLLECTION = {
 
 def test_two_years_of_every_type_become_exactly_the_simulators_rows(oura, clean_streams) -> None:
     _conn, oura_uid = connect_user(oura, history_days=800)
-    today = timezone.now().date()
+    today = HISTORY_END
     job = job_start(
         user_id="user-1", start=today - timedelta(days=729), end=today,
         data_types=None, requested_by="test",

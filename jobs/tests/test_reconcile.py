@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from jobs.models import IngestionJob
 from jobs.services import MAX_RUN_ATTEMPTS, job_start, jobs_reconcile
-from jobs.tests.conftest import connect_user
+from jobs.tests.conftest import HISTORY_END, connect_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,7 +23,7 @@ def queued_ids() -> set[str]:
 
 
 def make_job(oura, days: int = 10) -> IngestionJob:
-    today = timezone.now().date()
+    today = HISTORY_END
     return job_start(user_id="user-1", start=today - timedelta(days=days), end=today,
                      data_types=None, requested_by="test").job  # fmt: skip
 

@@ -15,13 +15,19 @@ import dramatiq
 import pytest
 from django.conf import settings
 from django.db import connection
-from django.utils import timezone
 
 from ingestion.models import RawEvent
 from jobs.data_types import DATA_TYPES, windows
 from jobs.models import IngestionJob
 from jobs.services import job_start, jobs_reconcile
-from jobs.tests.conftest import connect_user, day_bounds, doc_key, raw_messages, stored_documents
+from jobs.tests.conftest import (
+    HISTORY_END,
+    connect_user,
+    day_bounds,
+    doc_key,
+    raw_messages,
+    stored_documents,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,7 +49,7 @@ def queued_messages() -> list[str]:
 
 def test_a_started_job_is_enqueued_on_commit_and_run_by_a_worker(oura, broker, clean_streams):
     _conn, uid = connect_user(oura, history_days=120)
-    today = timezone.now().date()
+    today = HISTORY_END
     job = job_start(user_id="user-1", start=today - timedelta(days=89), end=today,
                     data_types=None, requested_by="test").job  # fmt: skip
     assert queued_messages() == [str(job.message_id)]
@@ -91,7 +97,7 @@ def test_a_killed_worker_resumes_without_refetching_finished_windows_or_duplicat
 ) -> None:
     _conn, uid = connect_user(oura, history_days=400)
     oura.config.latency_ms = 40  # slow enough to kill it mid-job
-    today = timezone.now().date()
+    today = HISTORY_END
     types = ["daily_activity", "daily_readiness", "daily_sleep", "sleep", "workout", "session"]
     job = job_start(user_id="user-1", start=today - timedelta(days=364), end=today,
                     data_types=types, requested_by="test").job  # fmt: skip

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import time_machine
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unused-ignore]  # no stubs installed
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -67,16 +68,24 @@ def usercollection_routes() -> list[str]:
     return sorted(p for p in SPEC["paths"] if "/usercollection/" in p)
 
 
+NOW = datetime(2026, 12, 1, 13, 30, tzinfo=UTC)
+
+
 @pytest.fixture(scope="module")
 def world() -> Any:
     # One module-wide simulator keeps this spec walk fast (~70 routes).
-    cfg = SimulatorConfig(history_days=400, include_producer_timestamp=True)
-    sim = OuraSimulator(cfg)
-    sim.start()
-    client = ApiClient(sim, sim.add_user(history_days=400))
-    yield sim, client
-    client.http.close()
-    sim.stop()
+    # The windows below are relative to "now": pin it (ticking) and end the history that
+    # day, so what each route returns is the same on any date and at any time of day.
+    with time_machine.travel(NOW, tick=True):
+        cfg = SimulatorConfig(
+            history_days=400, include_producer_timestamp=True, history_end=NOW.date().isoformat()
+        )
+        sim = OuraSimulator(cfg)
+        sim.start()
+        client = ApiClient(sim, sim.add_user(history_days=400))
+        yield sim, client
+        client.http.close()
+        sim.stop()
 
 
 def _list_params(path: str) -> dict[str, str]:
