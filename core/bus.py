@@ -17,7 +17,6 @@ from collections.abc import Coroutine
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
-import nats
 import nats.errors
 from django.conf import settings
 from nats.aio.client import Client as NatsClient
@@ -33,8 +32,25 @@ class BusUnavailable(RuntimeError):
     """JetStream did not acknowledge in time, or could not be reached."""
 
 
-async def connect(url: str | None = None, *, name: str = "health", **options: Any) -> NatsClient:
-    """One place that knows how we connect: short timeouts, no endless reconnect storm."""
+# How long a first connection may take, all attempts together. nats-py retries a first
+# connect as often as a reconnect; with max_reconnect_attempts=-1 that is forever, so a
+# process started while NATS is down (or a server that accepts and never answers) would
+# hang inside connect, deaf to SIGTERM. Callers retry on BusUnavailable on their own terms.
+FIRST_CONNECT_TIMEOUT_S = 4.0
+
+
+async def connect(
+    url: str | None = None,
+    *,
+    name: str = "health",
+    first_connect_timeout: float = FIRST_CONNECT_TIMEOUT_S,
+    **options: Any,
+) -> NatsClient:
+    """One place that knows how we connect: short timeouts, no endless reconnect storm.
+
+    The first connection fails with BusUnavailable after `first_connect_timeout` seconds;
+    once connected, a dropped connection reconnects in the background without limit.
+    """
 
     async def on_error(exc: Exception) -> None:
         # nats-py's default logs the exception with its message at ERROR on every retry.
@@ -47,7 +63,18 @@ async def connect(url: str | None = None, *, name: str = "health", **options: An
         "max_reconnect_attempts": -1,
         "allow_reconnect": True,
     }
-    return await nats.connect(url or settings.NATS_URL, name=name, **(defaults | options))
+    nc = NatsClient()
+    try:
+        await asyncio.wait_for(
+            nc.connect(url or settings.NATS_URL, name=name, **(defaults | options)),
+            first_connect_timeout,
+        )
+    except TimeoutError:
+        # Release whatever the abandoned attempt opened (a socket, a pending task).
+        with contextlib.suppress(Exception):
+            await nc.close()
+        raise BusUnavailable(f"NATS not reachable within {first_connect_timeout:g} s") from None
+    return nc
 
 
 class Bus:

@@ -284,6 +284,10 @@ def run_on_workers(
 # --- Transport: a synchronous facade over one nats-py pull subscription ------------------
 
 
+class Stopped(Exception):
+    """The process is stopping: what was waiting on the bus was abandoned on purpose."""
+
+
 class PullConsumer:
     """One durable pull subscription, driven from synchronous code.
 
@@ -307,22 +311,50 @@ class PullConsumer:
         self._held: dict[int, Msg] = {}
         self._heartbeat: asyncio.Task[None] | None = None
 
-    def _run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+    def _run(
+        self,
+        coro: Coroutine[Any, Any, T],
+        timeout: float,
+        *,
+        abandon_if: Callable[[], bool] | None = None,
+    ) -> T:
+        """Run `coro` on the loop and wait for it; `abandon_if` (polled) cancels it early."""
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        deadline = time.monotonic() + timeout
         try:
-            return future.result(timeout)
+            while True:
+                try:
+                    return future.result(
+                        min(0.1, max(0.0, deadline - time.monotonic()))
+                        if abandon_if is not None
+                        else timeout
+                    )
+                except FutureTimeout:
+                    if time.monotonic() >= deadline:
+                        raise
+                    if abandon_if is not None and abandon_if():
+                        raise Stopped from None
         except FutureTimeout:
             future.cancel()
             raise bus.BusUnavailable("timed out waiting for JetStream") from None
+        except Stopped:
+            future.cancel()
+            raise
 
     async def _start(self) -> None:
-        self._nc = await bus.connect(self._url, name=f"consumer-{self.spec.name}")
-        self._js = self._nc.jetstream(timeout=5)
-        # Create or update: every process of this consumer converges on the registry values.
-        await self._js.add_consumer(self.spec.stream, self.spec.consumer_config())
-        self._sub = await self._js.pull_subscribe_bind(
-            durable=self.spec.durable, stream=self.spec.stream
-        )
+        try:
+            self._nc = await bus.connect(self._url, name=f"consumer-{self.spec.name}")
+            self._js = self._nc.jetstream(timeout=5)
+            # Create or update: every process of this consumer converges on the registry values.
+            await self._js.add_consumer(self.spec.stream, self.spec.consumer_config())
+            self._sub = await self._js.pull_subscribe_bind(
+                durable=self.spec.durable, stream=self.spec.stream
+            )
+        except BaseException:
+            # Connected but JetStream said no (or we were cancelled): do not leave a client
+            # reconnecting in the background of a start that is going to be tried again.
+            await self._close()
+            raise
         self._heartbeat = asyncio.create_task(self._beat())
 
     async def _beat(self) -> None:
@@ -333,10 +365,15 @@ class PullConsumer:
                 with contextlib.suppress(Exception):  # a lost beat only risks a redelivery
                     await msg.in_progress()
 
-    def start(self) -> None:
+    def start(self, should_stop: Callable[[], bool] | None = None) -> None:
+        """Connect and bind; BusUnavailable if NATS or JetStream does not answer in time.
+
+        Raises Stopped as soon as `should_stop()` is true: a start that waits on a server
+        that is down must not keep a SIGTERM waiting.
+        """
         try:
-            self._run(self._start(), 15)
-        except bus.BusUnavailable:
+            self._run(self._start(), 10, abandon_if=should_stop)
+        except (bus.BusUnavailable, Stopped):
             raise
         except Exception as exc:
             raise bus.BusUnavailable(f"consumer start failed: {type(exc).__name__}") from None
@@ -401,14 +438,24 @@ class PullConsumer:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         if self._nc is not None and not self._nc.is_closed:
-            with contextlib.suppress(Exception):
-                await self._nc.flush(timeout=2)  # the last acks leave before we go
+            if self._nc.is_connected:  # while NATS is away there is nothing to flush to
+                with contextlib.suppress(Exception):
+                    await self._nc.flush(timeout=2)  # the last acks leave before we go
             with contextlib.suppress(Exception):
                 await self._nc.close()
+        # nats-py's close gives up part-way when the server is gone (writing out what is
+        # pending fails), leaving the subscription's tasks behind: end them here, or asyncio
+        # reports them as destroyed while pending when the loop stops.
+        leftovers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in leftovers:
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
 
     def close(self) -> None:
         try:
-            self._run(self._close(), 10)
+            # Flush (2 s) and close; bounded, so a NATS that accepts and never answers
+            # cannot hold the exit of a stopping process.
+            self._run(self._close(), 4)
         except Exception as exc:
             logger.warning("consumer_close_failed", extra={"error_type": type(exc).__name__})
         finally:
@@ -439,6 +486,39 @@ class RunStats:
 
 
 def _never() -> bool:
+    return False
+
+
+def _pause(seconds: float, should_stop: Callable[[], bool]) -> None:
+    """Sleep `seconds`, waking early when the process is told to stop."""
+    deadline = time.monotonic() + seconds
+    while not should_stop() and (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(0.1, left))
+
+
+# Between attempts to reach JetStream at start-up: soon enough that a consumer starts within
+# seconds of NATS coming back, rare enough not to flood the log while it is down.
+START_RETRY_S = 2.0
+
+
+def _start_until_stopped(puller: PullConsumer, should_stop: Callable[[], bool]) -> bool:
+    """Start the subscription, retrying while NATS is away; False if told to stop first.
+
+    A consumer started before the bus (a reboot, `make run` with NATS still coming up) waits
+    for it instead of crashing, and a SIGTERM meanwhile ends the wait at once.
+    """
+    while not should_stop():
+        try:
+            puller.start(should_stop)
+        except Stopped:
+            return False
+        except bus.BusUnavailable as exc:
+            logger.warning(
+                "consumer_start_failed", extra={"consumer": puller.spec.name, "error": str(exc)}
+            )
+            _pause(START_RETRY_S, should_stop)
+            continue
+        return True
     return False
 
 
@@ -553,8 +633,9 @@ def run_consumer(
 ) -> RunStats:
     """Fetch batches and dispatch each message until stopped.
 
-    `should_stop` is checked between batches only: a SIGTERM lets the batch in hand finish,
-    with every message acked or nak'ed, before the loop exits.
+    `should_stop` is checked between batches, and polled while waiting for NATS (at start or
+    after a failed fetch): a SIGTERM lets the batch in hand finish, with every message acked
+    or nak'ed, before the loop exits, and never waits on a bus that is down.
     """
     handler = spec.load_handler()
     batch_handler = spec.load_batch_handler()
@@ -568,11 +649,19 @@ def run_consumer(
     )
     stats = RunStats()
     puller = PullConsumer(spec, url)
-    puller.start()
-    logger.info("consumer_started", extra={"consumer": spec.name, "durable": spec.durable})
     last_message_at = time.monotonic()
+
+    def stop_waiting_for_the_bus() -> bool:
+        # Time spent waiting for NATS at start counts as idle for --idle-exit-s.
+        idle = idle_exit_s is not None and time.monotonic() - last_message_at > idle_exit_s
+        return idle or should_stop()
+
     try:
-        while not should_stop():
+        started = _start_until_stopped(puller, stop_waiting_for_the_bus)
+        if started:
+            logger.info("consumer_started", extra={"consumer": spec.name, "durable": spec.durable})
+        last_message_at = time.monotonic()
+        while started and not should_stop():
             if max_messages is not None and stats.received >= max_messages:
                 break
             if idle_exit_s is not None and time.monotonic() - last_message_at > idle_exit_s:
@@ -582,7 +671,7 @@ def run_consumer(
                 msgs = puller.fetch(wanted, timeout=1.0)
             except bus.BusUnavailable as exc:
                 logger.warning("consumer_fetch_failed", extra={"error": str(exc)})
-                time.sleep(1.0)
+                _pause(1.0, should_stop)
                 continue
             if not msgs:
                 continue

@@ -84,6 +84,7 @@ class Command(BaseCommand):
             return
 
         self.stdout.write("run_relay is running")
+        self.stdout.flush()  # supervisors and tests wait for this line; a pipe buffers it
         last_gauge = 0.0
         while not self.stopping.is_set():
             close_old_connections()  # a Postgres restart must not leave us on a dead socket

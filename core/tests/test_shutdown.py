@@ -1,0 +1,224 @@
+"""Every long-running process exits within 10 s of SIGTERM, even while every service is down.
+
+Each command runs as it does under `make run` or in a container, as a child process: (a)
+started with Postgres, NATS and S3 up, which are then stopped; (b) started with all three
+pointing at ports where nothing listens; (c) started against a "black hole" that accepts
+TCP connections and never answers, so every connect waits for its timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from devstack.stack import Stack
+
+MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
+GRANIAN = str(Path(sys.executable).parent / "granian")
+
+# What a supervisor allows between SIGTERM and SIGKILL: the requirement itself.
+EXIT_WITHIN_S = 10.0
+STARTUP_WITHIN_S = 60.0  # a Django process on a busy 2-core machine
+# After the services stop: long enough for every process to notice (failed fetches, pool
+# checkouts in their retry loops, reconnect storms) before it is told to stop.
+SETTLE_S = 3.0
+
+# granian waits without limit for requests in flight; one stuck on a service that never
+# answers (a /readyz against an S3 black hole takes ~30 s) would hold the exit. This is the
+# flag the web command must carry (devrun/orchestrator.py, Dockerfile, compose.yaml).
+WEB_KILL_TIMEOUT = ("--workers-kill-timeout", "5")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def black_hole() -> Iterator[int]:
+    """A port that completes TCP handshakes and never says a word.
+
+    The kernel accepts connections into the listen backlog without `accept()`, so nothing
+    here has to run: every client sees a connected socket that stays silent.
+    """
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(128)
+        yield server.getsockname()[1]
+
+
+def unreachable(env: dict[str, str], port: int) -> dict[str, str]:
+    """`env` with Postgres, NATS and S3 all at 127.0.0.1:`port`."""
+    return env | {
+        "DATABASE_URL": f"postgresql://health@127.0.0.1:{port}/health",
+        "NATS_URL": f"nats://127.0.0.1:{port}",
+        "S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+    }
+
+
+class Child:
+    """A command run as its own process, its output collected as it comes.
+
+    The output is read all along, so a child logging a reconnect storm never blocks on a
+    full pipe (which would look like a process ignoring SIGTERM).
+    """
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.argv = argv
+        self.process = subprocess.Popen(
+            argv,
+            env=env | {"PYTHONUNBUFFERED": "1"},
+            cwd=settings.BASE_DIR,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+
+    def output(self) -> str:
+        with self._changed:
+            return "".join(self.lines[-60:])
+
+    def wait_for(self, text: str, timeout: float = STARTUP_WITHIN_S) -> None:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not any(text in line for line in self.lines):
+                left = deadline - time.monotonic()
+                assert self.process.poll() is None, f"{self.argv[2]} died:\n{self.output()}"
+                assert left > 0, f"no {text!r} within {timeout:g} s:\n{self.output()}"
+                self._changed.wait(min(left, 0.5))
+
+    def sigterm_and_time_exit(self) -> float:
+        """Send SIGTERM; the seconds until the process was gone (waits no longer than the bound)."""
+        sent = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=EXIT_WITHIN_S)
+        return time.monotonic() - sent
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self._reader.join(timeout=5)
+
+
+def manage(*args: str) -> list[str]:
+    return [sys.executable, MANAGE, *args]
+
+
+def web_command(port: int) -> list[str]:
+    # As `make run` starts it, plus the kill timeout it needs (see WEB_KILL_TIMEOUT).
+    return [
+        GRANIAN, "--interface", "wsgi", "health_project.wsgi:application",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
+        "--blocking-threads", "8", "--access-log", *WEB_KILL_TIMEOUT,
+    ]  # fmt: skip
+
+
+# name -> (argv, the lines it prints once it is running)
+COMMANDS: dict[str, tuple[list[str], tuple[str, ...]]] = {
+    "normalizer": (manage("run_consumer", "normalizer"), ("run_consumer normalizer is running",)),
+    "relay": (manage("run_relay"), ("run_relay is running",)),
+    "worker": (manage("run_worker"), ("run_worker is running",)),
+    # argv built per test, on a free port
+    "web": ([], ("Started worker-1", "Started worker-2")),
+}
+
+
+@contextlib.contextmanager
+def running(name: str, env: dict[str, str]) -> Iterator[Child]:
+    argv, ready_lines = COMMANDS[name]
+    child = Child(argv or web_command(free_port()), env)
+    try:
+        for line in ready_lines:
+            child.wait_for(line)
+        yield child
+    finally:
+        child.kill()
+
+
+def assert_exits_in_time(child: Child) -> None:
+    took = child.sigterm_and_time_exit()
+    assert child.process.poll() is not None, f"still running 10 s after SIGTERM:\n{child.output()}"
+    assert took < EXIT_WITHIN_S, f"exited {took:.1f} s after SIGTERM:\n{child.output()}"
+    assert child.process.returncode == 0, child.output()
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_exits_within_10_s_of_sigterm_after_every_service_went_down(
+    name: str, subprocess_env: dict[str, str], stack: Stack
+) -> None:
+    with running(name, subprocess_env) as child:
+        stack.down()  # the fixture starts them again after the test
+        time.sleep(SETTLE_S)
+        assert child.process.poll() is None, f"{name} died with the services:\n{child.output()}"
+        assert_exits_in_time(child)
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_exits_within_10_s_of_sigterm_when_started_with_every_service_down(
+    name: str, subprocess_env: dict[str, str]
+) -> None:
+    with running(name, unreachable(subprocess_env, free_port())) as child:
+        time.sleep(SETTLE_S)
+        assert child.process.poll() is None, f"{name} gave up at start:\n{child.output()}"
+        assert_exits_in_time(child)
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_exits_within_10_s_of_sigterm_against_services_that_never_answer(
+    name: str, subprocess_env: dict[str, str]
+) -> None:
+    with black_hole() as port, running(name, unreachable(subprocess_env, port)) as child:
+        time.sleep(SETTLE_S)
+        assert child.process.poll() is None, f"{name} gave up at start:\n{child.output()}"
+        assert_exits_in_time(child)
+
+
+def test_the_web_server_exits_within_10_s_with_a_request_stuck_on_a_silent_service(
+    subprocess_env: dict[str, str],
+) -> None:
+    with black_hole() as silent:
+        port = free_port()
+        child = Child(web_command(port), unreachable(subprocess_env, silent))
+        try:
+            for line in COMMANDS["web"][1]:
+                child.wait_for(line)
+
+            def readyz() -> None:
+                # Answers only when the server gives up on it; the test does not need it to.
+                with contextlib.suppress(OSError):
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=60)
+
+            request = threading.Thread(target=readyz, daemon=True)
+            request.start()
+            time.sleep(SETTLE_S)  # the readiness checks are now waiting on the black hole
+            assert request.is_alive(), "the request ended before SIGTERM: nothing was in flight"
+            assert_exits_in_time(child)
+        finally:
+            child.kill()
