@@ -28,4 +28,5 @@ OURA_CLIENT_ID=build \
 OURA_CLIENT_SECRET="$(random_token)" \
 OURA_WEBHOOK_VERIFICATION_TOKEN="$(random_token)" \
 TOKEN_ENCRYPTION_KEYS="$(random_fernet_key)" \
+PERSON_HASH_KEY="$(random_token)" \
     python manage.py collectstatic --noinput "$@"

@@ -198,6 +198,15 @@ for _key in TOKEN_ENCRYPTION_KEYS:
             "(32 url-safe base64-encoded bytes each)"
         ) from None
 
+# Keys the hashes that name a person in logs, audit entries and erasure tombstones
+# (core/pseudonyms.py). Never rotate it: tombstones are matched by these hashes.
+_DEV_PERSON_HASH_KEY = "dev-only-person-hash-key-do-not-use-in-production-7d41c9e2"
+PERSON_HASH_KEY = _require_in_production(
+    "PERSON_HASH_KEY", env_str("PERSON_HASH_KEY", _DEV_PERSON_HASH_KEY), _DEV_PERSON_HASH_KEY
+)
+if PRODUCTION and len(PERSON_HASH_KEY) < 32:
+    raise ImproperlyConfigured("PERSON_HASH_KEY must be at least 32 characters")
+
 # --- Webhook ingestion ------------------------------------------------------------------
 
 WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 256 * 1024, minimum=1024)

@@ -23,6 +23,7 @@ PRODUCTION_ENV = {
     "OURA_WEBHOOK_VERIFICATION_TOKEN": "prod-verification-token",
     "PUBLIC_BASE_URL": "https://health.example.com",
     "TOKEN_ENCRYPTION_KEYS": "q1JtQ3bYH6rV0mW0f1qk9N8m2o7bY3Qz5m9x1bYy0aE=",
+    "PERSON_HASH_KEY": "production-person-hash-key-for-the-deploy-check",
 }
 
 
