@@ -69,11 +69,13 @@ async def connect(
             nc.connect(url or settings.NATS_URL, name=name, **(defaults | options)),
             first_connect_timeout,
         )
-    except TimeoutError:
-        # Release whatever the abandoned attempt opened (a socket, a pending task).
+    except BaseException as exc:  # timed out, or the caller gave up on us (cancelled)
+        # Release whatever the abandoned attempt opened (a socket to a silent server).
         with contextlib.suppress(Exception):
             await nc.close()
-        raise BusUnavailable(f"NATS not reachable within {first_connect_timeout:g} s") from None
+        if isinstance(exc, TimeoutError):
+            raise BusUnavailable(f"NATS not reachable within {first_connect_timeout:g} s") from None
+        raise
     return nc
 
 

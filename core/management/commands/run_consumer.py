@@ -1,8 +1,10 @@
 """`python manage.py run_consumer <name>`: run one registered bus consumer (core/consumers.py).
 
 Runs until SIGTERM or SIGINT; then the batch in hand is finished, every message in it is acked
-or nak'ed, and the process exits 0. Start several processes of the same consumer to share the
-work: they bind to one durable consumer and JetStream hands each message to one of them.
+or nak'ed, and the process exits 0. Started while NATS is away, it waits for it (and still
+exits at once on SIGTERM) rather than crash. Start several processes of the same consumer to
+share the work: they bind to one durable consumer and JetStream hands each message to one of
+them.
 """
 
 from __future__ import annotations
