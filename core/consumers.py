@@ -353,7 +353,7 @@ class PullConsumer:
         except BaseException:
             # Connected but JetStream said no (or we were cancelled): do not leave a client
             # reconnecting in the background of a start that is going to be tried again.
-            await self._close()
+            await self._disconnect()
             raise
         self._heartbeat = asyncio.create_task(self._beat())
 
@@ -434,7 +434,7 @@ class PullConsumer:
         except Exception as exc:
             raise bus.BusUnavailable(f"publish failed: {type(exc).__name__}") from None
 
-    async def _close(self) -> None:
+    async def _disconnect(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         if self._nc is not None and not self._nc.is_closed:
@@ -443,6 +443,9 @@ class PullConsumer:
                     await self._nc.flush(timeout=2)  # the last acks leave before we go
             with contextlib.suppress(Exception):
                 await self._nc.close()
+
+    async def _close(self) -> None:
+        await self._disconnect()
         # nats-py's close gives up part-way when the server is gone (writing out what is
         # pending fails), leaving the subscription's tasks behind: end them here, or asyncio
         # reports them as destroyed while pending when the loop stops.
