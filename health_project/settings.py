@@ -209,7 +209,9 @@ if PRODUCTION and len(PERSON_HASH_KEY) < 32:
 
 # --- Webhook ingestion ------------------------------------------------------------------
 
-WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 256 * 1024, minimum=1024)
+# Oura's notifications are ~200 bytes (five short strings); 16 KiB is that with a wide margin,
+# and caps what an unauthenticated sender can make us read and hash.
+WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 16 * 1024, minimum=1024)
 WEBHOOK_TIMESTAMP_TOLERANCE_S = env_int("WEBHOOK_TIMESTAMP_TOLERANCE_S", 300, minimum=1)
 WEBHOOK_RATE_LIMIT_PER_MINUTE = env_int("WEBHOOK_RATE_LIMIT_PER_MINUTE", 60000, minimum=1)
 API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", 600, minimum=1)
@@ -252,6 +254,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "core",
+    "privacy",
     "access",
     "ingestion",
     "normalized",

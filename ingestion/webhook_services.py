@@ -65,6 +65,10 @@ EVENT_ID_NAMESPACE = uuid.UUID("5b0e4c1e-7a53-4c0f-9d1f-0c8e3b7a4f21")
 # publishes what was skipped.
 PUBLISH_TIMEOUT_S = 1.0
 PUBLISH_BREAKER_S = 5.0
+# The re-serialised signature forms need the body parsed before it is authenticated. Oura's
+# notifications are ~200 bytes, so only bodies up to this size get that second chance: an
+# unauthenticated sender cannot make us parse (or re-serialise) anything large.
+ALTERNATIVE_FORMS_MAX_BYTES = 2048
 
 
 class WebhookRejected(Exception):
@@ -135,21 +139,48 @@ def _compact_forms(parsed: Any) -> list[tuple[str, bytes]]:
     # Oura's documented verifier hashes JSON.stringify(req.body): compact, insertion order,
     # non-ASCII kept as is. The ASCII-escaped variant costs one more HMAC and covers a sender
     # that serialises the way Python does by default (CONTRACT 5.5, ambiguity a).
-    compact = json.dumps(parsed, separators=(",", ":"), ensure_ascii=False).encode()
-    ascii_form = json.dumps(parsed, separators=(",", ":")).encode()
-    forms = [("compact", compact)]
+    try:
+        ascii_form = json.dumps(parsed, separators=(",", ":")).encode()
+    except (RecursionError, ValueError):
+        return []
+    forms = []
+    try:
+        compact = json.dumps(parsed, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # a lone surrogate has no UTF-8 form
+        compact = b""
+    if compact:
+        forms.append(("compact", compact))
     if ascii_form != compact:
         forms.append(("compact_ascii", ascii_form))
     return forms
 
 
+def _loads(body: bytes) -> Any:
+    """Parse strictly: UTF-8 only, no lone surrogates anywhere, bounded nesting.
+
+    Raises ValueError for anything else, so callers handle one exception type.
+    """
+    try:
+        text = body.decode("utf-8")
+        parsed = json.loads(text)
+        # json accepts "\ud800" escapes; such a string has no UTF-8 form and cannot be
+        # stored or published. Encoding the whole value once finds them wherever they are.
+        json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except UnicodeError:
+        raise ValueError("not UTF-8") from None
+    return parsed
+
+
 def webhook_verify_signature(
     *, body: bytes, signature: str, timestamp: str, now: float | None = None
-) -> tuple[SignatureMatch, Any]:
+) -> SignatureMatch:
     """Check `x-oura-signature` against every accepted secret and body form.
 
-    Returns the match and the parsed body when parsing was needed to find it (else None, and
-    the caller parses). Raises WebhookRejected("invalid_signature").
+    The raw form needs no parsing; the re-serialised forms are tried only for small bodies,
+    and a body that cannot be parsed or re-serialised simply does not match. Raises
+    WebhookRejected("invalid_signature").
     """
     if not signature or not timestamp:
         raise _invalid_signature("x-oura-signature and x-oura-timestamp are required.", "missing")
@@ -178,37 +209,46 @@ def webhook_verify_signature(
 
     found = match("raw", body)
     if found is not None:
-        return found, None
+        return found
+    if len(body) > ALTERNATIVE_FORMS_MAX_BYTES:
+        raise _invalid_signature("The signature does not match.", "mismatch")
     try:
         parsed = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         # Not JSON, so no re-serialised form exists; the raw form already failed.
         raise _invalid_signature("The signature does not match.", "mismatch") from None
     for form, message in _compact_forms(parsed):
         found = match(form, message)
         if found is not None:
-            return found, parsed
+            return found
     raise _invalid_signature("The signature does not match.", "mismatch")
 
 
 def _parse_event_time(value: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        # A naive time has no stated zone; Oura documents offsets, so UTC is the only guess.
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: year 1 with a positive offset
         return None
-    # A naive time has no stated zone; Oura documents offsets, so UTC is the only sane guess.
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-def webhook_parse_notification(*, body: bytes, parsed: Any = None) -> dict[str, str]:
-    """The five Oura fields, checked. Raises WebhookRejected (malformed/invalid)."""
-    if parsed is None:
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            raise WebhookRejected(
-                "malformed_body", "The body is not JSON.", 400, "malformed_body"
-            ) from None
+def webhook_parse_notification(*, body: bytes) -> dict[str, str]:
+    """The five Oura fields, checked. Raises WebhookRejected (malformed/invalid).
+
+    Called only once the signature holds. Parsed here even when the signature check parsed
+    the body for an alternative form: that parse was lenient (any encoding, lone
+    surrogates), and what is stored must be strict UTF-8 JSON.
+    """
+    try:
+        parsed = _loads(body)
+    except ValueError:
+        raise WebhookRejected(
+            "malformed_body",
+            "The body is not UTF-8 JSON (or nests too deeply, or has lone surrogates).",
+            400,
+            "malformed_body",
+        ) from None
     if not isinstance(parsed, dict):
         raise WebhookRejected(
             "malformed_body", "The body is not a JSON object.", 400, "malformed_body"
@@ -220,6 +260,8 @@ def webhook_parse_notification(*, body: bytes, parsed: Any = None) -> dict[str, 
             problems.append(f"{name} must be a non-empty string")
         elif len(value) > max_length:
             problems.append(f"{name} is longer than {max_length} characters")
+        elif "\x00" in value:  # Postgres text cannot hold NUL
+            problems.append(f"{name} must not contain NUL")
     if not problems and parsed["event_type"] not in EVENT_TYPES:
         problems.append("event_type must be create, update or delete")
     if problems:
@@ -239,13 +281,13 @@ def webhook_verify(
 ) -> VerifiedDelivery:
     """Signature first, then the body: an unsigned sender learns nothing about our parser."""
     lowered = {key.lower(): value for key, value in headers.items()}
-    match, parsed = webhook_verify_signature(
+    match = webhook_verify_signature(
         body=body,
         signature=lowered.get("x-oura-signature", ""),
         timestamp=lowered.get("x-oura-timestamp", ""),
         now=now,
     )
-    notification = webhook_parse_notification(body=body, parsed=parsed)
+    notification = webhook_parse_notification(body=body)
     return VerifiedDelivery(
         notification=notification,
         body=body,

@@ -264,6 +264,80 @@ def test_unsigned_garbage_is_an_invalid_signature_not_a_parse_error(client: Clie
 
 
 @pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a":"\\ud800"}',
+        b"[" * 100_000,
+        b"{" * 5000,
+        b'{"user_id":"' + "\u00e9".encode("utf-16-le") + b'"}',
+        b"\xff\xfe{}",
+    ],
+    ids=["lone-surrogate", "nested-100k", "nested-objects", "utf16", "not-utf8"],
+)
+def test_badly_signed_hostile_bodies_are_an_invalid_signature_never_a_500(
+    client: Client, body: bytes
+) -> None:
+    headers = {"x-oura-signature": "AB" * 32, "x-oura-timestamp": str(int(time.time()))}
+    with override_settings(WEBHOOK_MAX_BODY_BYTES=200_000):
+        response = post(client, body, headers)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"] == "invalid_signature"
+    assert not RawEvent.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a":"\\ud800"}',
+        json.dumps(notification(object_id="\ud800")).encode(),
+        b"[" * 10_000,
+        b"{" * 5000,
+        json.dumps(notification()).encode("utf-16"),
+        b"\xff" + json.dumps(notification()).encode(),
+    ],
+    ids=["lone-surrogate", "surrogate-field", "nested", "nested-objects", "utf16", "not-utf8"],
+)
+def test_signed_bodies_that_are_not_strict_json_are_malformed_and_store_nothing(
+    client: Client, body: bytes
+) -> None:
+    response = post(client, *signed(body))
+    assert response.status_code == 400, response.content
+    assert response.json()["error"] == "malformed_body"
+    assert not RawEvent.objects.exists()
+
+
+def test_signed_fields_with_nul_or_an_out_of_range_time_are_refused_or_kept_without_a_500(
+    client: Client,
+) -> None:
+    response = post(client, *signed(notification(object_id="a\x00b")))
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_notification"
+    response = post(client, *signed(notification(event_time="0001-01-01T00:00:00+05:00")))
+    assert response.status_code == 202, response.content
+
+
+def test_alternative_signature_forms_are_tried_only_for_small_bodies(client: Client) -> None:
+    body = notification(object_id="x" * 100, data_type="sleep")
+    body["padding"] = " " * 3000
+    pretty = json.dumps(body, indent=2).encode()
+    compact = json.dumps(body, separators=(",", ":")).encode()
+    response = post(client, *signed(pretty, signed_message=compact))
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_signature"
+
+
+def test_the_default_body_limit_is_what_oura_sends_plus_margin(client: Client) -> None:
+    assert settings.WEBHOOK_MAX_BODY_BYTES <= 16 * 1024
+    raw, headers = signed(notification(object_id="x" * 20_000))
+    response = post(client, raw, headers)
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": "payload_too_large",
+        "detail": f"The body is larger than {settings.WEBHOOK_MAX_BODY_BYTES} bytes.",
+    }
+
+
+@pytest.mark.parametrize(
     "change",
     [
         {"event_type": None},
