@@ -1,4 +1,4 @@
-"""Writes of the backoffice domain: the audit log, raw-object access, erasure, retention."""
+"""Writes of the backoffice domain: raw-object access, erasure, retention."""
 
 from __future__ import annotations
 
@@ -7,37 +7,17 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 from django.apps import apps
 from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
-from backoffice.models import AuditEntry
+from audit.models import AuditEntry
+from audit.services import audit_record
 from core import bus, raw_store
 
 logger = logging.getLogger(__name__)
-
-
-def audit_record(
-    *,
-    action: str,
-    actor: str,
-    user_id: str = "",
-    event_id: uuid.UUID | str | None = None,
-    provider: str = "oura",
-    details: dict[str, Any] | None = None,
-) -> AuditEntry:
-    """Append one entry. `details` holds ids, counts and reasons, never payload or tokens."""
-    return AuditEntry.objects.create(
-        action=action,
-        actor=actor,
-        user_id=user_id,
-        provider=provider,
-        event_id=uuid.UUID(str(event_id)) if event_id else None,
-        details=details or {},
-    )
 
 
 def raw_object_signed_url(*, event_id: uuid.UUID, staff: str) -> str:

@@ -12,9 +12,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from backoffice.models import AuditEntry
-from backoffice.services import audit_record
-from core import bus
+from core import audit_port, bus
 from core.consumers import MessageMeta
 from core.models import DeadLetter
 
@@ -64,8 +62,8 @@ def dead_letter_replay(*, dead_letter: DeadLetter, actor: str) -> str:
         DeadLetter.objects.filter(pk=dead_letter.pk).update(
             replayed_at=timezone.now(), resolved=True
         )
-        audit_record(
-            action=AuditEntry.Action.DEAD_LETTER_REPLAYED,
+        audit_port.record(
+            action="dead_letter.replayed",  # audit.models.AuditEntry.Action.DEAD_LETTER_REPLAYED
             actor=actor,
             details={
                 "dead_letter_id": dead_letter.pk,

@@ -254,6 +254,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "core",
+    "audit",
     "privacy",
     "access",
     "ingestion",

@@ -13,8 +13,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from backoffice.models import AuditEntry
-from backoffice.services import audit_record
+from audit.models import AuditEntry
+from audit.services import audit_record
 from ingestion import crypto
 from ingestion.models import OAuthState, OuraConnection
 from ingestion.oura_client import OuraError, get_client

@@ -28,7 +28,7 @@ from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
-from backoffice.models import AuditEntry
+from audit.models import AuditEntry
 from core import bus
 from core.metrics import webhook_accepted_total, webhook_duplicate_total, webhook_invalid_total
 from ingestion.models import OuraConnection, RawEvent

@@ -22,8 +22,8 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from backoffice.models import AuditEntry
-from backoffice.services import audit_record
+from audit.models import AuditEntry
+from audit.services import audit_record
 from core import bus
 from ingestion.models import OuraConnection
 from ingestion.selectors import connection_for_user

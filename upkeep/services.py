@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 
 from django.db import close_old_connections, connection
 
-from backoffice.models import AuditEntry
-from backoffice.services import audit_record
+from audit.models import AuditEntry
+from audit.services import audit_record
 from upkeep.metrics import (
     upkeep_last_success_timestamp,
     upkeep_run_duration_seconds,

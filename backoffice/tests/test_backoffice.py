@@ -9,13 +9,11 @@ from datetime import date, timedelta
 import httpx
 import pytest
 from django.apps import apps
-from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from backoffice.models import AuditEntry
+from audit.models import AuditEntry
 from backoffice.services import (
     USER_DATA_MODELS,
-    audit_record,
     raw_object_signed_url,
     raw_retention_purge,
     user_erase,
@@ -101,7 +99,7 @@ def test_erasure_removes_one_person_everywhere_and_nobody_else(clean_streams) ->
 def test_every_model_with_a_user_id_is_covered_by_erasure() -> None:
     covered = {label for label, _ in USER_DATA_MODELS}
     for model in apps.get_models():
-        if model._meta.app_label in {"backoffice"}:
+        if model._meta.app_label in {"audit"}:
             continue  # the audit log is kept: it holds ids and counts, not health data
         if any(f.name == "user_id" for f in model._meta.fields):
             assert model._meta.label in covered, model._meta.label
@@ -125,14 +123,3 @@ def test_signed_url_serves_the_raw_object_and_is_audited() -> None:
     entry = AuditEntry.objects.get(action="raw.accessed")
     assert entry.actor == "staff:eve"
     assert entry.event_id == event.event_id
-
-
-def test_the_audit_log_is_append_only_in_the_database() -> None:
-    entry = audit_record(action="webhook.received", actor="test", user_id="frank")
-    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-        AuditEntry.objects.filter(pk=entry.pk).update(actor="someone else")
-    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-        AuditEntry.objects.filter(pk=entry.pk).delete()
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT actor FROM health.audit_log WHERE id = %s", [entry.pk])
-        assert cursor.fetchone() == ("test",)

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.test import Client
 
-from backoffice.models import AuditEntry
+from audit.models import AuditEntry
 from core.consumers import MessageMeta
 from core.models import DeadLetter
 from core.services import dead_letter_record

@@ -14,7 +14,7 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from backoffice.models import AuditEntry
+from audit.models import AuditEntry
 from ingestion import crypto
 from ingestion.models import OAuthState, OuraConnection, WebhookSubscription
 from ingestion.oura_client import NeedsReauth, OuraClient, OuraRateLimited, get_client

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.test import Client, override_settings
 
-from backoffice.models import AuditEntry
+from audit.models import AuditEntry
 from core.metrics import webhook_accepted_total, webhook_invalid_total
 from devstack.stack import Stack
 from ingestion.models import OuraConnection, RawEvent

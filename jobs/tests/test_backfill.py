@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from backoffice.models import AuditEntry
+from audit.models import AuditEntry
 from ingestion.models import OuraConnection, RawEvent
 from jobs.backfill import backfill_run, page_dedupe_key, page_event_id
 from jobs.data_types import DATA_TYPES, DEFAULT_TYPES, Window

@@ -15,7 +15,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection as db
 
-from backoffice.models import AuditEntry
+from audit.models import AuditEntry
 from core import bus, raw_store
 from core.consumers import Action, MessageMeta, dispatch
 from core.models import DeadLetter

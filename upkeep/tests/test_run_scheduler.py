@@ -16,7 +16,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from backoffice.models import AuditEntry
+from audit.models import AuditEntry
 from upkeep.scheduler import LEADER_LOCK_KEY
 
 MANAGE = str(Path(settings.BASE_DIR) / "manage.py")

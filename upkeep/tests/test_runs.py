@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from prometheus_client import REGISTRY
 
-from backoffice.models import AuditEntry
+from audit.models import AuditEntry
 from upkeep.services import upkeep_run, upkeep_tick_claim
 
 pytestmark = pytest.mark.django_db(transaction=True)

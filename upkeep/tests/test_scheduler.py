@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from backoffice.models import AuditEntry
+from audit.models import AuditEntry
 from upkeep.scheduler import UpkeepScheduler, schedule_triggers
 
 pytestmark = pytest.mark.django_db(transaction=True)
