@@ -1,21 +1,17 @@
-"""Writes of the backoffice domain: raw-object access, erasure, retention."""
+"""Writes of the backoffice domain: raw-object access and retention (erasure: privacy/)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
-from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.apps import apps
 from django.conf import settings
-from django.db import models, transaction
 from django.utils import timezone
 
 from audit.models import AuditEntry
 from audit.services import audit_record
-from core import bus, raw_store
+from core import raw_store
 
 logger = logging.getLogger(__name__)
 
@@ -36,77 +32,6 @@ def raw_object_signed_url(*, event_id: uuid.UUID, staff: str) -> str:
         details={"ttl_s": settings.RAW_SIGNED_URL_TTL_S},
     )
     return url
-
-
-# Every table that holds a person's data, by model label and the column naming the person.
-# A new model with a user_id column must be added here; test_erasure checks that none is
-# missed.
-USER_DATA_MODELS: tuple[tuple[str, str], ...] = (
-    ("normalized.DailyReadiness", "user_id"),
-    ("normalized.DailySleep", "user_id"),
-    ("normalized.DailyActivity", "user_id"),
-    ("normalized.SleepPeriod", "user_id"),
-    ("normalized.Activity", "user_id"),
-    ("normalized.DeletedDocument", "user_id"),
-    ("jobs.IngestionJob", "user_id"),
-    ("ingestion.OAuthState", "user_id"),
-    ("ingestion.RawEvent", "user_id"),
-    ("ingestion.OuraConnection", "user_id"),
-)
-
-
-@dataclass
-class ErasureReport:
-    rows: dict[str, int] = field(default_factory=dict)
-    objects: int = 0
-    bus_messages_purged: bool = False
-
-
-async def _purge_user_subjects(user_id: str) -> None:
-    nc = await bus.connect(name="erasure")
-    try:
-        js = nc.jetstream()
-        await js.purge_stream("HEALTH_NORMALIZED", subject=f"health.normalized.user.{user_id}.>")
-    finally:
-        await nc.close()
-
-
-def user_erase(*, user_id: str, actor: str) -> ErasureReport:
-    """GDPR erasure of one person: revoke at Oura, then delete S3 objects, rows and bus data.
-
-    Order matters: objects are deleted before the index rows that name them, so a failure
-    half-way leaves something to retry from, never an orphan object nobody can find. Safe to
-    run twice.
-    """
-    from ingestion.connection_services import connection_disconnect
-    from ingestion.models import OuraConnection, RawEvent
-
-    report = ErasureReport()
-    connection = OuraConnection.objects.filter(user_id=user_id).first()
-    if connection is not None:
-        connection_disconnect(connection=connection, actor=actor)
-
-    keys = list(
-        RawEvent.objects.filter(user_id=user_id).exclude(object_key="")
-        .values_list("object_key", flat=True)
-    )  # fmt: skip
-    report.objects = raw_store.delete_keys(keys)
-
-    with transaction.atomic():
-        for label, column in USER_DATA_MODELS:
-            model: type[models.Model] = apps.get_model(label)
-            deleted, _ = model._default_manager.filter(**{column: user_id}).delete()
-            report.rows[label] = deleted
-        audit_record(
-            action=AuditEntry.Action.USER_ERASED,
-            actor=actor,
-            user_id=user_id,
-            details={"rows": report.rows, "objects": report.objects},
-        )
-    asyncio.run(_purge_user_subjects(user_id))
-    report.bus_messages_purged = True
-    logger.info("user_erased", extra={"user_id": user_id, "objects": report.objects})
-    return report
 
 
 def raw_retention_purge(*, older_than_days: int | None = None, actor: str = "retention") -> int:

@@ -138,6 +138,30 @@ def delete_prefix(prefix: str) -> int:
     return removed
 
 
+def list_keys(prefix: str) -> list[str]:
+    """Every key under `prefix` (erasure sweeps and their verification)."""
+    keys: list[str] = []
+    try:
+        paginator = client().get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=settings.S3_BUCKET, Prefix=prefix):
+            keys.extend(item["Key"] for item in page.get("Contents", []))
+    except (BotoCoreError, ClientError) as exc:
+        raise RawStoreUnavailable(f"list failed: {type(exc).__name__}") from None
+    return keys
+
+
+def list_folders(prefix: str) -> list[str]:
+    """The next level of "folders" under `prefix` (e.g. each `date=.../` of a provider)."""
+    folders: list[str] = []
+    try:
+        paginator = client().get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=settings.S3_BUCKET, Prefix=prefix, Delimiter="/"):
+            folders.extend(item["Prefix"] for item in page.get("CommonPrefixes", []))
+    except (BotoCoreError, ClientError) as exc:
+        raise RawStoreUnavailable(f"list failed: {type(exc).__name__}") from None
+    return folders
+
+
 def signed_url(key: str) -> str:
     """A short-lived GET URL (RAW_SIGNED_URL_TTL_S), for backoffice staff only."""
     return str(_storage().url(key))

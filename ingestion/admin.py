@@ -6,9 +6,10 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from backoffice.services import raw_object_signed_url, user_erase
+from backoffice.services import raw_object_signed_url
 from ingestion.connection_services import connection_disconnect
 from ingestion.models import OuraConnection, RawEvent, WebhookSubscription
+from privacy.services import user_erase
 
 
 @admin.register(OuraConnection)

@@ -18,6 +18,7 @@ from audit.services import audit_record
 from ingestion import crypto
 from ingestion.models import OAuthState, OuraConnection
 from ingestion.oura_client import OuraError, get_client
+from privacy.services import tombstones_lift
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,8 @@ def connection_complete(*, state: str, code: str | None, error: str | None) -> O
                 raise ConnectError(
                     "already_connected", "This Oura account is connected to another user."
                 )
+            # A new consent: an erasure's tombstones of this person and account are lifted.
+            tombstones_lift(user_id=pending.user_id, provider_user_id=provider_user_id)
             # A revoked link of this Oura account to someone else gives way to the new one.
             OuraConnection.objects.filter(provider_user_id=provider_user_id).exclude(
                 user_id=pending.user_id

@@ -25,6 +25,7 @@ from core.errors import error_response
 from core.serializers import ErrorSerializer
 from ingestion.webhook_services import (
     DuplicateEvent,
+    ErasedAccount,
     WebhookRejected,
     webhook_accept,
     webhook_headers_from_meta,
@@ -140,6 +141,8 @@ class OuraWebhookApi(APIView):
             event = webhook_accept(body=body, headers=webhook_headers_from_meta(request.META))
         except WebhookRejected as exc:
             return error_response(exc.code, exc.detail, exc.http_status)
+        except ErasedAccount:
+            return JsonResponse({"status": "erased"}, status=200)
         except DuplicateEvent as exc:
             return error_response(
                 "duplicate_event", "This notification was already accepted.", 409,

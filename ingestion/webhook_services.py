@@ -31,7 +31,9 @@ from django.utils import timezone
 from audit.models import AuditEntry
 from core import bus
 from core.metrics import webhook_accepted_total, webhook_duplicate_total, webhook_invalid_total
+from core.pseudonyms import person_hash
 from ingestion.models import OuraConnection, RawEvent
+from privacy.selectors import oura_account_erased
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +82,10 @@ class WebhookRejected(Exception):
         self.detail = detail
         self.http_status = http_status
         self.reason = reason  # label of webhook_invalid_total
+
+
+class ErasedAccount(Exception):
+    """The delivery is for an Oura account whose person was erased: nothing is stored."""
 
 
 class DuplicateEvent(Exception):
@@ -386,13 +392,14 @@ WITH owner AS (
     ON CONFLICT DO NOTHING
     RETURNING id, status, envelope, publish_subject, user_id
 ), audit AS (
-    INSERT INTO {_AUDIT} (occurred_at, action, actor, user_id, provider, event_id, details)
+    INSERT INTO {_AUDIT} (
+        occurred_at, action, actor, user_id, person_ref, provider, event_id, details)
     SELECT %(received_at)s,
         CASE ins.status
             WHEN {_ACCEPTED} THEN {_sql_literal(AuditEntry.Action.WEBHOOK_RECEIVED)}
             WHEN {_ORPHAN} THEN {_sql_literal(AuditEntry.Action.WEBHOOK_ORPHANED)}
             ELSE {_sql_literal(AuditEntry.Action.WEBHOOK_DROPPED)} END,
-        'webhook:oura', ins.user_id, %(provider)s, %(event_id)s,
+        'webhook:oura', '', %(person_ref)s, %(provider)s, %(event_id)s,
         jsonb_build_object('data_type', %(data_type)s::text,
                            'event_type', %(event_type)s::text, 'status', ins.status)
     FROM ins
@@ -446,6 +453,9 @@ def webhook_record(*, delivery: VerifiedDelivery, received_at: datetime) -> Reco
                 # Everything up to the closing brace, then the key that sorts next.
                 "envelope_head": envelope_rest[:-1] + b',"status":',
                 "subject": WEBHOOK_SUBJECT,
+                # The entry names the Oura account by its keyed hash, not our user id (which
+                # only this statement learns): docs/phase-3/privacy.md, "The audit log".
+                "person_ref": person_hash(notification["user_id"], namespace="oura"),
             },
         )
         row = cursor.fetchone()
@@ -526,6 +536,12 @@ def webhook_accept(
         webhook_invalid_total.labels(provider=PROVIDER, reason=exc.reason).inc()
         logger.info("webhook_rejected", extra={"reason": exc.reason})
         raise
+    if oura_account_erased(delivery.notification["user_id"]):
+        # The person was erased: store nothing, say nothing that names them. Answered 200 so
+        # that Oura does not retry (the delivery is handled: by not keeping it).
+        webhook_invalid_total.labels(provider=PROVIDER, reason="erased_account").inc()
+        logger.info("webhook_for_erased_account")
+        raise ErasedAccount
     try:
         event = webhook_record(delivery=delivery, received_at=received_at)
     except DuplicateEvent as exc:

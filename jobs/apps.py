@@ -3,3 +3,8 @@ from django.apps import AppConfig
 
 class JobsConfig(AppConfig):
     name = "jobs"
+
+    def ready(self) -> None:
+        from privacy import registry
+
+        registry.register_model("jobs.IngestionJob", user_field="user_id")

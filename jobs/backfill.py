@@ -32,6 +32,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core import bus, raw_store
+from core.db import person_lock
 from core.metrics import job_backfill_inflight
 from ingestion.models import OuraConnection, RawEvent
 from ingestion.oura_client import (
@@ -46,6 +47,7 @@ from ingestion.selectors import connection_for_user
 from jobs import services
 from jobs.data_types import DATA_TYPES, DataType, Window, windows
 from jobs.models import IngestionJob
+from privacy.selectors import oura_account_erased
 
 logger = logging.getLogger(__name__)
 
@@ -338,6 +340,11 @@ def _page_collection(
         row: RawEvent | None = None
         created = False
         with transaction.atomic():
+            # Under the person's lock, which an erasure holds while it runs: either this page
+            # commits first (and the erasure removes it) or the erasure's tombstone stops it.
+            person_lock(job.user_id)
+            if oura_account_erased(oura.provider_user_id):
+                raise Cancelled
             if documents:  # an empty window has nothing to store or normalize
                 row, created = _store_page(
                     job=job, oura=oura, collection=name, window=window, page=cursor.page,

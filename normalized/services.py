@@ -32,10 +32,12 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from core import bus, raw_store
+from core.db import person_lock
 from ingestion.models import RawEvent
 from normalized import contracts, mappers
 from normalized.dtos import NormalizedMetricsMessage, normalized_metrics_subject
 from normalized.models import DeletedDocument
+from privacy.selectors import user_erased
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ class StoredDocument:
     object_key: str
     sha256: str
     reused: bool  # an identical earlier fetch already stored these bytes
+    erased: bool = False  # its person was erased meanwhile: nothing stored, nothing to write
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class NormalizeResult:
     days: set[date] = field(default_factory=set)
     skipped_deleted: int = 0
     skipped_stale: int = 0
+    skipped_erased: int = 0
     violations: list[str] = field(default_factory=list)  # "[index] loc: type", no values
     invalid: dict[int, str] = field(default_factory=dict)  # index -> "loc: type", no values
 
@@ -175,6 +179,13 @@ def documents_store_raw(
         )
 
     with transaction.atomic(savepoint=False):
+        # Each person's lock before anything of theirs is stored (sorted: one order for all
+        # processes); an erasure holds it while it runs, and its tombstone stops the rest.
+        erased = {
+            user for user in sorted({e.user_id for e in events.values()}) if not _lock_user(user)
+        }
+        for key in [key for key, event in events.items() if event.user_id in erased]:
+            del events[key]
         # Sorted: two processes inserting overlapping keys wait for each other in one order.
         inserted = _insert_raw_events([events[key] for key in sorted(events)])
         reused = _existing_object_keys([key for key in events if key not in inserted])
@@ -193,7 +204,10 @@ def documents_store_raw(
             RawEvent.objects.filter(provider=PROVIDER, dedupe_key__in=list(failed)).delete()
 
     results: list[StoredDocument | raw_store.RawStoreUnavailable] = []
-    for dedupe_key in keys:
+    for dedupe_key, fetched in zip(keys, documents, strict=True):
+        if fetched.user_id in erased:
+            results.append(StoredDocument(uuid.UUID(int=0), "", "", reused=False, erased=True))
+            continue
         event = events[dedupe_key]
         if dedupe_key in failed:
             results.append(failed[dedupe_key])
@@ -248,10 +262,12 @@ def _existing_object_keys(dedupe_keys: list[str]) -> dict[str, str]:
     )
 
 
-def _lock_user(user_id: str) -> None:
-    # Serialises every normalized write of one user across processes; other users proceed.
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"norm:{user_id}"])
+def _lock_user(user_id: str) -> bool:
+    """Serialises every normalized write of one user across processes (other users
+    proceed). False once the user is erased: an erasure holds the same lock while it runs,
+    so a batch that waited on it sees the tombstone here and writes nothing of them."""
+    person_lock(user_id)
+    return not user_erased(user_id)
 
 
 # Array type per Django field type for the unnest() upsert; Postgres casts each element to
@@ -394,7 +410,9 @@ def _write_rows(
     # savepoint=False: inside the consumer's transaction a savepoint would cost two round
     # trips and buy nothing, since any error here fails the whole message anyway.
     with transaction.atomic(savepoint=False):
-        _lock_user(user_id)
+        if not _lock_user(user_id):
+            result.skipped_erased = len(candidates)
+            return
         deleted = set(
             DeletedDocument.objects.filter(
                 user_id=user_id,
@@ -430,7 +448,8 @@ def delete_document(
     """Remove the row of a deleted document, keep a tombstone, index the deletion. Idempotent."""
     days: list[date] = []
     with transaction.atomic():
-        _lock_user(user_id)
+        if not _lock_user(user_id):
+            return DeleteResult(collection, user_id, oura_id, [])
         DeletedDocument.objects.get_or_create(
             user_id=user_id,
             collection=collection,

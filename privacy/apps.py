@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+
+
+class PrivacyConfig(AppConfig):
+    name = "privacy"
+    verbose_name = "Privacy (erasure)"
+
+    def ready(self) -> None:
+        from privacy import registry
+
+        # core sits below this app and cannot register itself: its dead letters hold copies
+        # of bus messages, which name the person.
+        registry.register(registry.dead_letter_store())
