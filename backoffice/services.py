@@ -7,6 +7,7 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from audit.models import AuditEntry
@@ -37,28 +38,52 @@ def raw_object_signed_url(*, event_id: uuid.UUID, staff: str) -> str:
 def raw_retention_purge(*, older_than_days: int | None = None, actor: str = "retention") -> int:
     """Delete raw objects and their index rows older than RAW_RETENTION_DAYS (180).
 
-    The bucket's lifecycle rule expires objects on its own; this removes the index rows (and
-    any object the rule has not reached yet) so the two never disagree.
+    Archived or not: a row the relay never archived is as old as any other (its envelope is
+    the raw payload, kept in Postgres). Objects go first, then their rows, a batch at a time,
+    and rows normalized from a purged object say so (normalized.raw_objects_forget). The
+    bucket's lifecycle rule expires objects on its own; this keeps the index and the rows in
+    step with it.
     """
     from ingestion.models import RawEvent
+    from normalized.services import raw_objects_forget
 
     days = older_than_days or settings.RAW_RETENTION_DAYS
     cutoff = timezone.now() - timedelta(days=days)
-    purged = 0
+    purged = forgotten = 0
     while True:
-        batch = list(
-            RawEvent.objects.filter(received_at__lt=cutoff, archived_at__isnull=False)
-            .order_by("received_at")
-            .values_list("pk", "object_key")[:500]
-        )
-        if not batch:
-            break
-        raw_store.delete_keys([key for _, key in batch if key])
-        RawEvent.objects.filter(pk__in=[pk for pk, _ in batch]).delete()
-        purged += len(batch)
+        with transaction.atomic():
+            batch = list(
+                RawEvent.objects.filter(received_at__lt=cutoff)
+                .select_for_update(skip_locked=True)
+                .order_by("received_at")
+                .values_list("pk", "object_key")[:500]
+            )
+            if not batch:
+                break
+            keys = [key for _, key in batch if key]
+            raw_store.delete_keys(keys)
+            forgotten += raw_objects_forget(object_keys=keys)
+            RawEvent.objects.filter(pk__in=[pk for pk, _ in batch]).delete()
+            purged += len(batch)
     audit_record(
         action=AuditEntry.Action.RETENTION_PURGED,
         actor=actor,
-        details={"rows": purged, "older_than_days": days},
+        details={"rows": purged, "older_than_days": days, "normalized_rows_unlinked": forgotten},
     )
     return purged
+
+
+def expired_purge(*, actor: str = "retention") -> dict[str, int]:
+    """The rest of the written retention policy (docs/phase-3/privacy.md): dead letters,
+    used or expired sign-in states, and audit entries past AUDIT_RETENTION_DAYS."""
+    from audit.services import audit_purge
+    from core.services import dead_letters_purge
+    from ingestion.connection_services import oauth_states_purge
+
+    counts = {
+        "dead_letters": dead_letters_purge(older_than_days=settings.DEAD_LETTER_RETENTION_DAYS),
+        "oauth_states": oauth_states_purge(),
+        "audit_entries": audit_purge(older_than_days=settings.AUDIT_RETENTION_DAYS),
+    }
+    audit_record(action=AuditEntry.Action.RETENTION_PURGED, actor=actor, details=counts)
+    return counts

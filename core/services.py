@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
 
 from django.db import transaction
 from django.db.models import QuerySet
@@ -85,3 +86,11 @@ def dead_letters_replay(*, queryset: QuerySet[DeadLetter], actor: str) -> int:
         dead_letter_replay(dead_letter=dead_letter, actor=actor)
         replayed += 1
     return replayed
+
+
+def dead_letters_purge(*, older_than_days: int) -> int:
+    """Retention: dead letters older than `older_than_days` (their copies on HEALTH_DLQ age
+    out with the stream's max_age, DEAD_LETTER_RETENTION_DAYS as well)."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    deleted, _ = DeadLetter.objects.filter(created_at__lt=cutoff).delete()
+    return deleted

@@ -104,6 +104,10 @@ S3_SECRET_ACCESS_KEY = env_str("S3_SECRET_ACCESS_KEY", "" if PRODUCTION else "em
 S3_SSE = env_choice("S3_SSE", ("AES256", "aws:kms"), "AES256")
 S3_SSE_KMS_KEY_ID = env_str("S3_SSE_KMS_KEY_ID")
 RAW_RETENTION_DAYS = env_int("RAW_RETENTION_DAYS", 180, minimum=1)
+# Retention of the rest (docs/phase-3/privacy.md): dead letters as long as HEALTH_DLQ keeps
+# their copies; audit entries two years (erasure receipts among them).
+DEAD_LETTER_RETENTION_DAYS = env_int("DEAD_LETTER_RETENTION_DAYS", 30, minimum=1)
+AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 730, minimum=30)
 RAW_SIGNED_URL_TTL_S = env_int("RAW_SIGNED_URL_TTL_S", 300, minimum=10)
 
 _storage_options: dict[str, object] = {
@@ -239,6 +243,8 @@ UPKEEP_SCHEDULE = {
     "renew_subscriptions": env_str("UPKEEP_RENEW_CRON", "17 */6 * * *"),
     "purge_raw": env_str("UPKEEP_PURGE_RAW_CRON", "43 3 * * *"),
     "reconcile_jobs": env_str("UPKEEP_RECONCILE_JOBS_CRON", "*/5 * * * *"),
+    "purge_expired": env_str("UPKEEP_PURGE_EXPIRED_CRON", "51 3 * * *"),
+    "resume_erasures": env_str("UPKEEP_RESUME_ERASURES_CRON", "*/15 * * * *"),
 }
 
 # --- Django -----------------------------------------------------------------------------

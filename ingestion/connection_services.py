@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from audit.models import AuditEntry
@@ -195,6 +196,14 @@ def connection_mark_needs_reauth(*, connection: OuraConnection) -> None:
             actor="oura_client",
             user_id=connection.user_id,
         )
+
+
+def oauth_states_purge() -> int:
+    """Retention: sign-in states that expired or were used (each lives minutes at most)."""
+    deleted, _ = OAuthState.objects.filter(
+        Q(expires_at__lte=timezone.now()) | Q(used_at__isnull=False)
+    ).delete()
+    return deleted
 
 
 def connections_rotate_keys() -> int:

@@ -531,3 +531,16 @@ def normalized_publish(
         msg_id=f"norm-{source_event_id}-{collection}-{change}-{digest}",
     )
     return True
+
+
+def raw_objects_forget(*, object_keys: Sequence[str]) -> int:
+    """Retention purged these raw objects: rows normalized from them say so (a blank
+    `raw_object_key` means "its raw document was purged"), rather than pointing at nothing."""
+    if not object_keys:
+        return 0
+    changed = 0
+    for model in {mapping.model for mapping in mappers.TABLES.values()}:
+        changed += model._default_manager.filter(raw_object_key__in=list(object_keys)).update(
+            raw_object_key=""
+        )
+    return changed

@@ -11,3 +11,4 @@ class PrivacyConfig(AppConfig):
         # core sits below this app and cannot register itself: its dead letters hold copies
         # of bus messages, which name the person.
         registry.register(registry.dead_letter_store())
+        registry.register(registry.audit_store())

@@ -135,3 +135,24 @@ def dead_letter_store() -> PersonStore:
         "core.DeadLetter", erase=erase, count=lambda p: len(matching_ids(p)), order=200,
         model="core.DeadLetter", fields=("data",),
     )  # fmt: skip
+
+
+def audit_store() -> PersonStore:
+    """Audit entries stay (the log is append-only and hash-chained); erasure blanks the
+    plain id in those that kept it, leaving the keyed hash. Last: the other stores' erasure
+    writes entries of its own (a revoked connection)."""
+
+    def count(person: Person) -> int:
+        from audit.models import AuditEntry
+
+        return AuditEntry.objects.filter(user_id=person.user_id).count()
+
+    def erase(person: Person) -> int:
+        from audit.services import audit_forget_person
+
+        return audit_forget_person(user_id=person.user_id)
+
+    return PersonStore(
+        "audit.AuditEntry", erase=erase, count=count, order=900,
+        model="audit.AuditEntry", fields=("user_id",),
+    )  # fmt: skip

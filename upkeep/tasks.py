@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from backoffice.services import raw_retention_purge
+from backoffice.services import expired_purge, raw_retention_purge
 from ingestion.subscription_services import subscriptions_renew
 from jobs.services import jobs_reconcile
+from privacy.services import erasures_resume
 
 
 @dataclass(frozen=True)
@@ -56,11 +57,24 @@ def reconcile_jobs() -> TaskResult:
     )
 
 
+def purge_expired() -> TaskResult:
+    return TaskResult(counts=expired_purge(actor="scheduler"))
+
+
+def resume_erasures() -> TaskResult:
+    """Erasures left pending, running (a crash) or failed are run again until done."""
+    finished = erasures_resume()
+    done = sum(1 for request in finished if request.status == "done")
+    return TaskResult(counts={"erasures_done": done}, complete=done == len(finished))
+
+
 TASKS: dict[str, UpkeepTask] = {
     task.name: task
     for task in (
         UpkeepTask("renew_subscriptions", "UPKEEP_RENEW_CRON", renew_subscriptions),
         UpkeepTask("purge_raw", "UPKEEP_PURGE_RAW_CRON", purge_raw),
         UpkeepTask("reconcile_jobs", "UPKEEP_RECONCILE_JOBS_CRON", reconcile_jobs),
+        UpkeepTask("purge_expired", "UPKEEP_PURGE_EXPIRED_CRON", purge_expired),
+        UpkeepTask("resume_erasures", "UPKEEP_RESUME_ERASURES_CRON", resume_erasures),
     )
 }
