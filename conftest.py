@@ -128,6 +128,7 @@ def make_api_key(db: None) -> Callable[..., str]:
         users: tuple[str, ...] = (),
         **kwargs: object,
     ) -> str:
+        kwargs.setdefault("all_users", not users)  # no users named: a key for everyone
         return api_key_create(
             name="test",
             scopes=list(scopes),

@@ -11,17 +11,36 @@ from django.http import HttpRequest
 
 from access.models import ApiKey, Scope
 from access.services import api_key_create, api_key_revoke
+from core.identifiers import InvalidUserId, is_valid_user_id
 
 
 class ApiKeyCreationForm(forms.ModelForm[ApiKey]):
     scopes = forms.MultipleChoiceField(choices=Scope.choices, widget=forms.CheckboxSelectMultiple)
     allowed_users = forms.CharField(
-        required=False, help_text="Comma-separated user ids. Empty: every user."
+        required=False,
+        help_text="Comma-separated user ids, each matching ^[A-Za-z0-9_-]{1,64}$.",
+    )
+    all_users = forms.BooleanField(
+        required=False, label="All users", help_text="The key may act on every user."
     )
 
     class Meta:
         model = ApiKey
         fields = ("name", "expires_at")
+        help_texts = {"expires_at": "Empty: API_KEY_DEFAULT_EXPIRY_DAYS (90) from now."}
+
+    def clean_allowed_users(self) -> list[str]:
+        users = [u.strip() for u in self.cleaned_data["allowed_users"].split(",") if u.strip()]
+        if not all(is_valid_user_id(user) for user in users):
+            raise forms.ValidationError(str(InvalidUserId()))
+        return users
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        users, every = cleaned.get("allowed_users"), cleaned.get("all_users")
+        if "allowed_users" in cleaned and bool(users) == bool(every):
+            raise forms.ValidationError("List the users the key may act on, or tick All users.")
+        return cleaned
 
 
 @admin.register(ApiKey)
@@ -52,11 +71,11 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         if change:
             return  # keys are immutable once issued; revoke and issue a new one
-        users = [u.strip() for u in form.cleaned_data["allowed_users"].split(",") if u.strip()]
         issued = api_key_create(
             name=form.cleaned_data["name"],
             scopes=form.cleaned_data["scopes"],
-            user_ids=users,
+            user_ids=form.cleaned_data["allowed_users"],
+            all_users=form.cleaned_data["all_users"],
             expires_at=form.cleaned_data["expires_at"],
         )
         obj.pk = issued.api_key.pk

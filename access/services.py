@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.utils import timezone
 
 from access.models import ApiKey, Scope
+from core.identifiers import InvalidUserId, is_valid_user_id
 
 KEY_PREFIX = "hk_"
 
@@ -29,14 +31,28 @@ def api_key_create(
     name: str,
     scopes: list[str],
     user_ids: list[str] | None = None,
+    all_users: bool = False,
     expires_at: datetime | None = None,
 ) -> IssuedKey:
-    """Create a key. Without `user_ids` it may act on every user."""
+    """Create a key for the listed users, or (an explicit choice) for every user.
+
+    Without `expires_at` the key expires after API_KEY_DEFAULT_EXPIRY_DAYS. Raises
+    ValueError for no scope, an unknown scope, no users and not all_users, both, or a user
+    id outside core.identifiers.USER_ID_PATTERN.
+    """
     unknown = sorted(set(scopes) - set(Scope.values))
     if unknown:
         raise ValueError(f"unknown scope(s): {', '.join(unknown)}")
     if not scopes:
         raise ValueError("a key needs at least one scope")
+    if all_users and user_ids:
+        raise ValueError("a key is either for every user or for the listed users, not both")
+    if not all_users and not user_ids:
+        raise ValueError("a key needs the users it may act on, or all_users chosen explicitly")
+    if not all(is_valid_user_id(user_id) for user_id in user_ids or []):
+        raise ValueError(str(InvalidUserId()))
+    if expires_at is None:
+        expires_at = timezone.now() + timedelta(days=settings.API_KEY_DEFAULT_EXPIRY_DAYS)
     token = secrets.token_urlsafe(32)
     prefix = token[:8]
     secret = f"{KEY_PREFIX}{token}"
@@ -45,7 +61,7 @@ def api_key_create(
         prefix=prefix,
         key_hash=hash_key(secret),
         scopes=sorted(set(scopes)),
-        all_users=not user_ids,
+        all_users=all_users,
         allowed_user_ids=sorted(set(user_ids or [])),
         expires_at=expires_at,
     )

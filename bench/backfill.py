@@ -93,7 +93,7 @@ def main() -> None:
         refresh_token_enc=crypto.encrypt(tokens["refresh_token"]),
         access_token_expires_at=timezone.now() + timedelta(seconds=int(tokens["expires_in"])),
     )  # fmt: skip
-    key = api_key_create(name="bench-backfill", scopes=["health:sync"]).secret
+    key = api_key_create(name="bench-backfill", scopes=["health:sync"], all_users=True).secret
     env = {
         **os.environ, "OURA_API_BASE_URL": base, "OURA_TOKEN_URL": f"{base}/oauth/token",
         "OURA_AUTHORIZE_URL": f"{base}/oauth/authorize", "OURA_REVOKE_URL": f"{base}/oauth/revoke",

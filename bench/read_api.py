@@ -207,7 +207,7 @@ def main() -> int:
 
     end = args.start + timedelta(days=args.days - 1)
     params = {"start": args.start.isoformat(), "end": end.isoformat(), "limit": args.days}
-    key = api_key_create(name="bench", scopes=["health:read"]).secret
+    key = api_key_create(name="bench", scopes=["health:read"], all_users=True).secret
     client = Client(HTTP_AUTHORIZATION=f"Bearer {key}", HTTP_HOST="localhost")
     rng = random.Random(args.seed)
 

@@ -4,3 +4,11 @@ from django.apps import AppConfig
 class CoreConfig(AppConfig):
     name = "core"
     verbose_name = "Platform core"
+
+    def ready(self) -> None:
+        # Before any URLconf is imported: `<user_id:user_id>` in every pattern naming a user.
+        from django.urls import register_converter
+
+        from core.identifiers import UserIdConverter
+
+        register_converter(UserIdConverter, "user_id")

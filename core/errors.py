@@ -8,12 +8,18 @@ values, tokens or health data.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from django.http import Http404, JsonResponse
+from django.core import signals
+from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from core.identifiers import InvalidUserId
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +67,8 @@ def _flatten(detail: Any) -> str:
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
+    if isinstance(exc, InvalidUserId):
+        exc = ApiError(InvalidUserId.code, str(exc), 400)
     response = drf_exception_handler(exc, context)
     if response is None:
         # Unexpected: log the type only (the message may quote data) and answer 500.
@@ -80,3 +88,59 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         body["fields"] = exc.detail
     response.data = body
     return response
+
+
+# --- outside DRF: every other view, and what Django answers itself ------------------------
+
+# Paths a human reaches with a browser and that keep Django's HTML pages.
+_HTML_PREFIXES = ("/admin/", "/static/")
+
+
+def _answers_json(request: HttpRequest) -> bool:
+    return not request.path_info.startswith(_HTML_PREFIXES)
+
+
+class UnhandledErrorMiddleware:
+    """An exception any view lets through (the webhook, the OAuth callback, the probes,
+    /metrics; DRF views have exception_handler above) answers 500 `internal` in the error
+    shape. Neither the message nor the path is logged or answered: both may quote data.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if isinstance(exception, (Http404, PermissionDenied, BadRequest, SuspiciousOperation)):
+            return None  # Django answers these through the handlers below
+        if not _answers_json(request):
+            return None
+        logger.error("unhandled_error", extra={"exception_type": type(exception).__name__})
+        # What Django sends for an uncaught exception, so error reporting (Sentry) sees it.
+        signals.got_request_exception.send(sender=type(self), request=request)
+        return error_response("internal", "Internal server error.", 500)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """handler400: an id outside the pattern (the `user_id` path converter), a bad Host..."""
+    if not _answers_json(request):
+        return defaults.bad_request(request, exception)
+    if isinstance(exception, InvalidUserId):
+        return error_response(InvalidUserId.code, str(exception), 400)
+    return error_response("bad_request", "The request is malformed.", 400)
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """handler404: no such path."""
+    if not _answers_json(request):
+        return defaults.page_not_found(request, exception)
+    return error_response("not_found", "Not found.", 404)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500: whatever escaped everything else."""
+    if not _answers_json(request):
+        return defaults.server_error(request)
+    return error_response("internal", "Internal server error.", 500)

@@ -17,6 +17,7 @@ import dj_database_url
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
+from core.identifiers import USER_ID_PATTERN
 from health_project.env import (
     env_bool,
     env_choice,
@@ -219,6 +220,8 @@ WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 16 * 1024, minimum=10
 WEBHOOK_TIMESTAMP_TOLERANCE_S = env_int("WEBHOOK_TIMESTAMP_TOLERANCE_S", 300, minimum=1)
 WEBHOOK_RATE_LIMIT_PER_MINUTE = env_int("WEBHOOK_RATE_LIMIT_PER_MINUTE", 60000, minimum=1)
 API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", 600, minimum=1)
+# An API key created without an explicit expiry expires after this many days.
+API_KEY_DEFAULT_EXPIRY_DAYS = env_int("API_KEY_DEFAULT_EXPIRY_DAYS", 90, minimum=1)
 
 # --- Background jobs: dramatiq with its queue in Postgres (jobs/, docs/phase-3/backfill.md) ---
 # The broker uses the `default` database; its tables live in schema "dramatiq", created
@@ -274,6 +277,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Any view's unexpected exception -> 500 in the error shape (core/errors.py).
+    "core.errors.UnhandledErrorMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -336,6 +341,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # `<user_id:user_id>` (core/identifiers.py): documented with its pattern.
+    "PATH_CONVERTER_OVERRIDES": {
+        "user_id": {"type": "string", "pattern": USER_ID_PATTERN, "maxLength": 64}
+    },
 }
 
 # --- Security (production) --------------------------------------------------------------

@@ -5,6 +5,11 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from core.apis import healthz, readyz
 from core.metrics_view import metrics
 
+# API paths answer in the one error shape (core/errors.py); admin keeps Django's pages.
+handler400 = "core.errors.bad_request"
+handler404 = "core.errors.page_not_found"
+handler500 = "core.errors.server_error"
+
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),

@@ -42,6 +42,7 @@ class OuraConnectionApi(APIView):
         request=None,
         responses={
             200: OutputSerializer,
+            400: ErrorSerializer,
             401: ErrorSerializer,
             403: ErrorSerializer,
             404: ErrorSerializer,
@@ -61,6 +62,7 @@ class OuraConnectionApi(APIView):
         "revoked. Later webhook deliveries for the Oura user are accepted and dropped.",
         responses={
             204: OpenApiResponse(description="Disconnected (or already disconnected)."),
+            400: ErrorSerializer,
             401: ErrorSerializer,
             403: ErrorSerializer,
             404: ErrorSerializer,

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from audit.models import AuditEntry
 from audit.services import audit_record
+from core.identifiers import validate_user_id
 from ingestion import crypto
 from ingestion.models import OAuthState, OuraConnection
 from ingestion.oura_client import OuraError, get_client
@@ -43,6 +44,7 @@ def connection_start(*, user_id: str) -> str:
     server that does not know the parameters ignores them, and one that does gets a code
     that is useless to anyone who intercepts it.
     """
+    validate_user_id(user_id)
     state = secrets.token_urlsafe(32)
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())

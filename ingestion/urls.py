@@ -5,7 +5,7 @@ from ingestion import connection_apis, webhook_apis
 urlpatterns = [
     path("webhooks/oura", webhook_apis.OuraWebhookApi.as_view(), name="oura-webhook"),
     path(
-        "health/<str:user_id>/oura/connection",
+        "health/<user_id:user_id>/oura/connection",
         connection_apis.OuraConnectionApi.as_view(),
         name="oura-connection",
     ),

@@ -14,7 +14,7 @@ from access.models import Scope
 from access.permissions import HasScope, ensure_user_access
 from access.throttling import ApiKeyRateThrottle
 from core.errors import ApiError
-from core.serializers import ErrorSerializer
+from core.serializers import ErrorSerializer, UserIdField
 from jobs.data_types import ALIASES, DATA_TYPES, DEFAULT_TYPES
 from jobs.models import IngestionJob
 from jobs.selectors import job_get
@@ -51,7 +51,7 @@ class JobStartApi(APIView):
             start = serializers.DateField(help_text="First day, inclusive (UTC).")
             end = serializers.DateField(help_text="Last day, inclusive (UTC).")
 
-        userId = serializers.CharField(max_length=64)
+        userId = UserIdField()
         range = RangeSerializer()
         dataTypes = serializers.ListField(
             child=serializers.ChoiceField(choices=sorted([*DATA_TYPES, *ALIASES])),

@@ -25,6 +25,7 @@ from django.utils import timezone
 from audit.models import AuditEntry
 from audit.services import audit_record
 from core import bus
+from core.identifiers import validate_user_id
 from ingestion.models import OuraConnection
 from ingestion.selectors import connection_for_user
 from jobs.data_types import DATA_TYPES, DEFAULT_TYPES, canonical, granted
@@ -130,6 +131,7 @@ def job_start(
     The partial unique index on active identical jobs decides races: a second insert waits
     for the first transaction, fails, and then reads the job that won.
     """
+    validate_user_id(user_id)
     if start > end:
         raise JobRequestInvalid("invalid_request", "range.start must not be after range.end.")
     if (end - start).days + 1 > MAX_RANGE_DAYS:

@@ -17,7 +17,6 @@ from django.db.models import QuerySet
 from django.http import HttpResponse
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.plumbing import ResolvedComponent
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
@@ -27,6 +26,7 @@ from rest_framework.views import APIView
 from access.models import Scope
 from access.permissions import HasScope, ensure_user_access
 from access.throttling import ApiKeyRateThrottle
+from core.identifiers import USER_ID_MAX_LENGTH, USER_ID_PATTERN
 from core.serializers import ErrorSerializer
 from normalized import dtos
 from normalized.selectors import activity_list, daily_page_json, sleep_period_list
@@ -90,10 +90,11 @@ class DtoSchemaExtension(OpenApiSerializerExtension):  # type: ignore[no-untyped
 
 USER_ID = OpenApiParameter(
     "user_id",
-    OpenApiTypes.STR,
+    {"type": "string", "pattern": USER_ID_PATTERN, "maxLength": USER_ID_MAX_LENGTH},
     OpenApiParameter.PATH,
-    description="The person's id in this system. A key that may not read this user gets 404, "
-    "whether or not the user exists.",
+    description="The person's id in this system (`" + USER_ID_PATTERN + "`; anything else "
+    "is 400 `invalid_user_id`). A key that may not read this user gets 404, whether or not "
+    "the user exists.",
 )
 
 

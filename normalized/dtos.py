@@ -25,6 +25,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from core.identifiers import validate_user_id
+
 __all__ = [
     "JSON_SCHEMAS",
     "ApiModel",
@@ -267,7 +269,8 @@ class OuraSleepPeriodPage(ApiModel):
 
 
 def normalized_metrics_subject(user_id: str) -> str:
-    return f"health.normalized.user.{user_id}.metrics"
+    # `.`, `*` and `>` are subject syntax: only ids of the one pattern become a token here.
+    return f"health.normalized.user.{validate_user_id(user_id)}.metrics"
 
 
 class NormalizedMetricsMessage(ApiModel):

@@ -4,17 +4,17 @@ from normalized import apis
 
 urlpatterns = [
     path(
-        "health/<str:user_id>/oura/daily",
+        "health/<user_id:user_id>/oura/daily",
         apis.OuraDailyListApi.as_view(),
         name="oura-daily-list",
     ),
     path(
-        "health/<str:user_id>/oura/activities",
+        "health/<user_id:user_id>/oura/activities",
         apis.OuraActivityListApi.as_view(),
         name="oura-activity-list",
     ),
     path(
-        "health/<str:user_id>/oura/sleep",
+        "health/<user_id:user_id>/oura/sleep",
         apis.OuraSleepPeriodListApi.as_view(),
         name="oura-sleep-period-list",
     ),

@@ -100,4 +100,69 @@ def test_create_api_key_command_rejects_unknown_scopes() -> None:
     from django.core.management.base import CommandError
 
     with pytest.raises(CommandError, match="unknown scope"):
-        call_command("create_api_key", "--name", "x", "--scopes", "health:everything")
+        call_command(
+            "create_api_key", "--name", "x", "--scopes", "health:everything", "--all-users"
+        )
+
+
+def test_a_key_naming_no_users_is_refused_all_users_is_an_explicit_choice() -> None:
+    from access.services import api_key_create
+
+    with pytest.raises(ValueError, match="all_users chosen explicitly"):
+        api_key_create(name="x", scopes=["health:read"])
+    with pytest.raises(ValueError, match="not both"):
+        api_key_create(name="x", scopes=["health:read"], user_ids=["a"], all_users=True)
+    every = api_key_create(name="x", scopes=["health:read"], all_users=True).api_key
+    assert every.all_users
+    assert every.may_access_user("anyone")
+    listed = api_key_create(name="y", scopes=["health:read"], user_ids=["a"]).api_key
+    assert not listed.all_users
+    assert not listed.may_access_user("b")
+
+
+def test_create_api_key_without_users_or_all_users_is_refused() -> None:
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="--all-users"):
+        call_command("create_api_key", "--name", "x", "--scopes", "health:read")
+    assert not ApiKey.objects.exists()
+    call_command(
+        "create_api_key", "--name", "x", "--scopes", "health:read", "--all-users",
+        stdout=StringIO(), stderr=StringIO(),
+    )  # fmt: skip
+    assert ApiKey.objects.get().all_users
+
+
+def test_keys_expire_after_the_default_unless_told_otherwise(settings) -> None:
+    from access.services import api_key_create
+
+    settings.API_KEY_DEFAULT_EXPIRY_DAYS = 90
+    before = timezone.now()
+    key = api_key_create(name="x", scopes=["health:read"], user_ids=["a"]).api_key
+    assert key.expires_at is not None
+    assert timedelta(days=90) <= key.expires_at - before < timedelta(days=90, minutes=1)
+    call_command(
+        "create_api_key", "--name", "seven", "--scopes", "health:read", "--users", "a",
+        "--expires-days", "7", stdout=StringIO(), stderr=StringIO(),
+    )  # fmt: skip
+    seven = ApiKey.objects.get(name="seven")
+    assert seven.expires_at is not None
+    assert timedelta(days=7) <= seven.expires_at - before < timedelta(days=7, minutes=1)
+
+
+def test_the_admin_form_offers_all_users_as_a_checkbox_and_needs_one_choice() -> None:
+    from access.admin import ApiKeyCreationForm
+
+    neither = ApiKeyCreationForm(data={"name": "x", "scopes": ["health:read"]})
+    assert not neither.is_valid()
+    both = ApiKeyCreationForm(
+        data={"name": "x", "scopes": ["health:read"], "allowed_users": "a", "all_users": "on"}
+    )
+    assert not both.is_valid()
+    every = ApiKeyCreationForm(data={"name": "x", "scopes": ["health:read"], "all_users": "on"})
+    assert every.is_valid(), every.errors
+    listed = ApiKeyCreationForm(
+        data={"name": "x", "scopes": ["health:read"], "allowed_users": "a, b"}
+    )
+    assert listed.is_valid(), listed.errors
+    assert listed.cleaned_data["allowed_users"] == ["a", "b"]
