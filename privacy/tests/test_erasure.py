@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from django.apps import apps
-from django.db import connection
+from django.db import connection, connections
 from django.test import Client
 from django.utils import timezone
 
@@ -119,6 +119,13 @@ def backfill(user_id: str, days: int) -> str:
     return str(job.job.job_id)
 
 
+def backfill_in_thread(job_id: str) -> None:
+    try:
+        backfill_run(job_id=job_id)
+    finally:
+        connections.close_all()  # this thread's connection, or the test database stays busy
+
+
 def seed(oura: Any, client: Client, user_id: str) -> tuple[OuraConnection, str]:
     """What a month of use leaves of one person."""
     conn, oura_id = connect_user(oura, user_id=user_id)
@@ -147,7 +154,8 @@ def seed(oura: Any, client: Client, user_id: str) -> tuple[OuraConnection, str]:
     envelope = json.dumps({"user_id": user_id, "notification": {"user_id": oura_id}}).encode()
     DeadLetter.objects.create(
         consumer="normalizer", stream="HEALTH_RAW", subject="health.raw.oura.webhook",
-        stream_seq=1, data=envelope, reason="test", error_type="Poison", attempts=5,
+        stream_seq=uuid.uuid4().int % 10**9, data=envelope, reason="test", error_type="Poison",
+        attempts=5,
     )  # fmt: skip
     bus.get_bus().publish("health.dlq.normalizer", envelope, msg_id=uuid.uuid4().hex)
     return conn, oura_id
@@ -176,7 +184,7 @@ def test_erasure_removes_one_person_from_every_store_while_a_backfill_runs(
 
         # Erase while a long backfill of hers is writing pages.
         job_id = backfill("alice", 300)
-        running = threading.Thread(target=backfill_run, kwargs={"job_id": job_id})
+        running = threading.Thread(target=backfill_in_thread, args=(job_id,))
         running.start()
         request = user_erase(user_id="alice", actor="staff:privacy-officer")
         running.join(60)
