@@ -61,7 +61,9 @@ class Migration(migrations.Migration):
                         (
                             "id",
                             models.BigAutoField(
-                                auto_created=True, primary_key=True, serialize=False,
+                                auto_created=True,
+                                primary_key=True,
+                                serialize=False,
                                 verbose_name="ID",
                             ),
                         ),

@@ -17,6 +17,7 @@ from django.test import Client, override_settings
 
 from audit.models import AuditEntry
 from core.metrics import webhook_accepted_total, webhook_invalid_total
+from core.pseudonyms import person_hash
 from devstack.stack import Stack
 from ingestion.models import OuraConnection, RawEvent
 from ingestion.relay import relay_drain
@@ -98,7 +99,7 @@ def test_valid_delivery_is_stored_audited_and_published_with_its_event_id(client
     [audit] = AuditEntry.objects.filter(event_id=event_id)
     assert audit.action == AuditEntry.Action.WEBHOOK_RECEIVED
     assert audit.occurred_at == row.received_at
-    assert audit.user_id == "user-1"
+    assert (audit.user_id, audit.person_ref) == ("", person_hash("oura-user-1", namespace="oura"))
     assert audit.details == {"data_type": "sleep", "event_type": "update", "status": "accepted"}
 
     [message] = raw_stream_messages()
@@ -440,7 +441,7 @@ def test_delivery_for_a_revoked_connection_is_dropped_and_not_published(client: 
     assert (row.status, row.user_id, row.publish_subject) == ("dropped", "user-gone", "")
     audit = AuditEntry.objects.get()
     assert audit.action == AuditEntry.Action.WEBHOOK_DROPPED
-    assert audit.user_id == "user-gone"
+    assert (audit.user_id, audit.person_ref) == ("", person_hash("oura-gone", namespace="oura"))
     assert raw_stream_messages() == []
 
 
@@ -464,7 +465,9 @@ def test_stored_envelope_is_the_deterministic_serialisation_even_for_odd_user_id
     assert stored == envelope_bytes(envelope)
     assert envelope["user_id"] == ("" if status is None else odd_user)
     assert envelope["status"] == row.status
-    assert AuditEntry.objects.get().user_id == envelope["user_id"]
+    audit = AuditEntry.objects.get()
+    # The audit entry names the Oura account by its keyed hash, never by a plain id.
+    assert (audit.user_id, audit.person_ref) == ("", person_hash("oura-odd", namespace="oura"))
 
 
 # --- rate limiting ------------------------------------------------------------------------
