@@ -26,7 +26,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
-	HEALTH_EMBEDDED_SERVICES=false DATABASE_URL=postgresql://typecheck@127.0.0.1:1/none \
+	HEALTH_ENV=test HEALTH_EMBEDDED_SERVICES=false DATABASE_URL=postgresql://typecheck@127.0.0.1:1/none \
 		$(BIN)/mypy .
 
 services: $(STAMP)

@@ -27,6 +27,7 @@ RESULTS = ROOT / "bench" / "results"
 
 def setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "health_project.settings")
+    os.environ.setdefault("HEALTH_ENV", "development")  # unset would mean production
     os.environ.setdefault("DJANGO_DEBUG", "false")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     sys.path.insert(0, str(ROOT))

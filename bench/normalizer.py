@@ -56,6 +56,7 @@ if not FIXTURES.exists():
 
 def setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "health_project.settings")
+    os.environ.setdefault("HEALTH_ENV", "development")  # unset would mean production
     os.environ.setdefault("DJANGO_DEBUG", "false")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     os.environ.setdefault("OURA_APP_RATE_LIMIT", "1000000")

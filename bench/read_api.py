@@ -38,6 +38,7 @@ from datetime import date, timedelta
 os.environ.setdefault("DJANGO_DEBUG", "false")
 os.environ.setdefault("API_RATE_LIMIT_PER_MINUTE", "100000000")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "health_project.settings")
+os.environ.setdefault("HEALTH_ENV", "development")  # unset would mean production
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 
 import django

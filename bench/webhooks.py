@@ -64,6 +64,7 @@ def _urlpatterns() -> list[Any]:
 
 def _application() -> Any:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "health_project.settings")
+    os.environ.setdefault("HEALTH_ENV", "development")  # unset would mean production
     import django
     from django.conf import settings
 

@@ -1,16 +1,18 @@
 """Settings, read from the environment only (see docs/phase-3/configuration.md).
 
 HEALTH_ENV picks the mode:
-- development (default): works with nothing set; a missing DATABASE_URL, NATS_URL or
-  S3_ENDPOINT_URL starts that service embedded under .devstack/ (see devstack/).
+- production (the default, so a deployment that forgets the variable fails closed): every
+  connection variable is required, and development secrets are refused.
+- development (chosen explicitly: `make run` sets it, by hand `export HEALTH_ENV=development`):
+  works with nothing else set; manage.py finds the embedded services of .devstack/.
 - test: like development, but the test suite points the URLs at its own throw-away set.
-- production: every connection variable is required, and development secrets are refused.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -33,8 +35,15 @@ django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-HEALTH_ENV = env_choice("HEALTH_ENV", ("development", "test", "production"), "development")
+HEALTH_ENV = env_choice("HEALTH_ENV", ("development", "test", "production"), "production")
 PRODUCTION = HEALTH_ENV == "production"
+# Said in every production refusal when the mode was not chosen, so the fix is obvious.
+_MODE = (
+    "HEALTH_ENV=production"
+    if os.environ.get("HEALTH_ENV")
+    else "HEALTH_ENV=production (HEALTH_ENV is unset, which means production; "
+    "export HEALTH_ENV=development to run locally)"
+)
 
 # Development-only secrets. Production refuses to start with any of them.
 _DEV_SECRET_KEY = "dev-insecure-secret-key-do-not-use-in-production-3f9c1a7e5b2d4c6e8f0a"
@@ -45,9 +54,11 @@ _DEV_VERIFICATION_TOKEN = "dev-verification-token"
 
 def _require_in_production(name: str, value: str, dev_value: str | None = None) -> str:
     if PRODUCTION and not value:
-        raise ImproperlyConfigured(f"{name} must be set when HEALTH_ENV=production")
+        raise ImproperlyConfigured(f"{name} must be set when {_MODE}")
     if PRODUCTION and dev_value is not None and value == dev_value:
-        raise ImproperlyConfigured(f"{name} is the development default; set a real secret")
+        raise ImproperlyConfigured(
+            f"{name} is the development default; set a real secret ({_MODE})"
+        )
     return value
 
 
@@ -60,7 +71,7 @@ if PRODUCTION and len(SECRET_KEY) < 50:
 DEBUG = False if PRODUCTION else env_bool("DJANGO_DEBUG", True)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost"])
 if PRODUCTION and not ALLOWED_HOSTS:
-    raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must be set when HEALTH_ENV=production")
+    raise ImproperlyConfigured(f"DJANGO_ALLOWED_HOSTS must be set when {_MODE}")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
 # --- Connections ------------------------------------------------------------------------
@@ -190,7 +201,7 @@ OURA_OAUTH_STATE_TTL_S = env_int("OURA_OAUTH_STATE_TTL_S", 600, minimum=30)
 # Fernet keys, newest first. The first encrypts; all of them decrypt (rotation).
 TOKEN_ENCRYPTION_KEYS = env_list("TOKEN_ENCRYPTION_KEYS", [] if PRODUCTION else [_DEV_TOKEN_KEY])
 if not TOKEN_ENCRYPTION_KEYS:
-    raise ImproperlyConfigured("TOKEN_ENCRYPTION_KEYS must be set when HEALTH_ENV=production")
+    raise ImproperlyConfigured(f"TOKEN_ENCRYPTION_KEYS must be set when {_MODE}")
 if PRODUCTION and _DEV_TOKEN_KEY in TOKEN_ENCRYPTION_KEYS:
     raise ImproperlyConfigured("TOKEN_ENCRYPTION_KEYS contains the development key")
 for _key in TOKEN_ENCRYPTION_KEYS:

@@ -159,6 +159,7 @@ def _run_env(root: Path, **extra: str) -> dict[str, str]:
         "WEB_PORT": str(free_port()),
         "OURA_SIMULATOR_PORT": str(free_port()),
         "LOG_LEVEL": "WARNING",
+        "HEALTH_ENV": "development",  # as make run sets it; unset would mean production
         **extra,
     }
 
