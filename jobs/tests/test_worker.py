@@ -15,6 +15,7 @@ import dramatiq
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.db.models import F
 
 from ingestion.models import RawEvent
 from jobs.data_types import DATA_TYPES, windows
@@ -119,7 +120,12 @@ def test_a_killed_worker_resumes_without_refetching_finished_windows_or_duplicat
     assert done_at_kill
     requests_at_kill = data_requests(oura)
 
-    # The worker is gone, so its heartbeat is stale at once for the reconciler.
+    # The worker is gone, so its heartbeat is stale at once for the reconciler. That heartbeat
+    # was stamped by Postgres's clock (now() in SQL) and the reconciler compares it with ours:
+    # age it by a minute, so that a skew between the two clocks cannot hide a dead worker.
+    IngestionJob.objects.filter(pk=job.pk).update(
+        heartbeat_at=F("heartbeat_at") - timedelta(minutes=1)
+    )
     report = jobs_reconcile(stale_after_s=0)
     assert report.resumed == [str(job.job_id)]
     assert IngestionJob.objects.get(pk=job.pk).status == "queued"
