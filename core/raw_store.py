@@ -40,8 +40,14 @@ def _storage() -> S3Storage:
     return storage
 
 
+# Objects are small (an envelope, one page of documents) and S3 answers a PUT in well under
+# a second. Against an S3 that accepts connections and never answers, one attempt with a 3 s
+# read timeout gives up after ~8 s (botocore waits out the timeout on the 100-continue and
+# again on the response): so a relay or normalizer holding a PUT still exits within 10 s of
+# SIGTERM (core/tests/test_shutdown.py). Retries are the callers' (the relay's next pass, the
+# consumer's nak), which a stop can interrupt.
 _CLIENT_CONFIG = Config(
-    connect_timeout=2, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"}
+    connect_timeout=2, read_timeout=3, retries={"max_attempts": 1, "mode": "standard"}
 )
 _client: Any = None
 

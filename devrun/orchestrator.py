@@ -252,11 +252,12 @@ def run(*, target: OuraTarget, embedded: list[str], with_demo: bool = True) -> i
     try:
         # granian: a Rust HTTP front with the WSGI app on blocking threads; on this project's
         # webhook bench it answers ~20 % more webhooks per core than gunicorn (bench/README.md).
+        # It waits for requests in flight without limit unless told: 5 s, then its workers go.
         supervisor.start(
             "web",
             [str(bin_dir / "granian"), "--interface", "wsgi", "health_project.wsgi:application",
              "--host", "127.0.0.1", "--port", str(WEB_PORT), "--workers", "2",
-             "--blocking-threads", "8", "--access-log"],
+             "--blocking-threads", "8", "--workers-kill-timeout", "5", "--access-log"],
             env,
         )  # fmt: skip
         # Archiving yields the CPU to webhooks on a shared machine (docs/phase-3/webhooks.md).

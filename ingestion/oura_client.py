@@ -234,7 +234,9 @@ class OuraClient:
         refreshed in the meantime, its token is used and Oura is not called again.
         """
         with transaction.atomic():
-            locked = OuraConnection.objects.select_for_update().get(pk=connection.pk)
+            locked = OuraConnection.objects.select_for_update().filter(pk=connection.pk).first()
+            if locked is None:  # disconnected and erased meanwhile
+                raise NeedsReauth("connection is gone")
             if locked.status != OuraConnection.Status.ACTIVE or not locked.refresh_token_enc:
                 raise NeedsReauth(f"connection is {locked.status}")
             if locked.token_version != seen_version and locked.access_token_enc:

@@ -144,6 +144,7 @@ COMMANDS: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "normalizer": (manage("run_consumer", "normalizer"), ("run_consumer normalizer is running",)),
     "relay": (manage("run_relay"), ("run_relay is running",)),
     "worker": (manage("run_worker"), ("run_worker is running",)),
+    "scheduler": (manage("run_scheduler"), ("run_scheduler is running",)),
     # argv built per test, on a free port
     "web": ([], ("Started worker-1", "Started worker-2")),
 }
@@ -222,3 +223,27 @@ def test_the_web_server_exits_within_10_s_with_a_request_stuck_on_a_silent_servi
             assert_exits_in_time(child)
         finally:
             child.kill()
+
+
+def test_the_relay_exits_within_10_s_with_a_put_stuck_on_a_silent_s3(
+    subprocess_env: dict[str, str],
+) -> None:
+    """Rows wait to be archived and S3 accepts the connection but never answers: the PUT in
+    hand is bounded (core/raw_store.py's timeouts), so the relay still stops in time."""
+    import uuid
+
+    from django.utils import timezone
+
+    from ingestion.models import RawEvent
+
+    for _ in range(3):
+        RawEvent.objects.create(
+            event_id=uuid.uuid4(), kind="webhook", dedupe_key=uuid.uuid4().hex,
+            user_id="relay-probe", envelope=b"{}", received_at=timezone.now(),
+        )  # fmt: skip
+    with black_hole() as silent:
+        env = subprocess_env | {"S3_ENDPOINT_URL": f"http://127.0.0.1:{silent}"}
+        with running("relay", env) as child:
+            time.sleep(SETTLE_S)  # the PUTs are now waiting on the silent S3
+            assert RawEvent.objects.filter(archived_at__isnull=True).count() == 3
+            assert_exits_in_time(child)
