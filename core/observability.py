@@ -38,7 +38,32 @@ _CREDENTIAL_PATTERNS = (
 def redact(text: str) -> str:
     text = _CREDENTIAL_PATTERNS[0].sub(r"\1=[redacted]", text)
     text = _CREDENTIAL_PATTERNS[1].sub(r"\1\2[redacted]\2", text)
-    return _CREDENTIAL_PATTERNS[2].sub(r"\1 [redacted]", text)
+    text = _CREDENTIAL_PATTERNS[2].sub(r"\1 [redacted]", text)
+    # Our user id is a path segment of the API (django.request logs the path of a 4xx/5xx)
+    # and of raw object keys (`user=<id>/`, URL-encoded in HTTP client logs).
+    for pattern in _USER_IN_PATHS:
+        text = pattern.sub(lambda m: m.group(1) + _hash_or_redact(m.group(2), "user"), text)
+    return text
+
+
+_USER_IN_PATHS = (
+    re.compile(r"(/v1/health/)(?!oura/)([^/\s'\"?]+)"),
+    re.compile(r"(user(?:=|%3D))(?!unknown\b)([A-Za-z0-9_-]{1,64})(?=/|%2F)"),
+)
+# `extra` fields that name a person, and the field their keyed hash goes to instead.
+PERSON_KEYS: dict[str, tuple[str, str]] = {
+    "user_id": ("person", "user"),
+    "provider_user_id": ("oura_person", "oura"),
+}
+
+
+def _hash_or_redact(value: str, namespace: str) -> str:
+    try:
+        from core.pseudonyms import person_hash
+
+        return person_hash(value, namespace=namespace)  # type: ignore[arg-type]
+    except Exception:  # settings not configured yet: say nothing rather than the id
+        return "[redacted]"
 
 
 class RedactFilter(logging.Filter):
@@ -52,6 +77,18 @@ class RedactFilter(logging.Filter):
         for key in list(vars(record)):
             if key.lower() in SENSITIVE_KEYS:
                 setattr(record, key, "[redacted]")
+        # Logs name people by keyed hash (core.pseudonyms); a raw id that slips into `extra`
+        # is swapped for its hash here.
+        for key, (hashed_key, namespace) in PERSON_KEYS.items():
+            if key in vars(record):
+                value = vars(record).pop(key)
+                if value and not hasattr(record, hashed_key):
+                    setattr(record, hashed_key, _hash_or_redact(str(value), namespace))
+        request = getattr(record, "request", None)
+        if request is not None and not isinstance(request, str):
+            # django.request passes the request object; its repr carries the path.
+            method = getattr(request, "method", "")
+            record.request = redact(f"{method} {getattr(request, 'path', '')}")
         if record.exc_info and record.exc_info[1] is not None:
             # Exception messages may quote values (pydantic, psycopg); keep the type only.
             exc = record.exc_info[1]

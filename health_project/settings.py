@@ -187,10 +187,10 @@ OURA_REDIRECT_URI = env_str("OURA_REDIRECT_URI", f"{PUBLIC_BASE_URL}/v1/oauth/ou
 OURA_WEBHOOK_CALLBACK_URL = env_str(
     "OURA_WEBHOOK_CALLBACK_URL", f"{PUBLIC_BASE_URL}/v1/webhooks/oura"
 )
-OURA_SCOPES = env_list(
-    "OURA_SCOPES",
-    ["email", "personal", "daily", "heartrate", "workout", "session", "tag", "spo2"],
-)
+# Only what we read. No `email` or `personal`: the callback reads personal_info for the Oura
+# user id alone, which "any access token" may read with no scope (CONTRACT 2.3, and the
+# simulator blanks only age/weight/height/sex/email without them).
+OURA_SCOPES = env_list("OURA_SCOPES", ["daily", "heartrate", "workout", "session", "tag", "spo2"])
 OURA_HTTP_TIMEOUT_S = env_float("OURA_HTTP_TIMEOUT_S", 10.0, minimum=0.1)
 OURA_MAX_RETRIES = env_int("OURA_MAX_RETRIES", 5, minimum=0)
 # Oura's documented limit: 5000 requests per 5-minute window per application.

@@ -17,6 +17,7 @@ from django.utils import timezone
 from audit.models import AuditEntry
 from audit.services import audit_record
 from core.identifiers import validate_user_id
+from core.pseudonyms import person_hash
 from ingestion import crypto
 from ingestion.models import OAuthState, OuraConnection
 from ingestion.oura_client import OuraError, get_client
@@ -192,7 +193,9 @@ def connection_mark_needs_reauth(*, connection: OuraConnection) -> None:
     ).update(status=OuraConnection.Status.NEEDS_REAUTH, updated_at=timezone.now())
     connection.status = OuraConnection.Status.NEEDS_REAUTH
     if changed:
-        logger.warning("oura_connection_needs_reauth", extra={"user_id": connection.user_id})
+        logger.warning(
+            "oura_connection_needs_reauth", extra={"person": person_hash(connection.user_id)}
+        )
         audit_record(
             action=AuditEntry.Action.CONNECTION_NEEDS_REAUTH,
             actor="oura_client",

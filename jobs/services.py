@@ -26,6 +26,7 @@ from audit.models import AuditEntry
 from audit.services import audit_record
 from core import bus
 from core.identifiers import validate_user_id
+from core.pseudonyms import person_hash
 from ingestion.models import OuraConnection
 from ingestion.selectors import connection_for_user
 from jobs.data_types import DATA_TYPES, DEFAULT_TYPES, canonical, granted
@@ -171,7 +172,7 @@ def job_start(
                      "data_types": types},
         )  # fmt: skip
         transaction.on_commit(lambda: job_publish_status(job=job))
-    logger.info("job_started", extra={"job_id": str(job.job_id), "user_id": user_id})
+    logger.info("job_started", extra={"job_id": str(job.job_id), "person": person_hash(user_id)})
     return JobStart(job=job, created=True)
 
 

@@ -39,6 +39,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from core import bus, raw_store
 from core.consumers import MessageMeta, Poison, Retriable, run_on_workers
 from core.metrics import normalize_duration_ms
+from core.pseudonyms import person_hash
 from ingestion.models import OuraConnection
 from ingestion.oura_client import (
     NeedsReauth,
@@ -328,7 +329,9 @@ def fetch_webhook(
         # The client already marked the connection needs_reauth and audited it once. Only the
         # person can fix this; retrying would loop and dead letters would fill with one
         # user's events. The backfill that follows their reconnect recovers the gap.
-        logger.warning("normalizer_dropped_needs_reauth", extra=log | {"user_id": conn.user_id})
+        logger.warning(
+            "normalizer_dropped_needs_reauth", extra=log | {"person": person_hash(conn.user_id)}
+        )
         return None
     if document is None:
         # Gone at Oura by the time we asked: the delete notification may still be on its way.
