@@ -63,10 +63,17 @@ async def connect(
         "max_reconnect_attempts": -1,
         "allow_reconnect": True,
     }
+    servers = [url] if url else list(settings.NATS_SERVERS)
+    if not servers:
+        raise BusUnavailable("NATS_URL is not set")
     nc = NatsClient()
     try:
         await asyncio.wait_for(
-            nc.connect(url or settings.NATS_URL, name=name, **(defaults | options)),
+            nc.connect(
+                servers=servers,
+                name=name,
+                **(defaults | options),
+            ),
             first_connect_timeout,
         )
     except BaseException as exc:  # timed out, or the caller gave up on us (cancelled)

@@ -87,3 +87,16 @@ def env_url(name: str, default: str = "", *, schemes: tuple[str, ...]) -> str:
             f"{name} must be a URL with scheme {' or '.join(schemes)} and a host"
         )
     return value
+
+
+def env_url_list(name: str, default: str = "", *, schemes: tuple[str, ...]) -> list[str]:
+    """Comma-separated URLs (a cluster's seed list), each checked like env_url."""
+    raw = env_str(name, default)
+    urls = [item.strip() for item in raw.split(",") if item.strip()]
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in schemes or not parts.netloc:
+            raise ImproperlyConfigured(
+                f"{name} must be comma-separated URLs with scheme {' or '.join(schemes)} and a host"
+            )
+    return urls

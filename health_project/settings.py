@@ -28,6 +28,7 @@ from health_project.env import (
     env_list,
     env_str,
     env_url,
+    env_url_list,
 )
 
 # Lets runtime code write generic Django types (ModelAdmin[T], QuerySet[T]) as mypy sees them.
@@ -99,7 +100,10 @@ DATABASES["default"].setdefault("OPTIONS", {})
 DATABASES["default"]["OPTIONS"]["connect_timeout"] = env_int("DATABASE_CONNECT_TIMEOUT", 3)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-NATS_URL = _require_in_production("NATS_URL", env_url("NATS_URL", schemes=("nats", "tls")))
+# One URL, or a cluster's seed list (comma-separated): the client tries each, learns the
+# rest of the cluster from the one it reaches, and rides over the loss of a node.
+NATS_SERVERS = env_url_list("NATS_URL", schemes=("nats", "tls"))
+NATS_URL = _require_in_production("NATS_URL", ",".join(NATS_SERVERS))
 # Production streams are R3 on a 3-node cluster; the embedded server is a single node.
 NATS_STREAM_REPLICAS = env_int("NATS_STREAM_REPLICAS", 3 if PRODUCTION else 1, minimum=1)
 

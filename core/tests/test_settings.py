@@ -44,6 +44,7 @@ def run_django(env_overrides: dict[str, str], *args: str) -> subprocess.Complete
     [
         ("DATABASE_URL", "mysql://somewhere/db"),
         ("NATS_URL", "not a url"),
+        ("NATS_URL", "nats://n1:4222,ftp://n2"),
         ("S3_ENDPOINT_URL", "ftp://bucket"),
         ("WEBHOOK_MAX_BODY_BYTES", "a lot"),
         ("WEBHOOK_TIMESTAMP_TOLERANCE_S", "-5"),
