@@ -121,9 +121,10 @@ S3_SSE = env_choice("S3_SSE", ("AES256", "aws:kms"), "AES256")
 S3_SSE_KMS_KEY_ID = env_str("S3_SSE_KMS_KEY_ID")
 RAW_RETENTION_DAYS = env_int("RAW_RETENTION_DAYS", 180, minimum=1)
 # Retention of the rest (docs/phase-3/privacy.md): dead letters as long as HEALTH_DLQ keeps
-# their copies; audit entries two years (erasure receipts among them).
+# their copies; audit entries six years, the longest period the policy names (erasure
+# receipts, raw access): the purge removes a prefix of the chain, so one period for all.
 DEAD_LETTER_RETENTION_DAYS = env_int("DEAD_LETTER_RETENTION_DAYS", 30, minimum=1)
-AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 730, minimum=30)
+AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 2190, minimum=30)
 RAW_SIGNED_URL_TTL_S = env_int("RAW_SIGNED_URL_TTL_S", 300, minimum=10)
 
 _storage_options: dict[str, object] = {

@@ -28,6 +28,7 @@ from django.utils import timezone
 from audit.models import AuditEntry
 from audit.services import audit_record
 from core import raw_store
+from core.identifiers import validate_user_id
 from core.pseudonyms import person_hash
 from privacy import registry
 from privacy.models import ErasureRequest, ErasureTombstone
@@ -36,7 +37,6 @@ from privacy.streams import stream_messages_count, stream_messages_delete
 
 logger = logging.getLogger(__name__)
 
-USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_PASSES = 3
 RAW_PREFIX = "provider=oura/"
 
@@ -48,8 +48,7 @@ class ErasureIncomplete(RuntimeError):
 def erasure_request(*, user_id: str, actor: str) -> ErasureRequest:
     """Record the request and its tombstones (committed before any deletion starts). Asking
     again while one is pending returns that one, with any Oura account found since."""
-    if not USER_ID_PATTERN.match(user_id):
-        raise ValueError("user ids are 1-64 characters of A-Z, a-z, 0-9, '_' and '-'")
+    validate_user_id(user_id)
     ref = person_hash(user_id)
     oura_ids = registry.oura_ids_of(user_id)
     with transaction.atomic():

@@ -6,6 +6,7 @@ anybody else is, and later deliveries for their Oura account are refused."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 import threading
@@ -22,6 +23,7 @@ from django.utils import timezone
 from access.models import ApiKey
 from access.services import api_key_create
 from core import bus, raw_store
+from core.identifiers import InvalidUserId
 from core.models import DeadLetter
 from core.provisioning import STREAMS
 from ingestion.models import OuraConnection, RawEvent
@@ -247,9 +249,9 @@ def test_a_new_consent_lifts_the_tombstone(oura: Any) -> None:
     assert not user_erased("dave")
 
 
-@pytest.mark.parametrize("user_id", ["", "a" * 65, "*", "a.b", "a>", "ä"])
+@pytest.mark.parametrize("user_id", ["", "a" * 65, "*", "a.b", "a>", "ä", "a\n"])
 def test_erasure_refuses_ids_outside_the_pattern(user_id: str) -> None:
-    with pytest.raises(ValueError, match="1-64 characters"):
+    with pytest.raises(InvalidUserId):
         erasure_request(user_id=user_id, actor="test")
     assert not ErasureRequest.objects.exists()
 
@@ -283,3 +285,25 @@ def test_the_mention_pattern_matches_whole_ids_only() -> None:
     assert pattern.search(b'{"body":"{\\"user_id\\":\\"oura-1\\"}"}')
     assert not pattern.search(b'{"user_id":"alice"}')
     assert not pattern.search(b'{"user_id":"oura-10"}')
+
+
+def test_erase_user_command_erases_refuses_bad_ids_and_resumes(oura: Any) -> None:
+    from django.core.management import CommandError, call_command
+
+    connect_user(oura, user_id="frank")
+    out = io.StringIO()
+    call_command("erase_user", "frank", stdout=out)
+    assert "scan found 0" in out.getvalue()
+    assert not OuraConnection.objects.filter(user_id="frank").exists()
+    with pytest.raises(CommandError, match="user id must match"):
+        call_command("erase_user", "frank.smith")
+    with pytest.raises(CommandError, match="not both"):
+        call_command("erase_user", "frank", "--resume")
+    # A failed run is finished by --resume.
+    connect_user(oura, user_id="gina")
+    failed = erasure_request(user_id="gina", actor="test")
+    ErasureRequest.objects.filter(pk=failed.pk).update(status=ErasureRequest.Status.FAILED)
+    call_command("erase_user", "--resume", stdout=io.StringIO())
+    failed.refresh_from_db()
+    assert failed.status == ErasureRequest.Status.DONE
+    assert not OuraConnection.objects.filter(user_id="gina").exists()

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from core.identifiers import InvalidUserId
 from privacy.models import ErasureRequest
 from privacy.services import ErasureIncomplete, erasures_resume, user_erase
 
@@ -34,7 +35,7 @@ class Command(BaseCommand):
                 done = erasures_resume()
             else:
                 done = [user_erase(user_id=options["user_id"], actor=options["actor"])]
-        except ValueError as exc:
+        except InvalidUserId as exc:
             raise CommandError(str(exc)) from None
         except ErasureIncomplete as exc:
             raise CommandError(f"erasure incomplete, run --resume: {exc}") from None
