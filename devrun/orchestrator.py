@@ -20,7 +20,6 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from django.conf import settings
@@ -145,11 +144,10 @@ def _connect(api_key: str, user_id: str) -> None:
         timeout=10,
     )
     started.raise_for_status()
-    approved = httpx.get(started.json()["authorizeUrl"], follow_redirects=False, timeout=10)
-    query = parse_qs(urlsplit(approved.headers["location"]).query)
-    callback = httpx.get(
-        f"{base}/v1/oauth/oura/callback", params={k: v[0] for k, v in query.items()}, timeout=30
-    )
+    # One browser: our start step sets the cookie the callback checks, the simulator
+    # approves at once and redirects to the callback.
+    with httpx.Client(follow_redirects=True, timeout=30) as browser:
+        callback = browser.get(started.json()["authorizeUrl"])
     if callback.status_code != 200:
         raise RuntimeError(f"demo connect failed with {callback.status_code}")
 

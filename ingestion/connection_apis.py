@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
@@ -18,11 +20,17 @@ from core.errors import ApiError
 from core.serializers import ErrorSerializer
 from ingestion.connection_services import (
     ConnectError,
+    connection_authorize,
     connection_complete,
     connection_disconnect,
     connection_start,
 )
 from ingestion.selectors import connection_for_user
+
+# The cookie that binds a sign-in to the browser that opened the ticket. Sent only to the
+# start step and the callback; Lax, because Oura's redirect back is a cross-site navigation.
+BROWSER_COOKIE = "oura_oauth_browser"
+BROWSER_COOKIE_PATH = "/v1/oauth/oura/"
 
 
 class OuraConnectionApi(APIView):
@@ -37,8 +45,14 @@ class OuraConnectionApi(APIView):
     @extend_schema(
         operation_id="oura_connection_start",
         summary="Start connecting a user's Oura account",
-        description="Returns the Oura authorize URL to send the person to. The state in it "
-        "is bound to this user, single use, and expires (OURA_OAUTH_STATE_TTL_S).",
+        description="Returns the URL to send the person's browser to. It is our own start "
+        "step (`GET /v1/oauth/oura/start?ticket=...`), not Oura: the ticket works once and "
+        "expires after OURA_OAUTH_STATE_TTL_S seconds. Opening it sets an HttpOnly cookie "
+        "(SameSite=Lax, path /v1/oauth/oura/) and redirects to Oura's authorize page with a "
+        "state bound to this user and to that browser; the callback links the account only "
+        "when the same browser comes back with that cookie, and then shows the last six "
+        "characters of the linked Oura account id. Send the URL only to the person whose "
+        "account is to be connected.",
         request=None,
         responses={
             200: OutputSerializer,
@@ -79,24 +93,53 @@ class OuraConnectionApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+def _result_page(request: HttpRequest, context: dict[str, object], status: int) -> HttpResponse:
+    return render(request, "ingestion/oauth_result.html", context, status=status)
+
+
+@never_cache
+@require_GET
+def oura_oauth_start(request: HttpRequest) -> HttpResponse:
+    """The person's browser opens the ticket here; it leaves with a cookie, bound to the flow."""
+    try:
+        binding = connection_authorize(ticket=request.GET.get("ticket", ""))
+    except ConnectError as exc:
+        return _result_page(request, {"ok": False, "code": exc.code, "message": str(exc)}, 400)
+    response = HttpResponseRedirect(binding.authorize_url)
+    response.set_cookie(
+        BROWSER_COOKIE,
+        binding.nonce,
+        max_age=settings.OURA_OAUTH_STATE_TTL_S,
+        path=BROWSER_COOKIE_PATH,
+        secure=settings.SESSION_COOKIE_SECURE,
+        httponly=True,
+        samesite="Lax",
+    )
+    return response
+
+
+@never_cache
 @require_GET
 def oura_oauth_callback(request: HttpRequest) -> HttpResponse:
     """Where Oura sends the person back. Answers with a plain page for a human."""
     try:
-        connection = connection_complete(
+        linked = connection_complete(
             state=request.GET.get("state", ""),
             code=request.GET.get("code"),
             error=request.GET.get("error"),
+            browser_nonce=request.COOKIES.get(BROWSER_COOKIE),
         )
     except ConnectError as exc:
-        return render(
+        response = _result_page(request, {"ok": False, "code": exc.code, "message": str(exc)}, 400)
+    else:
+        response = _result_page(
             request,
-            "ingestion/oauth_result.html",
-            {"ok": False, "code": exc.code, "message": str(exc)},
-            status=400,
+            {
+                "ok": True,
+                "account_suffix": linked.account_suffix,
+                "masked_email": linked.masked_email,
+            },
+            200,
         )
-    return render(
-        request,
-        "ingestion/oauth_result.html",
-        {"ok": True, "user_id": connection.user_id},
-    )
+    response.delete_cookie(BROWSER_COOKIE, path=BROWSER_COOKIE_PATH, samesite="Lax")
+    return response

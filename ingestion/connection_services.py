@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import logging
 import secrets
+from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEntry
@@ -34,27 +37,75 @@ class ConnectError(Exception):
         self.code = code
 
 
-def _hash_state(state: str) -> str:
-    return hashlib.sha256(state.encode()).hexdigest()
+def _hash_secret(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class BrowserBinding:
+    """What the start step gives the browser: where to go at Oura, and the cookie's nonce."""
+
+    authorize_url: str
+    nonce: str
+
+
+@dataclass(frozen=True)
+class LinkedAccount:
+    """The connection made, and how the success page names the Oura account (no health data)."""
+
+    connection: OuraConnection
+    account_suffix: str
+    masked_email: str | None
 
 
 def connection_start(*, user_id: str) -> str:
-    """Create a one-time state bound to `user_id` and return Oura's authorize URL.
+    """Create a pending connect for `user_id` and return our start URL with its one-time ticket.
 
+    Nothing in it goes to Oura yet: the browser that opens the URL first is the one bound to
+    the flow (`connection_authorize`), so a link that leaks after use is worth nothing.
+    """
+    validate_user_id(user_id)
+    ticket = secrets.token_urlsafe(32)
+    OAuthState.objects.create(
+        ticket_hash=_hash_secret(ticket),
+        user_id=user_id,
+        code_verifier_enc=crypto.encrypt(secrets.token_urlsafe(48)),
+        expires_at=timezone.now() + timedelta(seconds=settings.OURA_OAUTH_STATE_TTL_S),
+    )
+    start = reverse("oura-oauth-start")
+    return f"{settings.PUBLIC_BASE_URL}{start}?{urlencode({'ticket': ticket})}"
+
+
+def connection_authorize(*, ticket: str) -> BrowserBinding:
+    """Open a ticket, once: mint the state Oura echoes and the nonce the browser keeps.
+
+    One conditional UPDATE consumes the ticket, so two browsers opening the same link get
+    one flow between them. The state then has OURA_OAUTH_STATE_TTL_S for the sign-in at Oura.
     PKCE (S256) is sent as well: Oura's documentation does not promise it, but an OAuth
     server that does not know the parameters ignores them, and one that does gets a code
     that is useless to anyone who intercepts it.
     """
-    validate_user_id(user_id)
+    now = timezone.now()
+    ticket_hash = _hash_secret(ticket)
     state = secrets.token_urlsafe(32)
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-    OAuthState.objects.create(
-        state_hash=_hash_state(state),
-        user_id=user_id,
-        code_verifier_enc=crypto.encrypt(verifier),
-        expires_at=timezone.now() + timedelta(seconds=settings.OURA_OAUTH_STATE_TTL_S),
+    nonce = secrets.token_urlsafe(32)
+    opened = OAuthState.objects.filter(
+        ticket_hash=ticket_hash, ticket_used_at__isnull=True, expires_at__gt=now
+    ).update(
+        ticket_used_at=now,
+        state_hash=_hash_secret(state),
+        browser_nonce_hash=_hash_secret(nonce),
+        expires_at=now + timedelta(seconds=settings.OURA_OAUTH_STATE_TTL_S),
     )
+    pending = OAuthState.objects.filter(ticket_hash=ticket_hash).first()
+    if pending is None:
+        raise ConnectError("invalid_ticket", "This sign-in link is not valid.")
+    if not opened:
+        if pending.ticket_used_at is not None:
+            raise ConnectError("ticket_used", "This sign-in link was already used.")
+        raise ConnectError("ticket_expired", "This sign-in link has expired. Start again.")
+    verifier = crypto.decrypt(pending.code_verifier_enc)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
     query = urlencode(
         {
             "response_type": "code",
@@ -66,16 +117,17 @@ def connection_start(*, user_id: str) -> str:
             "code_challenge_method": "S256",
         }
     )
-    return f"{settings.OURA_AUTHORIZE_URL}?{query}"
+    return BrowserBinding(authorize_url=f"{settings.OURA_AUTHORIZE_URL}?{query}", nonce=nonce)
 
 
 def _consume_state(state: str) -> OAuthState:
     """Mark the state used, atomically: a replayed callback finds it already used."""
     now = timezone.now()
-    updated = OAuthState.objects.filter(state_hash=_hash_state(state), used_at__isnull=True).update(
+    state_hash = _hash_secret(state)
+    updated = OAuthState.objects.filter(state_hash=state_hash, used_at__isnull=True).update(
         used_at=now
     )
-    pending = OAuthState.objects.filter(state_hash=_hash_state(state)).first()
+    pending = OAuthState.objects.filter(state_hash=state_hash).first()
     if pending is None:
         raise ConnectError("invalid_state", "This sign-in link is not valid.")
     if updated == 0:
@@ -85,11 +137,39 @@ def _consume_state(state: str) -> OAuthState:
     return pending
 
 
-def connection_complete(*, state: str, code: str | None, error: str | None) -> OuraConnection:
-    """Finish the OAuth callback: exchange the code, identify the Oura user, store tokens."""
+def _same_browser(pending: OAuthState, browser_nonce: str | None) -> bool:
+    if not pending.browser_nonce_hash or not browser_nonce:
+        return False
+    return hmac.compare_digest(pending.browser_nonce_hash, _hash_secret(browser_nonce))
+
+
+def _mask_email(email: object) -> str | None:
+    if not isinstance(email, str) or "@" not in email:
+        return None
+    local, domain = email.rsplit("@", 1)
+    return f"{local[:1]}***@{domain}"
+
+
+def connection_complete(
+    *, state: str, code: str | None, error: str | None, browser_nonce: str | None
+) -> LinkedAccount:
+    """Finish the OAuth callback: exchange the code, identify the Oura user, store tokens.
+
+    Only the browser that opened the ticket (its cookie's nonce) may finish; the state is
+    consumed before that check, so a callback URL opened elsewhere cannot be retried.
+    """
     if not state:
         raise ConnectError("invalid_state", "The sign-in response has no state.")
     pending = _consume_state(state)
+    if not _same_browser(pending, browser_nonce):
+        logger.warning(
+            "oauth_callback_from_another_browser", extra={"person": person_hash(pending.user_id)}
+        )
+        raise ConnectError(
+            "other_browser",
+            "This sign-in was started in another browser, so nothing was connected. "
+            "Start again and finish in the same browser.",
+        )
     if error:
         reason = "access_denied" if error == "access_denied" else "authorization_failed"
         raise ConnectError(reason, "Access to Oura was not granted.")
@@ -150,7 +230,12 @@ def connection_complete(*, state: str, code: str | None, error: str | None) -> O
         raise ConnectError(
             "already_connected", "This Oura account is connected to another user."
         ) from None
-    return connection
+    email = info.get("email") if "email" in tokens.scopes else None
+    return LinkedAccount(
+        connection=connection,
+        account_suffix=provider_user_id[-6:],
+        masked_email=_mask_email(email),
+    )
 
 
 def connection_disconnect(*, connection: OuraConnection, actor: str) -> OuraConnection:

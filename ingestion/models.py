@@ -111,9 +111,17 @@ class OuraConnection(models.Model):
 
 
 class OAuthState(models.Model):
-    """A pending connect: the `state` we sent to Oura, bound to one user, used once."""
+    """A pending connect, bound to one user and then to the one browser that opened it.
 
-    state_hash = models.CharField(max_length=64, unique=True)
+    The API hands out a one-time ticket; the browser that opens it gets the `state` sent to
+    Oura and a cookie whose nonce is kept here as a hash, and only that browser can finish.
+    """
+
+    # Unique yet empty until set: NULLs never collide in a unique index.
+    ticket_hash = models.CharField(max_length=64, unique=True, null=True)  # noqa: DJ001
+    ticket_used_at = models.DateTimeField(null=True, blank=True)
+    state_hash = models.CharField(max_length=64, unique=True, null=True)  # noqa: DJ001
+    browser_nonce_hash = models.CharField(max_length=64, blank=True, default="")
     user_id = models.CharField(max_length=64)
     code_verifier_enc = models.BinaryField(editable=False)
     created_at = models.DateTimeField(default=timezone.now)

@@ -9,5 +9,6 @@ urlpatterns = [
         connection_apis.OuraConnectionApi.as_view(),
         name="oura-connection",
     ),
+    path("oauth/oura/start", connection_apis.oura_oauth_start, name="oura-oauth-start"),
     path("oauth/oura/callback", connection_apis.oura_oauth_callback, name="oura-oauth-callback"),
 ]

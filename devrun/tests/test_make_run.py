@@ -237,8 +237,8 @@ def test_make_run_starts_again_after_every_kind_of_stop(devstack_root: Path) -> 
         headers={"Authorization": f"Bearer {other_key}"},
         timeout=10,
     )
-    approved = httpx.get(started.json()["authorizeUrl"], follow_redirects=False, timeout=10)
-    callback = httpx.get(approved.headers["location"], timeout=30)
+    with httpx.Client(follow_redirects=True, timeout=30) as browser:  # keeps our start's cookie
+        callback = browser.get(started.json()["authorizeUrl"])
     assert callback.status_code == 200  # "other" now holds the demo's Oura account
     tree = run.tree()
     run.process.send_signal(signal.SIGINT)
@@ -301,9 +301,11 @@ def test_make_run_uses_an_external_oura_from_the_oura_urls(devstack_root: Path) 
         ).strip().splitlines()[-1]  # fmt: skip
         auth = {"Authorization": f"Bearer {key}"}
         started = httpx.post(f"{web}/v1/health/remote-user/oura/connection", headers=auth)
-        assert started.json()["authorizeUrl"].startswith(base)
-        approved = httpx.get(started.json()["authorizeUrl"], follow_redirects=False, timeout=10)
-        assert httpx.get(approved.headers["location"], timeout=30).status_code == 200
+        with httpx.Client(timeout=30) as browser:  # keeps our start step's cookie
+            to_oura = browser.get(started.json()["authorizeUrl"])
+            assert to_oura.headers["location"].startswith(base)
+            callback = browser.get(to_oura.headers["location"], follow_redirects=True)
+            assert callback.status_code == 200
         end = date.today() - timedelta(days=1)
         start = end - timedelta(days=6)
         job = httpx.post(

@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 
 from audit.models import AuditEntry
 from ingestion import crypto
+from ingestion.connection_apis import BROWSER_COOKIE
 from ingestion.models import OAuthState, OuraConnection, WebhookSubscription
 from ingestion.oura_client import NeedsReauth, OuraClient, OuraRateLimited, get_client
 from ingestion.rate_budget import BudgetExhausted
@@ -37,12 +38,20 @@ def clear(cipher: bytes | memoryview | None) -> str:
 
 
 def start_connect(api_client: APIClient, make_api_key, user_id: str = "user-1") -> str:
+    """The API step: our start URL with a one-time ticket, for the person's browser."""
     key = make_api_key(scopes=("health:connect",))
     response = api_client.post(
         f"/v1/health/{user_id}/oura/connection", HTTP_AUTHORIZATION=f"Bearer {key}"
     )
     assert response.status_code == 200, response.content
     return str(response.json()["authorizeUrl"])
+
+
+def open_start(browser: Client, start_url: str) -> str:
+    """The person's browser opens our start step: it gets the cookie and is sent to Oura."""
+    response = browser.get(start_url)
+    assert response.status_code == 302, response.content
+    return str(response["Location"])
 
 
 def authorize_at_oura(authorize_url: str) -> dict[str, str]:
@@ -54,7 +63,8 @@ def authorize_at_oura(authorize_url: str) -> dict[str, str]:
 
 
 def connect(api_client, make_api_key, client: Client, user_id: str = "user-1") -> dict[str, str]:
-    params = authorize_at_oura(start_connect(api_client, make_api_key, user_id))
+    """The whole flow in one browser (`client` keeps the cookie from start to callback)."""
+    params = authorize_at_oura(open_start(client, start_connect(api_client, make_api_key, user_id)))
     response = client.get("/v1/oauth/oura/callback", params)
     assert response.status_code == 200, response.content
     return params
@@ -65,7 +75,7 @@ def test_connect_stores_the_connection_with_encrypted_tokens(
 ) -> None:
     sim_user = oura.add_user()
     oura.set_login(sim_user.oura_user_id)
-    authorize_url = start_connect(api_client, make_api_key)
+    authorize_url = open_start(client, start_connect(api_client, make_api_key))
     query = parse_qs(urlsplit(authorize_url).query)
     assert query["code_challenge_method"] == ["S256"]
     params = authorize_at_oura(authorize_url)
@@ -98,10 +108,123 @@ def test_connect_stores_the_connection_with_encrypted_tokens(
     assert AuditEntry.objects.filter(action="connection.created", user_id="user-1").exists()
 
 
+def test_the_same_browser_links_the_account_and_the_page_names_only_its_suffix(
+    oura: OuraSimulator, api_client, make_api_key, client: Client, settings
+) -> None:
+    sim_user = oura.add_user(oura_user_id="oura-account-7f3a9c", email="jane@example.com")
+    oura.set_login(sim_user.oura_user_id)
+    start_url = start_connect(api_client, make_api_key)
+    assert start_url.startswith(f"{settings.PUBLIC_BASE_URL}/v1/oauth/oura/start?ticket=")
+    oura_url = open_start(client, start_url)
+    assert oura_url.startswith(settings.OURA_AUTHORIZE_URL)
+
+    page = client.get("/v1/oauth/oura/callback", authorize_at_oura(oura_url))
+
+    assert page.status_code == 200
+    assert OuraConnection.objects.get(user_id="user-1").provider_user_id == "oura-account-7f3a9c"
+    text = page.content.decode()
+    assert "7f3a9c" in text
+    assert "oura-account" not in text
+    assert "example.com" not in text  # no email scope asked, so no email shown
+    assert page.cookies[BROWSER_COOKIE].value == ""  # the callback clears the cookie
+    assert page.cookies[BROWSER_COOKIE]["max-age"] == 0
+
+
+def test_with_the_email_scope_the_page_shows_the_email_masked(
+    oura: OuraSimulator, api_client, make_api_key, client: Client, settings
+) -> None:
+    settings.OURA_SCOPES = [*settings.OURA_SCOPES, "email"]
+    oura.set_login(oura.add_user(email="jane@example.com").oura_user_id)
+    params = authorize_at_oura(open_start(client, start_connect(api_client, make_api_key)))
+    page = client.get("/v1/oauth/oura/callback", params)
+    assert page.status_code == 200
+    assert "j***@example.com" in page.content.decode()
+    assert b"jane" not in page.content
+
+
+def test_a_callback_opened_in_a_browser_without_the_cookie_links_nothing_and_burns_the_state(
+    oura, api_client, make_api_key, client: Client
+) -> None:
+    oura.add_user()
+    params = authorize_at_oura(open_start(client, start_connect(api_client, make_api_key)))
+
+    other_browser = Client()
+    refused = other_browser.get("/v1/oauth/oura/callback", params)
+
+    assert refused.status_code == 400
+    assert b"other_browser" in refused.content
+    assert not OuraConnection.objects.exists()
+    # Not even the browser that started it can use this state now.
+    retried = client.get("/v1/oauth/oura/callback", params)
+    assert retried.status_code == 400
+    assert b"state_reused" in retried.content
+    assert not OuraConnection.objects.exists()
+
+
+def test_a_callback_opened_with_another_flows_cookie_links_nothing(
+    oura, api_client, make_api_key, client: Client
+) -> None:
+    oura.add_user()
+    victim = authorize_at_oura(open_start(client, start_connect(api_client, make_api_key)))
+    other_browser = Client()
+    open_start(other_browser, start_connect(api_client, make_api_key, user_id="user-2"))
+    assert other_browser.cookies[BROWSER_COOKIE].value
+
+    refused = other_browser.get("/v1/oauth/oura/callback", victim)
+
+    assert refused.status_code == 400
+    assert b"other_browser" in refused.content
+    assert not OuraConnection.objects.exists()
+    assert client.get("/v1/oauth/oura/callback", victim).status_code == 400
+
+
+def test_a_ticket_opens_once(oura, api_client, make_api_key, client: Client) -> None:
+    oura.add_user()
+    start_url = start_connect(api_client, make_api_key)
+    open_start(client, start_url)
+    for browser in (client, Client()):
+        again = browser.get(start_url)
+        assert again.status_code == 400
+        assert b"ticket_used" in again.content
+        assert BROWSER_COOKIE not in again.cookies
+    forged = client.get("/v1/oauth/oura/start", {"ticket": "forged"})
+    assert forged.status_code == 400
+    assert b"invalid_ticket" in forged.content
+
+
+def test_an_expired_ticket_is_refused(oura, api_client, make_api_key, client: Client) -> None:
+    oura.add_user()
+    start_url = start_connect(api_client, make_api_key)
+    OAuthState.objects.update(expires_at=timezone.now())
+    expired = client.get(start_url)
+    assert expired.status_code == 400
+    assert b"ticket_expired" in expired.content
+    assert BROWSER_COOKIE not in expired.cookies
+    assert OAuthState.objects.get().state_hash is None  # no state was handed to Oura
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_the_start_step_sets_an_httponly_lax_cookie_for_the_oauth_paths_only(
+    oura, api_client, make_api_key, client: Client, settings, secure: bool
+) -> None:
+    settings.SESSION_COOKIE_SECURE = secure
+    response = client.get(start_connect(api_client, make_api_key))
+    assert response.status_code == 302
+    cookie = response.cookies[BROWSER_COOKIE]
+    assert cookie.value
+    assert cookie["httponly"] is True
+    assert cookie["samesite"] == "Lax"
+    assert cookie["path"] == "/v1/oauth/oura/"
+    assert bool(cookie["secure"]) is secure
+    assert cookie["max-age"] == settings.OURA_OAUTH_STATE_TTL_S
+    # Only its hash is stored.
+    assert OAuthState.objects.get().browser_nonce_hash not in ("", cookie.value)
+
+
 def test_denied_consent_stores_nothing(oura, api_client, make_api_key, client: Client) -> None:
     oura.add_user()
     oura.deny_next_authorization()
-    params = authorize_at_oura(start_connect(api_client, make_api_key))
+    params = authorize_at_oura(open_start(client, start_connect(api_client, make_api_key)))
     assert params["error"] == "access_denied"
     page = client.get("/v1/oauth/oura/callback", params)
     assert page.status_code == 400
@@ -117,13 +240,15 @@ def test_bad_reused_and_expired_state_are_refused(
     assert bad.status_code == 400
     assert b"invalid_state" in bad.content
 
-    params = authorize_at_oura(start_connect(api_client, make_api_key))
+    params = authorize_at_oura(open_start(client, start_connect(api_client, make_api_key)))
     assert client.get("/v1/oauth/oura/callback", params).status_code == 200
     reused = client.get("/v1/oauth/oura/callback", params)
     assert reused.status_code == 400
     assert b"state_reused" in reused.content
 
-    params = authorize_at_oura(start_connect(api_client, make_api_key, user_id="user-2"))
+    params = authorize_at_oura(
+        open_start(client, start_connect(api_client, make_api_key, user_id="user-2"))
+    )
     OAuthState.objects.filter(used_at__isnull=True).update(expires_at=timezone.now())
     expired = client.get("/v1/oauth/oura/callback", params)
     assert expired.status_code == 400
@@ -135,7 +260,7 @@ def test_a_failed_code_exchange_stores_nothing(
     oura, api_client, make_api_key, client: Client
 ) -> None:
     oura.add_user()
-    params = authorize_at_oura(start_connect(api_client, make_api_key))
+    params = authorize_at_oura(open_start(client, start_connect(api_client, make_api_key)))
     params["code"] = "not-a-code-oura-issued"
     page = client.get("/v1/oauth/oura/callback", params)
     assert page.status_code == 400
@@ -340,9 +465,13 @@ def test_no_token_or_code_reaches_the_logs(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     oura.add_user()
-    params = connect(api_client, make_api_key, client)
+    start_url = start_connect(api_client, make_api_key)
+    params = authorize_at_oura(open_start(client, start_url))
+    nonce = client.cookies[BROWSER_COOKIE].value
+    assert client.get("/v1/oauth/oura/callback", params).status_code == 200
     conn = OuraConnection.objects.get()
-    secrets_seen = [params["code"], params["state"], clear(conn.access_token_enc),
+    secrets_seen = [parse_qs(urlsplit(start_url).query)["ticket"][0], nonce, params["code"],
+                    params["state"], clear(conn.access_token_enc),
                     clear(conn.refresh_token_enc)]  # fmt: skip
     OuraConnection.objects.update(access_token_expires_at=timezone.now())
     conn.refresh_from_db()

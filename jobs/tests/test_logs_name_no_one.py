@@ -107,10 +107,11 @@ def test_a_full_flow_logs_no_raw_user_id_or_oura_id(
 def test_the_authorize_url_asks_for_no_email_or_personal_scope_and_still_links(
     oura, api_client: APIClient, make_api_key, client: Client
 ) -> None:
-    from ingestion.tests.test_connections import start_connect
+    from ingestion.tests.test_connections import open_start, start_connect
 
     oura.add_user()
-    scope = parse_qs(urlsplit(start_connect(api_client, make_api_key, USER)).query)["scope"][0]
+    oura_url = open_start(Client(), start_connect(api_client, make_api_key, USER))
+    scope = parse_qs(urlsplit(oura_url).query)["scope"][0]
     assert "email" not in scope.split()
     assert "personal" not in scope.split()
     connect(api_client, make_api_key, client, user_id=USER)
