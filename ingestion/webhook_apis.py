@@ -47,6 +47,9 @@ class OuraWebhookApi(APIView):
         event_time = serializers.CharField(help_text="ISO-8601 with offset.")
         user_id = serializers.CharField(max_length=128, help_text="The Oura user id.")
 
+    class ErasedSerializer(serializers.Serializer[dict[str, str]]):
+        status = serializers.CharField(help_text="Always `erased`.")
+
     class AcceptedSerializer(serializers.Serializer[dict[str, str]]):
         eventId = serializers.UUIDField(
             help_text="Deterministic: a redelivery of the same notification has the same id."
@@ -103,6 +106,11 @@ class OuraWebhookApi(APIView):
         ],
         request=NotificationSerializer,
         responses={
+            200: OpenApiResponse(
+                ErasedSerializer,
+                description="The Oura account's person was erased: nothing was stored "
+                "(answered 2xx so that Oura does not retry).",
+            ),
             202: AcceptedSerializer,
             400: OpenApiResponse(
                 ErrorSerializer,
