@@ -1,4 +1,9 @@
-"""API keys in the backoffice: created with the key shown once, then only revocable."""
+"""API keys in the backoffice: created with the key shown once, then only revocable.
+
+Who: superusers, or a staff user granted `access.view_apikey`/`access.add_apikey` (issue) and
+`core.revoke_api_key` (revoke) one by one; no staff group holds them. Keys are never changed
+or deleted here: a key is revoked (audited), and a new one issued.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,11 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
 from access.models import ApiKey, Scope
 from access.services import api_key_create, api_key_revoke
+from core.admin_rights import GuardedAdmin, staff_actor
 from core.identifiers import InvalidUserId, is_valid_user_id
 
 
@@ -44,7 +50,7 @@ class ApiKeyCreationForm(forms.ModelForm[ApiKey]):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
+class ApiKeyAdmin(GuardedAdmin[ApiKey]):
     list_display = (
         "name", "prefix", "scope_list", "users", "created_at", "expires_at", "revoked_at",
         "last_used_at",
@@ -52,6 +58,12 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
     list_filter = ("revoked_at",)
     search_fields = ("name", "prefix")
     actions = ("revoke",)
+
+    def has_change_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
+        return False  # keys are immutable once issued; revoke and issue a new one
+
+    def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
+        return False  # a deleted key leaves no trace of who held it; revoke instead
 
     def get_form(
         self, request: HttpRequest, obj: ApiKey | None = None, change: bool = False, **kwargs: Any
@@ -79,7 +91,21 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
             expires_at=form.cleaned_data["expires_at"],
         )
         obj.pk = issued.api_key.pk
-        messages.warning(request, f"New API key (shown once, store it now): {issued.secret}")
+        # Kept on the request for response_add only: never in a message (the messages cookie
+        # is signed, not encrypted) nor in the session.
+        request._issued_api_key = (issued.api_key.prefix, issued.secret)  # type: ignore[attr-defined]
+
+    def response_add(
+        self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        prefix, secret = getattr(request, "_issued_api_key", (obj.prefix, ""))
+        return self.shown_once(
+            request,
+            title="New API key",
+            explanation="The key is shown once, here only: store it now. We keep only its hash.",
+            secrets=[(f"{obj.name} ({prefix})", secret)],
+            headings=("key", "secret"),
+        )
 
     @admin.display(description="scopes")
     def scope_list(self, obj: ApiKey) -> str:
@@ -89,8 +115,9 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
     def users(self, obj: ApiKey) -> str:
         return "all" if obj.all_users else ", ".join(obj.allowed_user_ids)
 
-    @admin.action(description="Revoke")
+    @admin.action(description="Revoke", permissions=["revoke_api_key"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        """Whoever holds `core.revoke_api_key` (superusers; no group); audited per key."""
         for key in queryset:
-            api_key_revoke(api_key=key)
+            api_key_revoke(api_key=key, actor=staff_actor(request))
         self.message_user(request, f"{queryset.count()} key(s) revoked.", messages.INFO)

@@ -8,9 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from access.models import ApiKey, Scope
+from audit.models import AuditEntry
+from audit.services import audit_record
 from core.identifiers import InvalidUserId, is_valid_user_id
 
 KEY_PREFIX = "hk_"
@@ -68,8 +71,16 @@ def api_key_create(
     return IssuedKey(api_key=key, secret=secret)
 
 
-def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
-    if api_key.revoked_at is None:
-        api_key.revoked_at = timezone.now()
-        api_key.save(update_fields=["revoked_at"])
+def api_key_revoke(*, api_key: ApiKey, actor: str = "system") -> ApiKey:
+    """Revoke a key (idempotent); audited with the key's public prefix, never its secret."""
+    with transaction.atomic():
+        already = api_key.revoked_at is not None
+        if not already:
+            api_key.revoked_at = timezone.now()
+            api_key.save(update_fields=["revoked_at"])
+        audit_record(
+            action=AuditEntry.Action.API_KEY_REVOKED,
+            actor=actor,
+            details={"prefix": api_key.prefix, "already_revoked": already},
+        )
     return api_key

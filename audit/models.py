@@ -36,6 +36,10 @@ class AuditEntry(models.Model):
         RETENTION_PURGED = "retention.purged"
         DEAD_LETTER_REPLAYED = "dead_letter.replayed"
         UPKEEP_RUN = "upkeep.run"
+        API_KEY_REVOKED = "api_key.revoked"
+        SUBSCRIPTIONS_RENEWED = "subscriptions.renewed"
+        # A staff user asked for a page or action their rights do not cover (the 403).
+        STAFF_REFUSED = "staff.refused"
 
     occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
     action = models.CharField(max_length=40, choices=Action.choices)

@@ -1,4 +1,5 @@
-"""Writes of the backoffice domain: raw-object access and retention (erasure: privacy/)."""
+"""Writes of the backoffice domain: raw-object access, retention (erasure: privacy/) and the
+staff groups."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 from django.utils import timezone
 
@@ -15,6 +17,71 @@ from audit.services import audit_record
 from core import raw_store
 
 logger = logging.getLogger(__name__)
+
+# The three staff roles and exactly the rights each holds ("app_label.codename"). The named
+# rights are core.StaffRight's; the others are the stock view rights of each model. Rights
+# no group holds (disconnect, API keys, any add/change/delete) stay with superusers or are
+# granted one by one.
+STAFF_GROUPS: dict[str, frozenset[str]] = {
+    # Answers people's questions: connections, jobs and coverage; may start a backfill.
+    # No raw data, no audit log.
+    "support": frozenset(
+        {
+            "ingestion.view_ouraconnection",
+            "jobs.view_ingestionjob",
+            "core.view_coverage",
+            "core.start_backfill",
+        }
+    ),
+    # Raw documents, erasure and the audit log that records both.
+    "privacy officer": frozenset(
+        {
+            "ingestion.view_ouraconnection",
+            "ingestion.view_rawevent",
+            "core.view_raw_payload",
+            "core.erase_person",
+            "audit.view_auditentry",
+        }
+    ),
+    # Keeps the pipeline running: dead letters and replay, subscriptions, jobs incl. cancel.
+    "operator": frozenset(
+        {
+            "core.view_deadletter",
+            "core.replay_dead_letter",
+            "ingestion.view_webhooksubscription",
+            "core.manage_subscriptions",
+            "jobs.view_ingestionjob",
+            "core.start_backfill",
+            "core.cancel_job",
+        }
+    ),
+}
+
+
+def staff_groups_setup() -> dict[str, dict[str, list[str]]]:
+    """Create the staff groups with exactly the rights of STAFF_GROUPS: rights missing are
+    added, rights a group should not hold are removed. Idempotent; returns what changed."""
+    wanted = set().union(*STAFF_GROUPS.values())
+    found = {
+        f"{p.content_type.app_label}.{p.codename}": p
+        for p in Permission.objects.select_related("content_type")
+    }
+    missing = sorted(wanted - found.keys())
+    if missing:
+        raise LookupError(f"permissions not in the database (run migrate first): {missing}")
+    changes: dict[str, dict[str, list[str]]] = {}
+    with transaction.atomic():
+        for name, rights in STAFF_GROUPS.items():
+            group, _ = Group.objects.get_or_create(name=name)
+            held = {
+                f"{p.content_type.app_label}.{p.codename}"
+                for p in group.permissions.select_related("content_type")
+            }
+            added, removed = sorted(rights - held), sorted(held - rights)
+            group.permissions.add(*(found[r] for r in added))
+            group.permissions.remove(*(found[r] for r in removed))
+            changes[name] = {"added": added, "removed": removed}
+    return changes
 
 
 def raw_object_signed_url(*, event_id: uuid.UUID, staff: str) -> str:

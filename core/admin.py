@@ -1,4 +1,8 @@
-"""Dead letters in the backoffice: look, then replay once the cause is fixed."""
+"""Dead letters in the backoffice: look, then replay once the cause is fixed.
+
+Who: operators (view the list, `core.replay_dead_letter`). Dead letters are removed only by
+erasure and retention, never from this page.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,13 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from core import bus
+from core.admin_rights import GuardedAdmin, staff_actor
 from core.models import DeadLetter
 from core.services import dead_letters_replay
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(admin.ModelAdmin[DeadLetter]):
+class DeadLetterAdmin(GuardedAdmin[DeadLetter]):
     list_display = (
         "id", "consumer", "subject", "stream_seq", "error_type", "attempts", "created_at",
         "replayed_at", "resolved",
@@ -31,10 +36,20 @@ class DeadLetterAdmin(admin.ModelAdmin[DeadLetter]):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # only consumers write dead letters
 
-    @admin.action(description="Replay (publish again to the original subject)")
+    def has_change_permission(self, request: HttpRequest, obj: DeadLetter | None = None) -> bool:
+        return False  # replay changes them, through dead_letters_replay
+
+    def has_delete_permission(self, request: HttpRequest, obj: DeadLetter | None = None) -> bool:
+        return False  # removed by erasure and retention only
+
+    @admin.action(
+        description="Replay (publish again to the original subject)",
+        permissions=["replay_dead_letter"],
+    )
     def replay(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
+        """Operators (`core.replay_dead_letter`); each replay is audited by the service."""
         try:
-            count = dead_letters_replay(queryset=queryset, actor=f"staff:{request.user}")
+            count = dead_letters_replay(queryset=queryset, actor=staff_actor(request))
         except bus.BusUnavailable:
             self.message_user(request, "NATS is unavailable; nothing replayed.", messages.ERROR)
             return

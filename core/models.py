@@ -1,4 +1,5 @@
-"""Platform tables that belong to no single domain: dead letters of the bus consumers."""
+"""Platform tables that belong to no single domain: dead letters of the bus consumers, and
+the named staff rights every app's admin checks (no table)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,31 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.consumer} #{self.stream_seq} {self.error_type}"
+
+
+class StaffRight(models.Model):
+    """No table: the holder of the backoffice's named permissions (`core.<codename>`).
+
+    The rights live at the ground so that every app's admin can check them without importing
+    a layer above it, and so that they are one list: the groups that bundle them are built at
+    the top (backoffice's `setup_staff_groups`). Stock add/change/delete/view rights of each
+    model stay with that model.
+    """
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [
+            ("view_raw_payload", "Open raw health documents (signed raw-object URLs)"),
+            ("erase_person", "Erase a person (GDPR)"),
+            ("disconnect_connection", "Disconnect an Oura connection (revoke at Oura)"),
+            ("revoke_api_key", "Revoke API keys"),
+            ("replay_dead_letter", "Replay dead letters"),
+            ("manage_subscriptions", "Renew Oura webhook subscriptions"),
+            ("cancel_job", "Cancel backfill jobs"),
+            ("start_backfill", "Start backfill jobs"),
+            ("view_coverage", "See data coverage per person and type"),
+        ]
+
+    def __str__(self) -> str:
+        return "staff rights"

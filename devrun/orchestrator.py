@@ -266,6 +266,7 @@ def run(*, target: OuraTarget, embedded: list[str], with_demo: bool = True) -> i
 
         _wait_ready(f"http://127.0.0.1:{WEB_PORT}/readyz", supervisor, stop)
         password = _admin_password()
+        call_command("setup_staff_groups", verbosity=0)  # support, privacy officer, operator
         api_key = job_id = demo_problem = ""
         if sim is not None and with_demo:
             api_key = _demo_api_key()

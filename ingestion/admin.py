@@ -1,19 +1,32 @@
-"""Backoffice views of connections, subscriptions and raw events. Tokens are never shown."""
+"""Backoffice views of connections and subscriptions. Tokens are never shown.
+
+Who: support, privacy officers and operators see connections (`ingestion.view_ouraconnection`);
+disconnecting (`core.disconnect_connection`) is for superusers, erasure (`core.erase_person`)
+for privacy officers; operators see and renew subscriptions (`core.manage_subscriptions`).
+Connections are never added, changed or deleted here: the OAuth flow creates them,
+disconnect and erasure remove them (revoked at Oura, audited). Raw events: backoffice/admin.py.
+"""
 
 from __future__ import annotations
 
-from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from typing import Any
 
-from backoffice.services import raw_object_signed_url
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from core.admin_rights import GuardedAdmin, no_store, staff_actor
 from ingestion.connection_services import connection_disconnect
-from ingestion.models import OuraConnection, RawEvent, WebhookSubscription
-from privacy.services import user_erase
+from ingestion.models import OuraConnection, WebhookSubscription
+from ingestion.subscription_services import subscriptions_renew
+from privacy.registry import Person, oura_ids_of
+from privacy.services import erasure_scan, user_erase
 
 
 @admin.register(OuraConnection)
-class OuraConnectionAdmin(admin.ModelAdmin[OuraConnection]):
+class OuraConnectionAdmin(GuardedAdmin[OuraConnection]):
     list_display = (
         "user_id", "provider_user_id", "status", "scope_list", "connected_at",
         "last_refresh_at", "revoked_at",
@@ -35,25 +48,71 @@ class OuraConnectionAdmin(admin.ModelAdmin[OuraConnection]):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # connections come only from the OAuth flow
 
-    @admin.action(description="Disconnect (revoke at Oura, delete tokens)")
+    def has_change_permission(
+        self, request: HttpRequest, obj: OuraConnection | None = None
+    ) -> bool:
+        return False  # state changes only through the OAuth flow and its services
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: OuraConnection | None = None
+    ) -> bool:
+        return False  # a plain delete skips the revoke at Oura and the audit entry
+
+    @admin.action(
+        description="Disconnect (revoke at Oura, delete tokens)",
+        permissions=["disconnect_connection"],
+    )
     def disconnect(self, request: HttpRequest, queryset: QuerySet[OuraConnection]) -> None:
+        """Whoever holds `core.disconnect_connection` (superusers; no group): revokes at
+        Oura and deletes the tokens; connection_disconnect audits each."""
         for connection in queryset:
-            connection_disconnect(connection=connection, actor=f"staff:{request.user}")
+            connection_disconnect(connection=connection, actor=staff_actor(request))
         self.message_user(request, f"{queryset.count()} connection(s) disconnected.", messages.INFO)
 
     @admin.action(
         description="GDPR: erase every row, raw object and bus message of these users",
-        permissions=["delete"],
+        permissions=["erase_person"],
     )
-    def erase(self, request: HttpRequest, queryset: QuerySet[OuraConnection]) -> None:
-        user_ids = list(queryset.values_list("user_id", flat=True))
+    def erase(self, request: HttpRequest, queryset: QuerySet[OuraConnection]) -> HttpResponse:
+        """Privacy officers (`core.erase_person`). First a page with what will be removed
+        (counts per store, from the verification scan), then, once confirmed, the erasure and
+        its receipt. Each erasure is audited (user.erased, with the receipt)."""
+        user_ids = sorted(set(queryset.values_list("user_id", flat=True)))
+        selected = [str(pk) for pk in queryset.values_list("pk", flat=True)]
+        if request.POST.get("confirm") != "yes":
+            people = [
+                {
+                    "user_id": user_id,
+                    "scan": erasure_scan(Person(user_id, tuple(oura_ids_of(user_id)))),
+                }
+                for user_id in user_ids
+            ]
+            return self._erasure_page(
+                request, "erase_confirm.html", "Erase these people?",
+                {"people": people, "selected": selected},
+            )  # fmt: skip
+        receipts: list[dict[str, Any]] = []
         for user_id in user_ids:
-            user_erase(user_id=user_id, actor=f"staff:{request.user}")
-        self.message_user(request, f"Erased {len(user_ids)} user(s).", messages.WARNING)
+            done = user_erase(user_id=user_id, actor=staff_actor(request))
+            receipts.append({"user_id": user_id, "status": done.status, "receipt": done.receipt})
+        return self._erasure_page(request, "erase_receipt.html", "Erased", {"receipts": receipts})
+
+    def _erasure_page(
+        self, request: HttpRequest, template: str, title: str, context: dict[str, Any]
+    ) -> HttpResponse:
+        page = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": title,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            **context,
+        }
+        response = TemplateResponse(request, f"admin/ingestion/ouraconnection/{template}", page)
+        return no_store(response)
 
 
 @admin.register(WebhookSubscription)
-class WebhookSubscriptionAdmin(admin.ModelAdmin[WebhookSubscription]):
+class WebhookSubscriptionAdmin(GuardedAdmin[WebhookSubscription]):
     list_display = (
         "event_type", "data_type", "expiration_time", "renewed_at", "callback_url",
         "subscription_id",
@@ -61,38 +120,33 @@ class WebhookSubscriptionAdmin(admin.ModelAdmin[WebhookSubscription]):
     list_filter = ("event_type", "data_type")
     ordering = ("expiration_time",)
     readonly_fields = [f.name for f in WebhookSubscription._meta.fields]
+    actions = ("renew",)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # created by `manage.py oura_subscriptions sync`
 
+    def has_change_permission(
+        self, request: HttpRequest, obj: WebhookSubscription | None = None
+    ) -> bool:
+        return False  # a mirror of Oura's side: changed by syncing, not by hand
 
-@admin.register(RawEvent)
-class RawEventAdmin(admin.ModelAdmin[RawEvent]):
-    list_display = (
-        "event_id", "kind", "status", "data_type", "event_type", "user_id", "received_at",
-        "archived_at", "published_at",
-    )  # fmt: skip
-    list_filter = ("kind", "status", "data_type")
-    search_fields = ("event_id", "user_id", "provider_user_id", "object_id")
-    date_hierarchy = "received_at"
-    exclude = ("envelope",)
-    readonly_fields = [f.name for f in RawEvent._meta.fields if f.name != "envelope"]
-    show_full_result_count = False  # COUNT(*) over the raw index is slow once it is large
+    def has_delete_permission(
+        self, request: HttpRequest, obj: WebhookSubscription | None = None
+    ) -> bool:
+        return False  # deleting the mirror would leave the subscription live at Oura
 
-    actions = ("signed_url",)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: RawEvent | None = None) -> bool:
-        return False
-
-    @admin.action(description="Get a short-lived signed URL to the raw object (audited)")
-    def signed_url(self, request: HttpRequest, queryset: QuerySet[RawEvent]) -> None:
-        for event in queryset[:10]:
-            try:
-                url = raw_object_signed_url(event_id=event.event_id, staff=f"staff:{request.user}")
-            except ValueError as exc:
-                self.message_user(request, f"{event.event_id}: {exc}", messages.ERROR)
-                continue
-            self.message_user(request, f"{event.event_id}: {url}", messages.INFO)
+    @admin.action(
+        description="Renew every subscription that expires within 7 days (at Oura)",
+        permissions=["manage_subscriptions"],
+    )
+    def renew(self, request: HttpRequest, queryset: QuerySet[WebhookSubscription]) -> None:
+        """Operators (`core.manage_subscriptions`). Renews all of ours that expire soon, not
+        only the selected rows (Oura's side is the truth); audited (subscriptions.renewed)."""
+        report = subscriptions_renew(actor=staff_actor(request))
+        level = messages.WARNING if report.failed else messages.INFO
+        self.message_user(
+            request,
+            f"{len(report.renewed)} renewed, {len(report.unchanged)} unchanged, "
+            f"{len(report.failed)} failed.",
+            level,
+        )

@@ -23,6 +23,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from audit.models import AuditEntry
+from audit.services import audit_record
 from ingestion.models import WebhookSubscription
 from ingestion.oura_client import OuraRequestError, get_client
 
@@ -168,8 +170,11 @@ def subscriptions_sync(*, callback_url: str | None = None) -> SyncReport:
     return report
 
 
-def subscriptions_renew(*, within: timedelta = RENEW_WITHIN) -> SyncReport:
-    """Renew every subscription of ours that expires within `within`."""
+def subscriptions_renew(
+    *, within: timedelta = RENEW_WITHIN, actor: str | None = None
+) -> SyncReport:
+    """Renew every subscription of ours that expires within `within`. A run asked for by a
+    person (`actor`, the admin action) is audited; the scheduler's runs are in upkeep.run."""
     report = SyncReport()
     soon = timezone.now() + within
     for model in subscriptions_list_remote():
@@ -183,4 +188,14 @@ def subscriptions_renew(*, within: timedelta = RENEW_WITHIN) -> SyncReport:
             report.renewed.append(name)
         except OuraRequestError as exc:
             report.failed.append(f"{name} ({exc})")
+    if actor is not None:
+        audit_record(
+            action=AuditEntry.Action.SUBSCRIPTIONS_RENEWED,
+            actor=actor,
+            details={
+                "renewed": len(report.renewed),
+                "unchanged": len(report.unchanged),
+                "failed": len(report.failed),
+            },
+        )
     return report

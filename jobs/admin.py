@@ -2,6 +2,10 @@
 
 The add page is a small form that calls job_start (the same service as the API), so a job
 started here is queued, deduplicated and audited exactly like one started over HTTP.
+
+Who: support and operators see jobs (`jobs.view_ingestionjob`) and start backfills
+(`core.start_backfill`); operators also cancel (`core.cancel_job`). Jobs are never changed or
+deleted here.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from core.admin_rights import GuardedAdmin, staff_actor
 from jobs.data_types import DATA_TYPES, DEFAULT_TYPES
 from jobs.models import IngestionJob
 from jobs.services import JobRequestInvalid, job_cancel, job_start
@@ -42,7 +47,7 @@ class StartBackfillForm(forms.Form):
 
 
 @admin.register(IngestionJob)
-class IngestionJobAdmin(admin.ModelAdmin[IngestionJob]):
+class IngestionJobAdmin(GuardedAdmin[IngestionJob]):
     list_display = (
         "job_id", "user_id", "status", "progress_bar", "range_start", "range_end",
         "type_count", "documents", "attempts", "started_at", "updated_at", "short_error",
@@ -74,6 +79,9 @@ class IngestionJobAdmin(admin.ModelAdmin[IngestionJob]):
     def short_error(self, obj: IngestionJob) -> str:
         return (obj.last_error or "")[:80]
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return self.has_start_backfill_permission(request)  # "add" is "start backfill"
+
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # jobs change only through their services
 
@@ -83,9 +91,12 @@ class IngestionJobAdmin(admin.ModelAdmin[IngestionJob]):
     def add_view(
         self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        """The "start backfill" page: a form in place of the model form, calling job_start."""
+        """The "start backfill" page: a form in place of the model form, calling job_start.
+
+        Support and operators (`core.start_backfill`); others get an audited 403. The job's
+        start is audited by job_start (job.started)."""
         if not self.has_add_permission(request):
-            return HttpResponseRedirect(reverse("admin:jobs_ingestionjob_changelist"))
+            return self.refuse(request, "start_backfill")
         today = timezone.now().date()
         form = StartBackfillForm(
             request.POST or None,
@@ -97,7 +108,7 @@ class IngestionJobAdmin(admin.ModelAdmin[IngestionJob]):
                 started = job_start(
                     user_id=data["user_id"], start=data["start"], end=data["end"],
                     data_types=list(data["data_types"]) or None,
-                    requested_by=f"staff:{request.user}",
+                    requested_by=staff_actor(request),
                 )  # fmt: skip
             except JobRequestInvalid as exc:
                 form.add_error(None, f"{exc.code}: {exc}")
@@ -116,10 +127,11 @@ class IngestionJobAdmin(admin.ModelAdmin[IngestionJob]):
         }
         return TemplateResponse(request, "admin/jobs/ingestionjob/start_backfill.html", context)
 
-    @admin.action(description="Cancel selected jobs")
+    @admin.action(description="Cancel selected jobs", permissions=["cancel_job"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[IngestionJob]) -> None:
+        """Operators (`core.cancel_job`); job_cancel audits each (job.cancelled)."""
         asked = 0
         for job in queryset.filter(status__in=IngestionJob.ACTIVE_STATUSES):
-            job_cancel(job=job, actor=f"staff:{request.user}")
+            job_cancel(job=job, actor=staff_actor(request))
             asked += 1
         self.message_user(request, f"Cancel requested for {asked} active job(s).", messages.INFO)
