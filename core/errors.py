@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.core import signals
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
@@ -92,12 +93,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 
 # --- outside DRF: every other view, and what Django answers itself ------------------------
 
-# Paths a human reaches with a browser and that keep Django's HTML pages.
-_HTML_PREFIXES = ("/admin/", "/static/")
 
-
+# Paths a human reaches with a browser and that keep Django's HTML pages: the admin (at
+# settings.ADMIN_URL_PREFIX) and static files.
 def _answers_json(request: HttpRequest) -> bool:
-    return not request.path_info.startswith(_HTML_PREFIXES)
+    return not request.path_info.startswith((f"/{settings.ADMIN_URL_PREFIX}", "/static/"))
 
 
 class UnhandledErrorMiddleware:

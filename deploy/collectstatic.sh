@@ -29,4 +29,5 @@ OURA_CLIENT_SECRET="$(random_token)" \
 OURA_WEBHOOK_VERIFICATION_TOKEN="$(random_token)" \
 TOKEN_ENCRYPTION_KEYS="$(random_fernet_key)" \
 PERSON_HASH_KEY="$(random_token)" \
+ADMIN_URL_PREFIX=build-only/ \
     python manage.py collectstatic --noinput "$@"

@@ -97,6 +97,28 @@ def _admin_password() -> str:
     return password
 
 
+def _admin_totp() -> None:
+    """Enrols the local admin in two-factor login: a confirmed TOTP device whose secret is
+    kept beside the password (0600); `python -m devrun.totp` prints its current code.
+    Also lifts an axes lockout of `admin` left by an earlier run."""
+    from axes.utils import reset
+    from django.contrib.auth import get_user_model
+    from django_otp.plugins.otp_totp.models import TOTPDevice, default_key
+
+    path = _state_file("admin-totp")
+    key = path.read_text().strip() if path.exists() else ""
+    if not key:
+        key = default_key()
+        path.write_text(key)
+        path.chmod(0o600)
+    admin = get_user_model().objects.get(username="admin")
+    TOTPDevice.objects.filter(user=admin).exclude(name="make run").delete()
+    TOTPDevice.objects.update_or_create(
+        user=admin, name="make run", defaults={"key": key, "confirmed": True}
+    )
+    reset(username="admin")
+
+
 def _demo_api_key() -> str:
     """The demo's key, reused while it is active; a revoked or expired one is replaced."""
     from access.models import ApiKey
@@ -266,6 +288,7 @@ def run(*, target: OuraTarget, embedded: list[str], with_demo: bool = True) -> i
 
         _wait_ready(f"http://127.0.0.1:{WEB_PORT}/readyz", supervisor, stop)
         password = _admin_password()
+        _admin_totp()
         call_command("setup_staff_groups", verbosity=0)  # support, privacy officer, operator
         api_key = job_id = demo_problem = ""
         if sim is not None and with_demo:
@@ -318,7 +341,9 @@ def _print_banner(
         "",
         "health integrations are running:",
         f"  web + REST v1    {web}        (readiness: {web}/readyz)",
-        f"  admin            {web}/admin/  user: admin  password: {password}",
+        f"  admin            {web}/{settings.ADMIN_URL_PREFIX}  user: admin  password: {password}",
+        "                   code (2FA): python -m devrun.totp  (.venv/bin/python; prints the "
+        "current one)",
         f"  API docs         {web}/v1/schema/swagger/",
         f"  metrics          {web}/metrics",
         f"  Postgres         {settings.DATABASE_URL}  ({where['postgres']})",

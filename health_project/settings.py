@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -269,7 +271,9 @@ UPKEEP_SCHEDULE = {
 # --- Django -----------------------------------------------------------------------------
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Django's admin with our site as the default one (core/staff_admin.py): every
+    # @admin.register lands on a site that asks every staff account for a TOTP code.
+    "core.admin_config.StaffAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -278,6 +282,10 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "axes",
+    "csp",
     "core",
     "audit",
     "privacy",
@@ -300,8 +308,15 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): was this session's login confirmed by a TOTP code?
+    "django_otp.middleware.OTPMiddleware",
+    # The absolute cap of a staff session (STAFF_SESSION_MAX_AGE_S, below).
+    "core.staff_admin.SessionMaxAgeMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "health_project.urls"
@@ -320,6 +335,12 @@ TEMPLATES = [
             ],
         },
     },
+]
+
+# AxesBackend first: it refuses a locked-out username before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -377,6 +398,68 @@ CSRF_COOKIE_SECURE = PRODUCTION
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 
+# --- Staff: the admin (backoffice) ------------------------------------------------------
+
+# Where the admin lives: ADMIN_URL_PREFIX, e.g. "staff-3f9c1a7e/" (a trailing slash is added).
+# Development defaults to admin/. Production requires it and refuses "admin": the admin's
+# login page is then not where scanners look (it is still behind 2FA and lockout below).
+_ADMIN_PREFIX_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
+_admin_prefix = env_str("ADMIN_URL_PREFIX", "" if PRODUCTION else "admin/").strip("/")
+_require_in_production("ADMIN_URL_PREFIX", _admin_prefix, "admin")
+if not _ADMIN_PREFIX_RE.fullmatch(_admin_prefix):
+    raise ImproperlyConfigured(
+        "ADMIN_URL_PREFIX must be URL path segments of letters, digits, '.', '_' or '-' "
+        "(e.g. staff-3f9c1a7e/)"
+    )
+ADMIN_URL_PREFIX = _admin_prefix + "/"
+
+# Sessions are staff sessions (the API authenticates with keys, not cookies). Two limits:
+# - idle: Django saves the session on every request and the cookie lives
+#   STAFF_SESSION_IDLE_TIMEOUT_S, so each request pushes the expiry out again and a session
+#   left alone that long is gone (Django's own SESSION_SAVE_EVERY_REQUEST + SESSION_COOKIE_AGE).
+# - absolute: however active, a login lasts STAFF_SESSION_MAX_AGE_S; the session stores when
+#   it logged in and core.staff_admin.SessionMaxAgeMiddleware ends it after that.
+STAFF_SESSION_IDLE_TIMEOUT_S = env_int("STAFF_SESSION_IDLE_TIMEOUT_S", 30 * 60, minimum=60)
+STAFF_SESSION_MAX_AGE_S = env_int("STAFF_SESSION_MAX_AGE_S", 8 * 3600, minimum=60)
+SESSION_COOKIE_AGE = STAFF_SESSION_IDLE_TIMEOUT_S
+SESSION_SAVE_EVERY_REQUEST = True
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+
+# Two-factor login (django-otp, TOTP): the admin site refuses a session its login did not
+# verify with a code; a staff account without a confirmed device enrols on first login.
+OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "Health integrations")
+
+# Login throttling (django-axes): AXES_FAILURE_LIMIT wrong passwords for one username lock it
+# for AXES_COOLOFF_MINUTES (each further try during the lockout starts the wait again).
+# Locked by username, not by IP: behind a load balancer or proxy REMOTE_ADDR is the same for
+# every client, so an IP lockout would lock every staff member out at once (axes.W006 says
+# to add the IP; silenced for that reason). A guessed password alone opens nothing: 2FA.
+SILENCED_SYSTEM_CHECKS = ["axes.W006"]
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["username"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "admin/lockout.html"
+# Axes' access log would keep every staff login's IP and user agent; failures are enough.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False
+
+# Content-Security-Policy (django-csp 4): our pages load only our own scripts and styles.
+# The API docs pages relax what their bundles need (health_project/urls.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+
 # --- Observability ----------------------------------------------------------------------
 
 LOG_LEVEL = env_choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO")
@@ -410,6 +493,8 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
         "nats": {"level": "WARNING"},
+        # axes logs every login at INFO (with the username masked); failures are WARNING.
+        "axes": {"level": "WARNING"},
     },
 }
 

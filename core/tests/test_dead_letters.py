@@ -13,6 +13,7 @@ from audit.models import AuditEntry
 from core.consumers import MessageMeta
 from core.models import DeadLetter
 from core.services import dead_letter_record
+from core.tests.staff import verified_login
 from normalized.tests.normalizer_helpers import stream_messages
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_streams")]
@@ -60,7 +61,7 @@ def test_the_admin_lists_dead_letters_and_replays_them() -> None:
     dead = record()
     admin = get_user_model().objects.create_superuser("staff", "staff@example.com", "pw")
     client = Client()
-    client.force_login(admin)
+    verified_login(client, admin)  # the admin asks for 2FA
     page = client.get("/admin/core/deadletter/")
     assert page.status_code == 200
     assert b"ContractViolation" in page.content

@@ -24,6 +24,7 @@ PRODUCTION_ENV = {
     "PUBLIC_BASE_URL": "https://health.example.com",
     "TOKEN_ENCRYPTION_KEYS": "q1JtQ3bYH6rV0mW0f1qk9N8m2o7bY3Qz5m9x1bYy0aE=",
     "PERSON_HASH_KEY": "production-person-hash-key-for-the-deploy-check",
+    "ADMIN_URL_PREFIX": "staff-deploy-check/",
 }
 
 

@@ -57,6 +57,7 @@ SECRETS = {
     "DJANGO_SECRET_KEY",
     "TOKEN_ENCRYPTION_KEYS",
     "PERSON_HASH_KEY",
+    "ADMIN_URL_PREFIX",  # not a secret, but each deployment's own: generated, never committed
     "OURA_CLIENT_SECRET",
     "OURA_CLIENT_SECRET_PREVIOUS",
     "OURA_WEBHOOK_VERIFICATION_TOKEN",
