@@ -129,43 +129,30 @@ def delete_keys(keys: list[str]) -> int:
     return len(keys)
 
 
-def delete_prefix(prefix: str) -> int:
-    """Delete every object under `prefix` (GDPR erasure); returns how many were removed."""
-    removed = 0
+def _list(prefix: str, *, folders: bool) -> list[str]:
+    found: list[str] = []
+    options = {"Bucket": settings.S3_BUCKET, "Prefix": prefix} | (
+        {"Delimiter": "/"} if folders else {}
+    )
     try:
-        paginator = client().get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=settings.S3_BUCKET, Prefix=prefix):
-            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-            if keys:
-                client().delete_objects(Bucket=settings.S3_BUCKET, Delete={"Objects": keys})
-                removed += len(keys)
+        for page in client().get_paginator("list_objects_v2").paginate(**options):
+            if folders:
+                found.extend(item["Prefix"] for item in page.get("CommonPrefixes", []))
+            else:
+                found.extend(item["Key"] for item in page.get("Contents", []))
     except (BotoCoreError, ClientError) as exc:
-        raise RawStoreUnavailable(f"delete failed: {type(exc).__name__}") from None
-    return removed
+        raise RawStoreUnavailable(f"list failed: {type(exc).__name__}") from None
+    return found
 
 
 def list_keys(prefix: str) -> list[str]:
     """Every key under `prefix` (erasure sweeps and their verification)."""
-    keys: list[str] = []
-    try:
-        paginator = client().get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=settings.S3_BUCKET, Prefix=prefix):
-            keys.extend(item["Key"] for item in page.get("Contents", []))
-    except (BotoCoreError, ClientError) as exc:
-        raise RawStoreUnavailable(f"list failed: {type(exc).__name__}") from None
-    return keys
+    return _list(prefix, folders=False)
 
 
 def list_folders(prefix: str) -> list[str]:
     """The next level of "folders" under `prefix` (e.g. each `date=.../` of a provider)."""
-    folders: list[str] = []
-    try:
-        paginator = client().get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=settings.S3_BUCKET, Prefix=prefix, Delimiter="/"):
-            folders.extend(item["Prefix"] for item in page.get("CommonPrefixes", []))
-    except (BotoCoreError, ClientError) as exc:
-        raise RawStoreUnavailable(f"list failed: {type(exc).__name__}") from None
-    return folders
+    return _list(prefix, folders=True)
 
 
 def signed_url(key: str) -> str:
