@@ -84,6 +84,7 @@ def person_stores() -> list[PersonStore]:
             "ingestion.RawEvent", erase=_erase_raw_events,
             count=lambda p: _raw_events(p).count(), order=20,
             model="ingestion.RawEvent", fields=("user_id", "provider_user_id"),
+            objects=lambda p: _raw_events(p).exclude(object_key="").count(),
         ),
         PersonStore(
             "ingestion.OAuthState", erase=erase_states,

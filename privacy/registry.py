@@ -44,6 +44,8 @@ class PersonStore:
     # Model label and person fields, for model stores (the guard test reads them).
     model: str = ""
     fields: tuple[str, ...] = ()
+    # How many S3 objects its erase removes with its rows (for the receipt), if any.
+    objects: Callable[[Person], int] | None = None
 
 
 _STORES: dict[str, PersonStore] = {}

@@ -120,6 +120,8 @@ def _erase_pass(person: Person, counts: dict[str, Any]) -> None:
     rows: dict[str, int] = counts.setdefault("rows", {})
     for store in registry.stores():
         with transaction.atomic():
+            if store.objects is not None:
+                counts["s3_objects"] = counts.get("s3_objects", 0) + store.objects(person)
             rows[store.name] = rows.get(store.name, 0) + store.erase(person)
     keys = _objects_of(person, pattern)
     counts["s3_objects"] = counts.get("s3_objects", 0) + raw_store.delete_keys(keys)

@@ -234,6 +234,8 @@ def test_erasure_is_idempotent_and_resumes_after_a_crash(oura: Any, clean_stream
     assert again.receipt["verification"]["found"] == 0
     assert sum(again.receipt["erased"]["rows"].values()) == 0
     assert every_object_naming(_anywhere("carol", oura_id)) == []
+    # Her backfill pages, her webhook's archive, the orphan and the unindexed object.
+    assert done.receipt["erased"]["s3_objects"] >= 4
 
 
 def test_a_new_consent_lifts_the_tombstone(oura: Any) -> None:
