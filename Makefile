@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check services services-down provision bench clean
+.PHONY: run test lint typecheck check services services-down provision bench clean screenshots
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,7 @@ run: $(STAMP)
 	$(BIN)/python -m devrun
 
 test: $(STAMP) lint typecheck
+	@command -v chromium >/dev/null 2>&1 || echo "Browser tests (backoffice/tests/browser) will be skipped: no chromium. Install it: sudo apt-get install -y chromium"
 	$(BIN)/python -m pytest --cov --cov-report=term:skip-covered --cov-report=xml -q
 
 lint: $(STAMP)
@@ -28,6 +29,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	HEALTH_ENV=test HEALTH_EMBEDDED_SERVICES=false DATABASE_URL=postgresql://typecheck@127.0.0.1:1/none \
 		$(BIN)/mypy .
+
+# The backoffice screenshots of docs/phase-3/backoffice.md, taken by the browser tests
+# (headless chromium, as in make test) on throw-away services.
+screenshots: $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || { echo "make screenshots needs chromium: sudo apt-get install -y chromium"; exit 1; }
+	BACKOFFICE_SCREENSHOTS=docs/phase-3/backoffice $(BIN)/python -m pytest backoffice/tests/browser -q -p no:cacheprovider
 
 services: $(STAMP)
 	$(BIN)/python -m devstack up
