@@ -33,7 +33,7 @@ NO_CHROMIUM = "no Chromium: install it with `sudo apt-get install -y chromium` (
 SCREENSHOTS = os.environ.get("BACKOFFICE_SCREENSHOTS", "")
 ADMIN = f"/{settings.ADMIN_URL_PREFIX}"
 PASSWORD = "a-long-staff-password-7c1d"
-VIEWPORT = {"width": 1280, "height": 800}
+VIEWPORT = {"width": 1600, "height": 900}
 
 
 @pytest.fixture(scope="module")
