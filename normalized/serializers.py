@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
 from rest_framework import serializers
@@ -74,6 +74,12 @@ def keyset_from_cursor(kind: str, cursor: str) -> tuple[datetime, int]:
         raise InvalidCursor from None
     if moment.tzinfo is None or not isinstance(row_id, int) or isinstance(row_id, bool):
         raise InvalidCursor
+    try:
+        # An offset can carry a valid local time past year 9999 or before year 1 in UTC,
+        # which no datetime (and so no query parameter) can hold. We never issue one.
+        moment = moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidCursor from None
     return moment, row_id
 
 
@@ -99,6 +105,20 @@ class RangeFilterSerializer(serializers.Serializer[dict[str, Any]]):
         required=False,
         help_text="Opaque `nextCursor` of the previous page, sent with the same start and end.",
     )
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        # DRF reads a blank optional field of a query string (`cursor=`, `limit=`) as if it
+        # were absent. The schema says a cursor is non-empty and a limit a number, so a
+        # blank one is refused like any other value that is neither.
+        blank = {
+            name: ["May not be blank."]
+            for name, field in self.fields.items()
+            if not field.required and hasattr(data, "get") and data.get(name) == ""
+        }
+        if blank:
+            raise serializers.ValidationError(blank)
+        validated: dict[str, Any] = super().to_internal_value(data)
+        return validated
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         start: date = attrs["start"]

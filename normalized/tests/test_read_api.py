@@ -376,6 +376,9 @@ def _cursor(payload: object) -> str:
         ({**RANGE, "cursor": "not a cursor"}, "cursor"),
         ({**RANGE, "cursor": _cursor({"k": "other", "d": "2024-01-02"})}, "cursor"),
         ({**RANGE, "cursor": _cursor(["a"])}, "cursor"),
+        # Blank is a value, not an absence (found by the fuzz: `cursor=` read the first page).
+        ({**RANGE, "cursor": ""}, "cursor"),
+        ({**RANGE, "limit": ""}, "limit"),
     ],
 )
 def test_bad_query_gets_400_naming_the_parameter(client_for, endpoint, query, parameter):
@@ -416,6 +419,38 @@ def test_activities_refuse_a_malformed_cursor(client_for, cursor):
 
     assert response.status_code == 400
     assert response.json()["detail"].startswith("cursor:")
+
+
+@pytest.mark.parametrize("endpoint", ["activities", "sleep"])
+@pytest.mark.parametrize(
+    "moment",
+    [
+        "9999-12-31T23:59:59.999999-23:59",  # year 10000 in UTC
+        "0001-01-01T00:00:00+14:00",  # year 0 in UTC
+    ],
+)
+def test_keyset_cursor_whose_time_leaves_the_calendar_in_utc_gets_400_not_500(
+    client_for, endpoint, moment
+):
+    """Found by the fuzz: such a crafted cursor reached the query, which failed (500,
+    DataError) for year 10000 and read on from a position never issued for year 0."""
+    cursor = _cursor({"k": endpoint, "t": moment, "i": 1})
+
+    response = client_for().get(url("user-a", endpoint), {**RANGE, "cursor": cursor})
+
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("cursor:")
+
+
+@pytest.mark.parametrize("endpoint", ["activities", "sleep"])
+def test_keyset_cursor_at_the_calendars_edge_with_an_offset_reads_on_not_500(client_for, endpoint):
+    """Year 1 at -23:59 is a valid instant (23:59 UTC); sent with its offset it made
+    Postgres fail (DataError, 500). The cursor's time is compared in UTC."""
+    cursor = _cursor({"k": endpoint, "t": "0001-01-01T00:00:00-23:59", "i": 0})
+
+    response = client_for().get(url("user-a", endpoint), {**RANGE, "cursor": cursor})
+
+    assert response.status_code == 200, response.json()
 
 
 def test_daily_limit_above_366_is_refused_but_366_days_fit_one_page(client_for):
