@@ -13,11 +13,16 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
 from audit.models import AuditEntry
+from backoffice import person_admin
 from backoffice.services import raw_object_signed_url
 from core.admin_rights import GuardedAdmin, staff_actor
+from core.staff_admin import person_link
 from ingestion.models import RawEvent
 
 SIGNED_URLS_PER_REQUEST = 10
+
+# The person page and its search, under the admin's login and 2FA.
+person_admin.register()
 
 
 @admin.register(AuditEntry)
@@ -50,7 +55,7 @@ class AuditEntryAdmin(GuardedAdmin[AuditEntry]):
 @admin.register(RawEvent)
 class RawEventAdmin(GuardedAdmin[RawEvent]):
     list_display = (
-        "event_id", "kind", "status", "data_type", "event_type", "user_id", "received_at",
+        "event_id", "kind", "status", "data_type", "event_type", "person", "received_at",
         "archived_at", "published_at",
     )  # fmt: skip
     list_filter = ("kind", "status", "data_type")
@@ -61,6 +66,10 @@ class RawEventAdmin(GuardedAdmin[RawEvent]):
     show_full_result_count = False  # COUNT(*) over the raw index is slow once it is large
 
     actions = ("signed_url",)
+
+    @admin.display(description="user id", ordering="user_id")
+    def person(self, obj: RawEvent) -> str:
+        return person_link(obj.user_id)  # to the person page (backoffice/person_admin.py)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

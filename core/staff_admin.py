@@ -25,8 +25,9 @@ from django.contrib.auth import logout, user_logged_in
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.http import HttpRequest, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import render
-from django.urls import URLPattern, URLResolver, path, reverse
+from django.urls import NoReverseMatch, URLPattern, URLResolver, path, reverse
 from django.utils.decorators import method_decorator
+from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
@@ -35,6 +36,8 @@ from django_otp import login as otp_login
 from django_otp.admin import OTPAdminAuthenticationForm, OTPAdminSite
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from django_otp.qr import write_qrcode_image
+
+from core.identifiers import is_valid_user_id
 
 # When this session's login happened (epoch seconds): SessionMaxAgeMiddleware's clock.
 LOGIN_AT_SESSION_KEY = "staff_login_at"
@@ -86,6 +89,17 @@ class StaffAdminSite(OTPAdminSite):
 
     def __init__(self, name: str = "admin") -> None:
         super().__init__(name)
+        self._app_urls: list[Callable[[], list[URLPattern]]] = []
+
+    def register_urls(self, patterns: Callable[[], list[URLPattern]]) -> None:
+        """Pages of apps above core (backoffice's person page) under this site's prefix.
+
+        Core may not import them, so they register themselves from their admin module. The
+        patterns are built when the URLconf is read, after every app is ready (path
+        converters such as `user_id` are registered in an AppConfig.ready). Wrap each view
+        in `admin_view` so that the login and the two-factor check guard it.
+        """
+        self._app_urls.append(patterns)
 
     def _needs_enrolment(self, request: HttpRequest) -> bool:
         user = request.user
@@ -115,6 +129,7 @@ class StaffAdminSite(OTPAdminSite):
     def get_urls(self) -> list[URLResolver | URLPattern]:
         return [
             path("otp/enrol/", self.enrol, name="otp_enrol"),
+            *(pattern for patterns in self._app_urls for pattern in patterns()),
             *super().get_urls(),
         ]
 
@@ -163,6 +178,18 @@ class StaffAdminSite(OTPAdminSite):
         }
         request.current_app = self.name
         return render(request, "admin/otp_enrol.html", context)
+
+
+def person_link(user_id: str) -> str:
+    """Our user id as a link to its person page (backoffice), for the admin lists; plain
+    text for an id the page's URL would refuse (or none)."""
+    if not is_valid_user_id(user_id):
+        return user_id
+    try:
+        url = reverse("admin:person", args=[user_id])
+    except NoReverseMatch:  # a site without the person pages
+        return user_id
+    return format_html('<a href="{}">{}</a>', url, user_id)
 
 
 def _note_login_time(sender: object, request: HttpRequest, **kwargs: object) -> None:

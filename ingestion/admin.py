@@ -18,6 +18,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from core.admin_rights import GuardedAdmin, no_store, staff_actor
+from core.staff_admin import person_link
 from ingestion.connection_services import connection_disconnect
 from ingestion.models import OuraConnection, WebhookSubscription
 from ingestion.subscription_services import subscriptions_renew
@@ -28,9 +29,10 @@ from privacy.services import erasure_scan, user_erase
 @admin.register(OuraConnection)
 class OuraConnectionAdmin(GuardedAdmin[OuraConnection]):
     list_display = (
-        "user_id", "provider_user_id", "status", "scope_list", "connected_at",
+        "person", "provider_user_id", "status", "scope_list", "connected_at",
         "last_refresh_at", "revoked_at",
     )  # fmt: skip
+    list_display_links = ("provider_user_id",)  # the user id links to the person page
     list_filter = ("status",)
     search_fields = ("user_id", "provider_user_id")
     # Token columns are excluded outright; the form never loads them.
@@ -40,6 +42,10 @@ class OuraConnectionAdmin(GuardedAdmin[OuraConnection]):
     )  # fmt: skip
     readonly_fields = fields
     actions = ("disconnect", "erase")
+
+    @admin.display(description="user id", ordering="user_id")
+    def person(self, obj: OuraConnection) -> str:
+        return person_link(obj.user_id)  # to the person page (backoffice/person_admin.py)
 
     @admin.display(description="scopes")
     def scope_list(self, obj: OuraConnection) -> str:

@@ -22,6 +22,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from core.admin_rights import GuardedAdmin, staff_actor
+from core.staff_admin import person_link
 from jobs.data_types import DATA_TYPES, DEFAULT_TYPES
 from jobs.models import IngestionJob
 from jobs.services import JobRequestInvalid, job_cancel, job_start
@@ -49,7 +50,7 @@ class StartBackfillForm(forms.Form):
 @admin.register(IngestionJob)
 class IngestionJobAdmin(GuardedAdmin[IngestionJob]):
     list_display = (
-        "job_id", "user_id", "status", "progress_bar", "range_start", "range_end",
+        "job_id", "person", "status", "progress_bar", "range_start", "range_end",
         "type_count", "documents", "attempts", "started_at", "updated_at", "short_error",
     )  # fmt: skip
     list_filter = ("status", "cancel_requested")
@@ -59,6 +60,10 @@ class IngestionJobAdmin(GuardedAdmin[IngestionJob]):
         f.name for f in IngestionJob._meta.get_fields() if getattr(f, "concrete", False)
     )
     actions = ("cancel",)
+
+    @admin.display(description="user id", ordering="user_id")
+    def person(self, obj: IngestionJob) -> str:
+        return person_link(obj.user_id)  # to the person page (backoffice/person_admin.py)
 
     @admin.display(description="progress")
     def progress_bar(self, obj: IngestionJob) -> str:
