@@ -26,8 +26,11 @@ from core import raw_store
 from core.models import DeadLetter
 from ingestion.models import OuraConnection, RawEvent, WebhookSubscription
 from jobs.models import IngestionJob
+from jobs.tests.conftest import broker  # noqa: F401 - fixture, used by name
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Jobs started here are enqueued on commit: to the broker of the test database (jobs tests'
+# fixture), not the app's, which points at the database pytest-django renamed.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("broker")]
 
 GROUPS = ("support", "privacy officer", "operator")
 

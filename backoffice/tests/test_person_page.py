@@ -27,9 +27,12 @@ from core.pseudonyms import person_hash
 from core.tests.staff import verified_login
 from ingestion.models import OuraConnection, RawEvent
 from jobs.models import IngestionJob
+from jobs.tests.conftest import broker  # noqa: F401 - fixture, used by name
 from normalized.models import DailyActivity, DailyReadiness, DailySleep
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Jobs started here are enqueued on commit: to the broker of the test database (jobs tests'
+# fixture), not the app's, which points at the database pytest-django renamed.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("broker")]
 
 PAYLOAD_MARK = b"PAYLOAD-BYTES-7f3a"  # in every envelope, raw object and dead letter
 
