@@ -247,3 +247,36 @@ def test_the_relay_exits_within_10_s_with_a_put_stuck_on_a_silent_s3(
             time.sleep(SETTLE_S)  # the PUTs are now waiting on the silent S3
             assert RawEvent.objects.filter(archived_at__isnull=True).count() == 3
             assert_exits_in_time(child)
+
+
+@pytest.mark.parametrize("name", ["normalizer", "relay", "worker", "scheduler"])
+def test_exits_within_10_s_of_sigterm_when_nobody_reads_its_output_any_more(
+    name: str, subprocess_env: dict[str, str]
+) -> None:
+    """`make run`'s supervisor killed with -9: the children get SIGTERM from the kernel, and
+    their output pipe has no reader left, so every write to it fails. The stop must not."""
+    argv, ready_lines = COMMANDS[name]
+    process = subprocess.Popen(
+        argv, env=subprocess_env | {"PYTHONUNBUFFERED": "1"}, cwd=settings.BASE_DIR,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        seen: list[str] = []
+        deadline = time.monotonic() + STARTUP_WITHIN_S
+        while not all(any(r in line for line in seen) for r in ready_lines):
+            assert time.monotonic() < deadline, "".join(seen[-40:])
+            line = process.stdout.readline()
+            assert line, f"{name} died:\n{''.join(seen[-40:])}"
+            seen.append(line)
+        process.stdout.close()  # the supervisor is gone: nobody reads this pipe any more
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=EXIT_WITHIN_S)
+        assert process.poll() is not None, f"{name} still running 10 s after SIGTERM"
+        assert time.monotonic() - sent < EXIT_WITHIN_S
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)

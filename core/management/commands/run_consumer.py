@@ -9,6 +9,7 @@ them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import signal
 import threading
@@ -47,8 +48,11 @@ class Command(BaseCommand):
         )
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.stdout.write(f"{signal.Signals(signum).name} received, finishing the batch...")
+        # The flag first: with the supervisor gone (its pipe closed), the write below fails,
+        # and a stop must never hang on telling someone about it.
         self.stopping.set()
+        with contextlib.suppress(OSError):
+            self.stdout.write(f"{signal.Signals(signum).name} received, finishing the batch...")
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.stopping = threading.Event()

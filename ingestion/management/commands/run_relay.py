@@ -6,6 +6,7 @@ and exits (the way healthchecks' sendalerts does). `--once` drains both queues a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -49,9 +50,12 @@ class Command(BaseCommand):
         )
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
-        self.stdout.write(f"{name} received, finishing the current row...")
+        # The flag first: with the supervisor gone (its pipe closed), the write below fails,
+        # and a stop must never hang on telling someone about it.
         self.stopping.set()
+        with contextlib.suppress(OSError):
+            name = signal.Signals(signum).name
+            self.stdout.write(f"{name} received, finishing the current row...")
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.stopping = threading.Event()

@@ -11,6 +11,7 @@ checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -109,8 +110,11 @@ class Command(BaseCommand):
         )
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.stdout.write(f"{signal.Signals(signum).name} received, stopping...")
+        # The flag first: with the supervisor gone (its pipe closed), the write below fails,
+        # and a stop must never hang on telling someone about it.
         self.stopping.set()
+        with contextlib.suppress(OSError):
+            self.stdout.write(f"{signal.Signals(signum).name} received, stopping...")
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.stopping = threading.Event()

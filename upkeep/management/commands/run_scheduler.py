@@ -9,6 +9,7 @@ even when Postgres, NATS or S3 stop answering. `--once TASK` runs one task now a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -52,9 +53,12 @@ class Command(BaseCommand):
         )  # fmt: skip
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.stdout.write(f"{signal.Signals(signum).name} received, stopping the scheduler...")
+        # The flag first: with the supervisor gone (its pipe closed), the write below fails,
+        # and a stop must never hang on telling someone about it.
         self.signalled_at = time.monotonic()
         self.stopping.set()
+        with contextlib.suppress(OSError):
+            self.stdout.write(f"{signal.Signals(signum).name} received, stopping the scheduler...")
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.stopping = threading.Event()
