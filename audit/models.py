@@ -40,6 +40,8 @@ class AuditEntry(models.Model):
         SUBSCRIPTIONS_RENEWED = "subscriptions.renewed"
         # A staff user asked for a page or action their rights do not cover (the 403).
         STAFF_REFUSED = "staff.refused"
+        # A staff user opened a person's page (health values, connection, audit trail).
+        PERSON_VIEWED = "person.viewed"
 
     occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
     action = models.CharField(max_length=40, choices=Action.choices)

@@ -55,6 +55,9 @@ ACTION_RIGHTS: dict[str, str] = {
 PAGE_RIGHTS = frozenset(right for rights in SECTION_RIGHTS.values() for right in rights)
 
 
+PERSON_VIEWED = "person.viewed"  # audit.models.AuditEntry.Action.PERSON_VIEWED
+
+
 def _holds(request: HttpRequest, right: str) -> bool:
     return request.user.is_active and request.user.has_perm(right)
 
@@ -178,6 +181,13 @@ class PersonPages:
             "backfill_end": today,
             "max_range_days": MAX_RANGE_DAYS,
         }
+        # Who looked at whose health data, and which sections: audited like raw access.
+        audit_port.record(
+            action=PERSON_VIEWED,
+            actor=staff_actor(request),
+            user_id=user_id,
+            details={"sections": sorted(name for name, seen in sees.items() if seen)},
+        )
         return self._page(request, "person.html", context)
 
     def _back(self, user_id: str) -> HttpResponseRedirect:

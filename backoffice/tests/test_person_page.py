@@ -429,3 +429,17 @@ def test_the_lists_link_the_user_id_to_the_person_page(changelist: str) -> None:
     client, _ = staff(superuser=True)
     html = client.get(f"/admin/{changelist}/").content.decode()
     assert f'<a href="{reverse("admin:person", args=[user_id])}">{user_id}</a>' in html
+
+
+def test_opening_a_persons_page_is_audited_by_keyed_hash_with_the_sections_seen() -> None:
+    from core.pseudonyms import person_hash
+
+    user_id = new_user_id()
+    seed(user_id)
+    client, actor = staff("support")
+    page(client, user_id)
+    entry = AuditEntry.objects.get(action=AuditEntry.Action.PERSON_VIEWED, actor=actor)
+    assert entry.person_ref == person_hash(user_id)
+    assert entry.user_id == ""  # the hash names them; the plain id is not kept
+    assert "coverage" in entry.details["sections"]
+    assert "raw_events" not in entry.details["sections"]
