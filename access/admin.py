@@ -93,7 +93,7 @@ class ApiKeyAdmin(GuardedAdmin[ApiKey]):
         obj.pk = issued.api_key.pk
         # Kept on the request for response_add only: never in a message (the messages cookie
         # is signed, not encrypted) nor in the session.
-        request._issued_api_key = (issued.api_key.prefix, issued.secret)  # type: ignore[attr-defined]
+        request._issued_api_key = (issued.api_key.prefix, issued.secret)  # type: ignore[attr-defined]  # handed to the response view, once
 
     def response_add(
         self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None

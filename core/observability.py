@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Any, Literal
 
 SENSITIVE_KEYS = frozenset(
     {
@@ -51,17 +51,17 @@ _USER_IN_PATHS = (
     re.compile(r"(user(?:=|%3D))(?!unknown\b)([A-Za-z0-9_-]{1,64})(?=/|%2F)"),
 )
 # `extra` fields that name a person, and the field their keyed hash goes to instead.
-PERSON_KEYS: dict[str, tuple[str, str]] = {
+PERSON_KEYS: dict[str, tuple[str, Literal["user", "oura"]]] = {
     "user_id": ("person", "user"),
     "provider_user_id": ("oura_person", "oura"),
 }
 
 
-def _hash_or_redact(value: str, namespace: str) -> str:
+def _hash_or_redact(value: str, namespace: Literal["user", "oura"]) -> str:
     try:
         from core.pseudonyms import person_hash
 
-        return person_hash(value, namespace=namespace)  # type: ignore[arg-type]
+        return person_hash(value, namespace=namespace)
     except Exception:  # settings not configured yet: say nothing rather than the id
         return "[redacted]"
 

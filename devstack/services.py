@@ -401,7 +401,7 @@ def pginstall_dir() -> Path:
 
 def _runtime_base_path() -> Path:
     # A shared system folder on purpose: runtime_base() checks it is root's and root-only.
-    system_tmp = "/var/tmp"  # noqa: S108
+    system_tmp = "/var/tmp"  # noqa: S108 - a root-owned 0711 parent, checked before use
     return Path(os.environ.get(RUNTIME_BASE_ENV) or system_tmp) / "devstack-postgres"
 
 

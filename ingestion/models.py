@@ -118,9 +118,9 @@ class OAuthState(models.Model):
     """
 
     # Unique yet empty until set: NULLs never collide in a unique index.
-    ticket_hash = models.CharField(max_length=64, unique=True, null=True)  # noqa: DJ001
+    ticket_hash = models.CharField(max_length=64, unique=True, null=True)  # noqa: DJ001 - unique but optional
     ticket_used_at = models.DateTimeField(null=True, blank=True)
-    state_hash = models.CharField(max_length=64, unique=True, null=True)  # noqa: DJ001
+    state_hash = models.CharField(max_length=64, unique=True, null=True)  # noqa: DJ001 - unique but optional
     browser_nonce_hash = models.CharField(max_length=64, blank=True, default="")
     user_id = models.CharField(max_length=64)
     code_verifier_enc = models.BinaryField(editable=False)

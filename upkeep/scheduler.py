@@ -20,15 +20,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from apscheduler.executors.base import run_job  # type: ignore[import-untyped]
-from apscheduler.executors.pool import ThreadPoolExecutor  # type: ignore[import-untyped]
-from apscheduler.job import Job  # type: ignore[import-untyped]
-from apscheduler.schedulers.background import (  # type: ignore[import-untyped]
+from apscheduler.executors.base import run_job
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.job import Job
+from apscheduler.schedulers.background import (
     BackgroundScheduler,
 )
-from apscheduler.triggers.base import BaseTrigger  # type: ignore[import-untyped]
-from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
-from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 from django.conf import settings
 from django.db import connections
 

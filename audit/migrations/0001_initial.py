@@ -24,7 +24,7 @@ ACTIONS = [
 ]
 
 
-def _move_content_type(apps, schema_editor):  # type: ignore[no-untyped-def]
+def _move_content_type(apps, schema_editor):
     """Keep the content type (and with it permissions and admin history) of the moved model."""
     content_type = apps.get_model("contenttypes", "ContentType")
     if not content_type.objects.filter(app_label="audit", model="auditentry").exists():
@@ -33,7 +33,7 @@ def _move_content_type(apps, schema_editor):  # type: ignore[no-untyped-def]
         )
 
 
-def _restore_content_type(apps, schema_editor):  # type: ignore[no-untyped-def]
+def _restore_content_type(apps, schema_editor):
     content_type = apps.get_model("contenttypes", "ContentType")
     if not content_type.objects.filter(app_label="backoffice", model="auditentry").exists():
         content_type.objects.filter(app_label="audit", model="auditentry").update(

@@ -22,7 +22,7 @@ CHAIN_LOCK_KEY = 7_262_747_301
 GENESIS = "0" * 64
 
 
-def _fill_person_refs(apps, schema_editor):  # type: ignore[no-untyped-def]
+def _fill_person_refs(apps, schema_editor):
     from core.pseudonyms import person_hash
 
     with schema_editor.connection.cursor() as cursor:

@@ -41,7 +41,7 @@ class DatabaseCreation(creation.DatabaseCreation):
         truncates every table; this database-level default is set here and nowhere else.
         """
         # Private in the stubs, public in effect: the hook Django's own backends override.
-        name: str = super()._create_test_db(  # type: ignore[misc]
+        name: str = super()._create_test_db(  # type: ignore[misc]  # private in the stubs
             verbosity, autoclobber, keepdb
         )
         with self.connection._nodb_cursor() as cursor:

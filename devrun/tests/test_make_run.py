@@ -334,7 +334,7 @@ def test_make_run_uses_an_external_oura_from_the_oura_urls(devstack_root: Path) 
             doc["day"]: doc["score"]
             for doc in twin.documents(user.oura_user_id, "daily_readiness", start, end)
         }
-        assert {e["day"]: e["readiness"]["score"] for e in daily} == expected  # type: ignore[index]
+        assert {e["day"]: e["readiness"]["score"] for e in daily} == expected  # type: ignore[index]  # JSON
     finally:
         run.process.send_signal(signal.SIGINT)
         run.wait_exit()

@@ -74,7 +74,7 @@ def problems() -> PageProblems:
 
 @pytest.fixture
 def page(browser: Browser, live_server: Any, problems: PageProblems) -> Iterator[Page]:
-    context = browser.new_context(base_url=live_server.url, viewport=VIEWPORT)  # type: ignore[arg-type]
+    context = browser.new_context(base_url=live_server.url, viewport=VIEWPORT)  # type: ignore[arg-type]  # TypedDict
     page = context.new_page()
     page.set_default_timeout(10_000)
 
