@@ -21,13 +21,14 @@ import re
 import time
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from audit.models import AuditEntry
 from audit.services import audit_record
 from core import raw_store
+from core.db import person_lock
 from core.identifiers import validate_user_id
 from core.pseudonyms import person_hash
 from privacy import registry
@@ -74,14 +75,6 @@ def erasure_request(*, user_id: str, actor: str) -> ErasureRequest:
             )
     logger.info("erasure_requested", extra={"person": ref, "request_id": str(request.request_id)})
     return request
-
-
-def _person_lock(user_id: str, *, unlock: bool = False) -> None:
-    # The same key as the transaction-scoped lock every normalized and backfill write of the
-    # person takes (core.db.person_lock): held here at session level for the whole run.
-    function = "pg_advisory_unlock" if unlock else "pg_advisory_lock"
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {function}(hashtextextended(%s, 0))", [f"norm:{user_id}"])
 
 
 def _raw_folders() -> list[str]:
@@ -142,7 +135,7 @@ def erasure_run(*, request: ErasureRequest) -> ErasureRequest:
     person = Person(request.user_id, tuple(request.oura_ids))
     started = time.monotonic()
     counts: dict[str, Any] = {}
-    _person_lock(person.user_id)
+    person_lock(person.user_id, scope="session")
     try:
         # A writer that slipped in between (a delivery verified before the tombstone, a
         # message published after the stream pass) is found by the scan and erased again.
@@ -191,7 +184,7 @@ def erasure_run(*, request: ErasureRequest) -> ErasureRequest:
         raise
     finally:
         try:
-            _person_lock(person.user_id, unlock=True)
+            person_lock(person.user_id, scope="release")
         except Exception:
             logger.warning("erasure_unlock_failed", extra={"person": request.person_ref})
     request.refresh_from_db()
