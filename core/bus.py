@@ -22,6 +22,9 @@ from django.conf import settings
 from nats.aio.client import Client as NatsClient
 from nats.js.api import PubAck
 from nats.js.client import JetStreamContext
+from opentelemetry.trace import SpanKind
+
+from core import tracing
 
 logger = logging.getLogger(__name__)
 
@@ -130,31 +133,53 @@ class Bus:
         msg_id: str | None = None,
         timeout: float = 2.0,
     ) -> PubAck:
-        """Publish and wait for the JetStream ack. `msg_id` de-duplicates server side."""
+        """Publish and wait for the JetStream ack. `msg_id` de-duplicates server side.
+
+        The message carries the current trace context (a publish span's) in its headers, so
+        its consumer's spans join the trace that produced it.
+        """
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
-        return self._run(self._publish(subject, data, headers, timeout), timeout + 1)
+        with tracing.tracer().start_as_current_span(
+            f"{tracing.subject_template(subject)} publish",
+            kind=SpanKind.PRODUCER,
+            attributes=tracing.message_span_attributes(subject=subject, msg_id=msg_id or ""),
+        ) as span:
+            headers = tracing.inject_headers({"Nats-Msg-Id": msg_id} if msg_id else {})
+            ack = self._run(self._publish(subject, data, headers or None, timeout), timeout + 1)
+            span.set_attribute("messaging.nats.stream", ack.stream)
+            span.set_attribute("messaging.nats.stream_sequence", ack.seq)
+            return ack
 
     def publish_many(
-        self, messages: list[tuple[str, bytes, str]], *, timeout: float = 2.0
+        self,
+        messages: list[tuple[str, bytes, str]],
+        *,
+        timeout: float = 2.0,
+        headers: list[dict[str, str]] | None = None,
     ) -> list[bool]:
         """Publish (subject, payload, msg_id) messages at once and wait for every ack.
 
         One hand-off to the loop and concurrent acks instead of one round trip each: for the
         relay's catch-up batches. Element i is True when message i was acknowledged (a
         duplicate Nats-Msg-Id is acknowledged too), False when it was not; which ones
-        failed is reported, never raised, so the caller records the rest.
+        failed is reported, never raised, so the caller records the rest. `headers[i]`, when
+        given, are message i's own extra headers (its trace context: a batch spans traces).
         """
+        extra = headers or [{} for _ in messages]
 
-        async def one(subject: str, payload: bytes, msg_id: str) -> bool:
+        async def one(subject: str, payload: bytes, msg_id: str, more: dict[str, str]) -> bool:
             try:
-                await self._publish(subject, payload, {"Nats-Msg-Id": msg_id}, timeout)
+                await self._publish(subject, payload, {"Nats-Msg-Id": msg_id} | more, timeout)
             except BusUnavailable:
                 return False
             return True
 
         async def every() -> list[bool]:
-            return list(await asyncio.gather(*(one(*message) for message in messages)))
+            return list(
+                await asyncio.gather(
+                    *(one(*message, more) for message, more in zip(messages, extra, strict=True))
+                )
+            )
 
         if not messages:
             return []

@@ -1,0 +1,369 @@
+"""OpenTelemetry tracing: one trace per event, from the webhook request to the normalized row.
+
+Configured only by the standard variables (https://opentelemetry.io/docs/specs/otel/
+configuration/sdk-environment-variables/), read here once at start-up:
+
+- `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (+ `_HEADERS`,
+  `_TIMEOUT`, `_COMPRESSION`): where spans go, over OTLP/HTTP. Unset: spans are not exported.
+- `OTEL_TRACES_EXPORTER`: `otlp` (the default once an endpoint is set), `console` or `none`.
+- `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`: the SDK's samplers. Our default is
+  `parentbased_traceidratio` at `DEFAULT_SAMPLE_RATIO`; a downstream process follows the
+  decision carried in the message's `traceparent`, so a trace is kept or dropped whole.
+- `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`: which process this is (`make run` names
+  each child: health-web, health-relay, health-normalizer, health-worker, health-scheduler).
+- `OTEL_SDK_DISABLED=true`: no provider at all.
+
+A provider is installed even with no exporter: trace ids then still exist for log lines and
+still travel in message headers, and no span is recorded (the sampler says no), which costs
+little. With an exporter, what leaves the process goes through `SanitizingExporter`: no query
+string, credential, raw user id, SQL literal or exception message reaches a collector,
+whatever an instrumentation put on a span.
+
+Context crosses processes in NATS message headers (`inject_headers` / `extract_headers`,
+W3C `traceparent`, `tracestate` and `baggage`). Baggage carries one entry, the keyed hash of
+the person (`person_baggage`), never an id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from typing import Any
+
+from opentelemetry import baggage, context, propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+    _get_from_env_or_default,
+)
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.util.types import Attributes
+
+from core.observability import redact
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SAMPLE_RATIO = 0.1
+PERSON_BAGGAGE_KEY = "health.person"
+TRACER_NAME = "health"
+
+# The URLs that are polled, not used: a span each would drown the traces that matter.
+EXCLUDED_URLS = "healthz,readyz,metrics"
+
+_installed = False
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(TRACER_NAME)
+
+
+# --- Set-up ------------------------------------------------------------------------------
+
+
+def _env(name: str) -> str:
+    return os.environ.get(name, "").strip()
+
+
+def exporter_from_env() -> SpanExporter | None:
+    """The exporter the OTEL_* variables ask for; None means spans are not exported."""
+    endpoint = _env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or _env("OTEL_EXPORTER_OTLP_ENDPOINT")
+    choice = _env("OTEL_TRACES_EXPORTER").lower() or ("otlp" if endpoint else "none")
+    if choice == "none":
+        return None
+    if choice == "console":
+        return ConsoleSpanExporter()
+    if choice == "otlp":
+        if not endpoint:
+            raise ValueError("OTEL_TRACES_EXPORTER=otlp needs OTEL_EXPORTER_OTLP_ENDPOINT")
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()  # reads the endpoint, headers, timeout from OTEL_*
+    raise ValueError("OTEL_TRACES_EXPORTER must be otlp, console or none")
+
+
+class NoOrphanClientSpans(Sampler):
+    """Drops client spans that start a trace; everything else as `inner` decides.
+
+    A query or HTTP call outside any request or message (the worker's queue polling, the
+    relay's and scheduler's bookkeeping) would otherwise be a trace of its own, one span
+    long, many times a second: noise that buries the traces an operator looks for.
+    """
+
+    def __init__(self, inner: Sampler) -> None:
+        self._inner = inner
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: trace.TraceState | None = None,
+    ) -> SamplingResult:
+        parent = trace.get_current_span(parent_context).get_span_context()
+        if kind is SpanKind.CLIENT and not parent.is_valid:
+            return SamplingResult(Decision.DROP)
+        return self._inner.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return f"NoOrphanClientSpans{{{self._inner.get_description()}}}"
+
+
+def sampler_from_env(exporting: bool) -> Sampler:
+    """OTEL_TRACES_SAMPLER when set, else ours; never a trace for nothing to receive."""
+    if not exporting:
+        # Nothing would receive the spans: record none, but keep ids for logs and headers.
+        return ALWAYS_OFF
+    if _env("OTEL_TRACES_SAMPLER"):
+        # The SDK's own reading of OTEL_TRACES_SAMPLER(_ARG); private, but it is the parser
+        # the SDK applies when given no sampler, so the variables mean what they document.
+        inner: Sampler = _get_from_env_or_default()
+    else:
+        inner = ParentBased(TraceIdRatioBased(DEFAULT_SAMPLE_RATIO))
+    return NoOrphanClientSpans(inner)
+
+
+def init_tracing() -> None:
+    """Install the provider and the ecosystem's instrumentations, once per process."""
+    global _installed
+    if _installed or _env("OTEL_SDK_DISABLED").lower() == "true":
+        return
+    _installed = True
+    exporter = exporter_from_env()
+    resource = Resource.create({"service.name": _env("OTEL_SERVICE_NAME") or "health"})
+    provider = TracerProvider(resource=resource, sampler=sampler_from_env(exporter is not None))
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(SanitizingExporter(exporter)))
+    trace.set_tracer_provider(provider)
+
+    from opentelemetry.instrumentation.django import DjangoInstrumentor
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+
+    DjangoInstrumentor().instrument(excluded_urls=EXCLUDED_URLS)
+    # Statements only: parameters are health values and ids (capture_parameters stays off).
+    PsycopgInstrumentor().instrument(enable_commenter=False, capture_parameters=False)
+    HTTPXClientInstrumentor().instrument()
+
+
+# --- Context across processes ---------------------------------------------------------------
+
+
+def inject_headers(headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
+    """Add the current trace context (and baggage) to a message's headers."""
+    propagate.inject(headers)
+    return headers
+
+
+def extract_headers(headers: Mapping[str, str] | None) -> Context:
+    """The context a message's headers carry (an empty one when they carry none)."""
+    return propagate.extract(dict(headers or {}))
+
+
+def current_traceparent() -> str:
+    """The W3C traceparent of the current span, to store beside work done later elsewhere."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent", "")
+
+
+def context_from_traceparent(traceparent: str) -> Context:
+    return propagate.extract({"traceparent": traceparent} if traceparent else {})
+
+
+@contextlib.contextmanager
+def attached(ctx: Context | None) -> Iterator[None]:
+    """Make `ctx` current in this thread for the block (worker threads start with none)."""
+    if ctx is None:
+        yield
+        return
+    token = context.attach(ctx)
+    try:
+        yield
+    finally:
+        context.detach(token)
+
+
+def set_span(span: trace.Span) -> Context:
+    """A context whose current span is `span` (to attach, or to inject into headers)."""
+    return trace.set_span_in_context(span)
+
+
+def person_baggage(person: str, ctx: Context | None = None) -> Context:
+    """A context whose baggage names the person by keyed hash (core.pseudonyms), only."""
+    return baggage.set_baggage(PERSON_BAGGAGE_KEY, person, context=ctx)
+
+
+@contextlib.contextmanager
+def person_in_baggage(person: str) -> Iterator[None]:
+    with attached(person_baggage(person)):
+        yield
+
+
+def subject_template(subject: str) -> str:
+    """A subject without its ids, for span names (low cardinality, no user id)."""
+    if subject.startswith("health.normalized.user."):
+        return "health.normalized.user.*"
+    if subject.startswith("health.sync.oura.job."):
+        return "health.sync.oura.job.*.status"
+    return subject
+
+
+def message_span_attributes(
+    *, subject: str, msg_id: str = "", stream: str = "", stream_seq: int = 0, consumer: str = ""
+) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "messaging.system": "nats",
+        "messaging.destination.name": subject_template(subject),
+    }
+    if msg_id:
+        attributes["messaging.message.id"] = msg_id
+    if stream:
+        attributes["messaging.nats.stream"] = stream
+    if stream_seq:
+        attributes["messaging.nats.stream_sequence"] = stream_seq
+    if consumer:
+        attributes["messaging.consumer.group.name"] = consumer
+    return attributes
+
+
+def start_consume_span(
+    *,
+    subject: str,
+    headers: Mapping[str, str] | None,
+    msg_id: str,
+    stream: str,
+    stream_seq: int,
+    consumer: str,
+    num_delivered: int,
+) -> trace.Span:
+    """The span of one delivered message, a child of the span that published it."""
+    attributes = message_span_attributes(
+        subject=subject, msg_id=msg_id, stream=stream, stream_seq=stream_seq, consumer=consumer
+    )
+    attributes["messaging.nats.num_delivered"] = num_delivered
+    return tracer().start_span(
+        f"{subject_template(subject)} process",
+        context=extract_headers(headers),
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+    )
+
+
+def end_with(span: trace.Span, error: BaseException | None) -> None:
+    """End a span, marking it failed by the error's type (never its message)."""
+    if error is not None:
+        span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        span.set_attribute("error.type", type(error).__name__)
+    span.end()
+
+
+# --- What leaves the process ----------------------------------------------------------------
+
+# Attributes that hold a URL or its query: the query is dropped whole (OAuth `code`/`state`,
+# Oura's `next_token`, dates), the path is redacted like a log line.
+_URL_KEYS = frozenset({"http.url", "url.full", "http.target", "url.path", "http.route"})
+_QUERY_KEYS = frozenset({"url.query", "http.query"})
+_STATEMENT_KEYS = frozenset({"db.statement", "db.query.text"})
+_SQL_LITERAL = re.compile(r"(?:[EeBbXxUu]&?)?'(?:[^']|'')*'")
+# Exception events keep their type: messages quote values (pydantic, psycopg), and the
+# stack trace's last line repeats the message.
+_EXCEPTION_DROPPED = frozenset({"exception.message", "exception.stacktrace"})
+
+
+def _clean_url(value: str) -> str:
+    path, sep, _ = value.partition("?")
+    return redact(path) + ("?[redacted]" if sep else "")
+
+
+def _clean_value(key: str, value: Any) -> Any:
+    if not isinstance(value, str):
+        if isinstance(value, Sequence) and not isinstance(value, bytes):
+            return tuple(_clean_value(key, item) for item in value)
+        return value
+    if key in _QUERY_KEYS:
+        return "[redacted]"
+    if key in _URL_KEYS:
+        return _clean_url(value)
+    if key in _STATEMENT_KEYS:
+        return _SQL_LITERAL.sub("'?'", value)
+    if key.startswith(("http.request.header.", "http.response.header.")):
+        return "[redacted]"
+    return redact(value)
+
+
+def clean_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {
+        key: _clean_value(key, value)
+        for key, value in (attributes or {}).items()
+        if key not in _EXCEPTION_DROPPED
+    }
+
+
+def clean_span(span: ReadableSpan) -> ReadableSpan:
+    events = [
+        Event(event.name, clean_attributes(event.attributes), event.timestamp)
+        for event in span.events
+    ]
+    links = [Link(link.context, clean_attributes(link.attributes)) for link in span.links]
+    status = span.status
+    if status.description:
+        status = Status(status.status_code, redact(status.description.split(":", 1)[0]))
+    return ReadableSpan(
+        name=_clean_url(span.name),
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=clean_attributes(span.attributes),
+        events=events,
+        links=links,
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class SanitizingExporter(SpanExporter):
+    """Cleans every span on its way out; whatever an instrumentation recorded, this decides."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self._inner = inner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._inner.export([clean_span(span) for span in spans])
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+def force_flush(timeout_s: float = 5.0) -> None:
+    """Send what is buffered (before a process exits on its own terms)."""
+    provider = trace.get_tracer_provider()
+    flush = getattr(provider, "force_flush", None)
+    if flush is not None:
+        flush(int(timeout_s * 1000))
