@@ -3,13 +3,18 @@
 The rules: loggers get event ids and counts, never payloads. As a second line of defence,
 `RedactFilter` scrubs anything that looks like a credential from every record, and Sentry's
 `before_send` drops request bodies, headers and local variables before an event leaves.
+`LogContextFilter` puts the correlation ids on every record: the HTTP request's id
+(core/request_id.py) and the current OpenTelemetry trace and span.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from contextvars import ContextVar
 from typing import Any, Literal
+
+from opentelemetry import trace
 
 SENSITIVE_KEYS = frozenset(
     {
@@ -94,6 +99,36 @@ class RedactFilter(logging.Filter):
             exc = record.exc_info[1]
             record.exc_text = f"{type(exc).__module__}.{type(exc).__name__} (message redacted)"
             record.exc_info = None
+        return True
+
+
+# Set by core.request_id.RequestIdMiddleware for the duration of one HTTP request.
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+def current_request_id() -> str | None:
+    """The id of the HTTP request being served in this context; None outside one."""
+    return request_id_var.get()
+
+
+class LogContextFilter(logging.Filter):
+    """Adds `request_id`, `trace_id` and `span_id` to every record, each only when known.
+
+    Outside an HTTP request there is no request id, and outside a span (start-up, idle loops,
+    a record from a thread of a library's own) no trace: the field is then left off the
+    record rather than filled with a placeholder, so JSON lines carry only real ids (the
+    text format prints `-`). Ids are the W3C forms, 32 and 16 lowercase hex digits, as the
+    tracing backend shows them.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = request_id_var.get()
+        if request_id is not None and not hasattr(record, "request_id"):
+            record.request_id = request_id
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid and not hasattr(record, "trace_id"):
+            record.trace_id = trace.format_trace_id(context.trace_id)
+            record.span_id = trace.format_span_id(context.span_id)
         return True
 
 

@@ -9,6 +9,7 @@ and subscription sync reconciles our mirror with what the simulator reports.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -273,11 +274,16 @@ def run(*, target: OuraTarget, embedded: list[str], with_demo: bool = True) -> i
         # granian: a Rust HTTP front with the WSGI app on blocking threads; on this project's
         # webhook bench it answers ~20 % more webhooks per core than gunicorn (bench/README.md).
         # It waits for requests in flight without limit unless told: 5 s, then its workers go.
+        # Its logs use our formatter; the access log is ours (http_request, with request and
+        # trace ids and the path's user id hashed: core/request_id.py), not granian's.
+        granian_log_config = _state_file("granian-logging.json")
+        granian_log_config.write_text(json.dumps(settings.GRANIAN_LOG_CONFIG))
         supervisor.start(
             "web",
             [str(bin_dir / "granian"), "--interface", "wsgi", "health_project.wsgi:application",
              "--host", "127.0.0.1", "--port", str(WEB_PORT), "--workers", "2",
-             "--blocking-threads", "8", "--workers-kill-timeout", "5", "--access-log"],
+             "--blocking-threads", "8", "--workers-kill-timeout", "5", "--no-access-log",
+             "--log-config", str(granian_log_config)],
             env,
         )  # fmt: skip
         # Archiving yields the CPU to webhooks on a shared machine (docs/phase-3/webhooks.md).

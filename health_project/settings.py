@@ -300,6 +300,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the request id is set before anything logs, and every response below, the
+    # error middleware's 4xx/5xx included, goes back through it to get X-Request-ID.
+    "core.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Any view's unexpected exception -> 500 in the error shape (core/errors.py).
     "core.errors.UnhandledErrorMiddleware",
@@ -464,23 +467,34 @@ CONTENT_SECURITY_POLICY = {
 
 LOG_LEVEL = env_choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO")
 LOG_FORMAT = env_choice("LOG_FORMAT", ("json", "text"), "json")
+_LOG_FORMATTERS = {
+    # JSON lines carry the ids as fields when known (and `extra` fields as they are).
+    "json": {
+        "()": "pythonjsonlogger.json.JsonFormatter",
+        "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        "static_fields": {"pii": False},
+    },
+    "text": {
+        "()": "logging.Formatter",
+        "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s "
+        "request_id=%(request_id)s trace_id=%(trace_id)s",
+        "defaults": {"request_id": "-", "trace_id": "-"},
+    },
+}
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact": {"()": "core.observability.RedactFilter"}},
-    "formatters": {
-        "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
-            "static_fields": {"pii": False},
-        },
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    "filters": {
+        # request_id, trace_id and span_id on every record (core/observability.py).
+        "context": {"()": "core.observability.LogContextFilter"},
+        "redact": {"()": "core.observability.RedactFilter"},
     },
+    "formatters": _LOG_FORMATTERS,
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": LOG_FORMAT,
-            "filters": ["redact"],
+            "filters": ["context", "redact"],
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
@@ -495,6 +509,32 @@ LOGGING = {
         "nats": {"level": "WARNING"},
         # axes logs every login at INFO (with the username masked); failures are WARNING.
         "axes": {"level": "WARNING"},
+        # APScheduler says "Running job"/"executed successfully" for every run that
+        # upkeep.services already logs as upkeep_run (with outcome and counts).
+        "apscheduler": {"level": "WARNING"},
+        # granian's loggers have plain-text handlers of their own; in its workers (where
+        # this config runs) they go through ours instead. Its main process gets the same
+        # formatter through --log-config (GRANIAN_LOG_CONFIG below, devrun/orchestrator.py).
+        "_granian": {"handlers": [], "propagate": True},
+        "granian.access": {"handlers": [], "propagate": True},
+    },
+}
+# For granian's own process, which loads no Django: the same formatter, no filters (it
+# logs its start, its workers' pids and its stop; never a request).
+GRANIAN_LOG_CONFIG = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {LOG_FORMAT: _LOG_FORMATTERS[LOG_FORMAT]},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "stream": "ext://sys.stdout",
+        }
+    },
+    "loggers": {
+        "_granian": {"handlers": ["console"], "propagate": False},
+        "granian.access": {"handlers": ["console"], "propagate": False},
     },
 }
 

@@ -141,7 +141,7 @@ def web_command(port: int) -> list[str]:
 
 # name -> (argv, the lines it prints once it is running)
 COMMANDS: dict[str, tuple[list[str], tuple[str, ...]]] = {
-    "normalizer": (manage("run_consumer", "normalizer"), ("run_consumer normalizer is running",)),
+    "normalizer": (manage("run_consumer", "normalizer"), ("consumer_started",)),
     "relay": (manage("run_relay"), ("run_relay is running",)),
     "worker": (manage("run_worker"), ("run_worker is running",)),
     "scheduler": (manage("run_scheduler"), ("run_scheduler is running",)),

@@ -9,8 +9,8 @@ them.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import logging
 import signal
 import threading
 from types import FrameType
@@ -20,6 +20,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from core.consumers import CONSUMERS, get_consumer, run_consumer
 from core.metrics import serve_metrics
+
+logger = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
@@ -51,8 +53,8 @@ class Command(BaseCommand):
         # The flag first: with the supervisor gone (its pipe closed), the write below fails,
         # and a stop must never hang on telling someone about it.
         self.stopping.set()
-        with contextlib.suppress(OSError):
-            self.stdout.write(f"{signal.Signals(signum).name} received, finishing the batch...")
+        # A log record (the handler's own errors are swallowed by logging), not a plain line.
+        logger.info("consumer_stop_requested", extra={"signal": signal.Signals(signum).name})
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.stopping = threading.Event()
@@ -64,17 +66,13 @@ class Command(BaseCommand):
         if options["ack_wait"]:
             spec = dataclasses.replace(spec, ack_wait_s=options["ack_wait"])
         serve_metrics(options["metrics_port"])
-        self.stdout.write(f"run_consumer {spec.name} is running")
-        self.stdout.flush()
-        stats = run_consumer(
+        # core.consumers logs consumer_started and, with the counts, consumer_stopped: no
+        # plain-text copy of either here.
+        run_consumer(
             spec,
             batch_size=options["batch"] or None,
             concurrency=options["concurrency"] or None,
             max_messages=options["max_messages"] or None,
             idle_exit_s=options["idle_exit_s"] or None,
             should_stop=self.stopping.is_set,
-        )
-        self.stdout.write(
-            f"run_consumer {spec.name} stopped: received={stats.received} acked={stats.acked} "
-            f"naked={stats.naked} dead_lettered={stats.dead_lettered}"
         )
