@@ -207,14 +207,15 @@ def backfill_pages(pages_per_collection: int, page_size: int) -> dict[str, Any]:
                      "user_id": user_id, "provider_user_id": f"oura-{user_id}",
                      "collection": collection, "object_key": stored.key,
                      "sha256": stored.sha256, "document_count": len(documents),
-                     "job_id": run_id, "window": {"start": "2015-01-01", "end": "2018-01-01"},
+                     "job_id": str(uuid.uuid4()),
+                     "window": {"start": "2015-01-01", "end": "2018-01-01"},
                      "received_at": datetime.now(UTC).isoformat()},
                 )
             )  # fmt: skip
             total_documents += len(documents)
     _purge_oura_raw()
     for subject, envelope in envelopes:
-        bus.get_bus().publish(subject, envelope, msg_id=envelope["event_id"])
+        bus.get_bus().publish(subject, envelope, msg_id=str(envelope["event_id"]))
 
     started = time.perf_counter()
     stats = run_consumer(spec, max_messages=len(envelopes), idle_exit_s=5.0)
@@ -590,16 +591,25 @@ def webhook_drain(count: int, concurrency: int) -> dict[str, Any]:
                 conn.provider_user_id, "workout", None, emit=False,
                 day=date(2020, 1, 1) + timedelta(days=n % 1500),
             )  # fmt: skip
+            # Every key of the bus contract's RawWebhookEnvelope (core/messages.py).
+            notification = {
+                "event_type": "create",
+                "data_type": "workout",
+                "object_id": document["id"],
+                "event_time": datetime.now(UTC).isoformat(),
+                "user_id": conn.provider_user_id,
+            }
             envelope = {
-                "event_id": str(uuid.uuid4()), "provider": "oura", "kind": "webhook",
-                "received_at": datetime.now(UTC).isoformat(), "status": "accepted",
-                "user_id": user_id,
-                "notification": {"event_type": "create", "data_type": "workout",
-                                 "object_id": document["id"],
-                                 "event_time": datetime.now(UTC).isoformat(),
-                                 "user_id": conn.provider_user_id},
+                "envelope_version": 1, "event_id": str(uuid.uuid4()), "provider": "oura",
+                "kind": "webhook", "received_at": datetime.now(UTC).isoformat(),
+                "dedupe_key": "0" * 64, "status": "accepted", "user_id": user_id,
+                "notification": notification, "body": json.dumps(notification), "headers": {},
+                "signature": {"algorithm": "hmac-sha256", "timestamp": "0",
+                              "secret": "current", "form": "raw"},
             }  # fmt: skip
-            bus.get_bus().publish("health.raw.oura.webhook", envelope, msg_id=envelope["event_id"])
+            bus.get_bus().publish(
+                "health.raw.oura.webhook", envelope, msg_id=str(envelope["event_id"])
+            )
         spec = dataclasses.replace(
             get_consumer("normalizer"), durable=f"bench-drain-{uuid.uuid4().hex[:8]}"
         )

@@ -44,6 +44,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
 from core import bus
+from core.messages import DeadLetterHeaders, dead_letter_subject
 from core.metrics import dead_letters_total
 
 logger = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ class ConsumerSpec:
 
     @property
     def dlq_subject(self) -> str:
-        return f"health.dlq.{self.name}"
+        return dead_letter_subject(self.name)
 
     def load_handler(self) -> Handler:
         handler: Handler = _import(self.handler)
@@ -543,12 +544,14 @@ def _dead_letter(
         puller.publish(
             spec.dlq_subject,
             bytes(msg.data),
-            {
-                "Nats-Msg-Id": f"dlq-{spec.name}-{meta.stream}-{meta.stream_seq}",
-                "Health-Original-Subject": meta.subject,
-                "Health-Dead-Letter-Id": str(dead_letter.pk),
-                "Health-Error-Type": outcome.error_type,
-            },
+            DeadLetterHeaders.of(
+                consumer=spec.name,
+                stream=meta.stream,
+                stream_seq=meta.stream_seq,
+                original_subject=meta.subject,
+                dead_letter_id=dead_letter.pk,
+                error_type=outcome.error_type,
+            ).as_headers(),
         )
     except bus.BusUnavailable:
         # The row is the durable copy and the replay source; the subject is a notification.

@@ -22,6 +22,7 @@ from rest_framework import serializers
 from rest_framework.views import APIView
 
 from core.errors import error_response
+from core.messages import EVENT_TYPES, NOTIFICATION_MAX_LENGTHS
 from core.serializers import ErrorSerializer
 from ingestion.webhook_services import (
     DuplicateEvent,
@@ -41,11 +42,15 @@ class OuraWebhookApi(APIView):
     permission_classes = []
 
     class NotificationSerializer(serializers.Serializer[dict[str, str]]):
-        event_type = serializers.ChoiceField(choices=["create", "update", "delete"])
-        data_type = serializers.CharField(max_length=40)
-        object_id = serializers.CharField(max_length=128)
+        # Documentation only (the view parses the body itself); the limits are the bus
+        # contract's WebhookNotification, the one definition of the shape.
+        event_type = serializers.ChoiceField(choices=list(EVENT_TYPES))
+        data_type = serializers.CharField(max_length=NOTIFICATION_MAX_LENGTHS["data_type"])
+        object_id = serializers.CharField(max_length=NOTIFICATION_MAX_LENGTHS["object_id"])
         event_time = serializers.CharField(help_text="ISO-8601 with offset.")
-        user_id = serializers.CharField(max_length=128, help_text="The Oura user id.")
+        user_id = serializers.CharField(
+            max_length=NOTIFICATION_MAX_LENGTHS["user_id"], help_text="The Oura user id."
+        )
 
     class ErasedSerializer(serializers.Serializer[dict[str, str]]):
         status = serializers.CharField(help_text="Always `erased`.")

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from django.conf import settings
 from django.core.cache import cache
@@ -30,6 +30,15 @@ from django.utils import timezone
 
 from audit.models import AuditEntry
 from core import bus
+from core.messages import (
+    EVENT_TYPES,
+    NOTIFICATION_MAX_LENGTHS,
+    WEBHOOK_ENVELOPE_VERSION,
+    WebhookEnvelopeHead,
+    WebhookNotification,
+    WebhookSignature,
+)
+from core.messages import WEBHOOK_SUBJECT as WEBHOOK_SUBJECT  # re-exported for callers
 from core.metrics import webhook_accepted_total, webhook_duplicate_total, webhook_invalid_total
 from core.pseudonyms import person_hash
 from ingestion.models import OuraConnection, RawEvent
@@ -38,17 +47,10 @@ from privacy.selectors import oura_account_erased
 logger = logging.getLogger(__name__)
 
 PROVIDER = "oura"
-WEBHOOK_SUBJECT = "health.raw.oura.webhook"
-ENVELOPE_VERSION = 1
-EVENT_TYPES = frozenset({"create", "update", "delete"})
-# Field -> the longest value its raw_events_index column takes; longer is a bad notification.
-NOTIFICATION_FIELDS: dict[str, int] = {
-    "event_type": 10,
-    "data_type": 40,
-    "object_id": 128,
-    "event_time": 64,
-    "user_id": 128,
-}
+# The subject, the envelope and the notification are the bus contract's (core/messages.py);
+# these names stay for the code and tests that import them from here.
+ENVELOPE_VERSION = WEBHOOK_ENVELOPE_VERSION
+NOTIFICATION_FIELDS = NOTIFICATION_MAX_LENGTHS
 # Headers worth keeping with the raw body. Everything else (cookies, forwarding headers,
 # anything a proxy adds) is dropped. The signature is an HMAC output, not a secret, and
 # keeping it lets anyone holding the client secret re-verify an archived delivery.
@@ -94,10 +96,14 @@ class DuplicateEvent(Exception):
         self.event_id = event_id
 
 
+SecretName = Literal["current", "previous"]
+BodyForm = Literal["raw", "compact", "compact_ascii"]
+
+
 @dataclass(frozen=True)
 class SignatureMatch:
-    secret: str  # "current" | "previous"
-    form: str  # "raw" | "compact" | "compact_ascii"
+    secret: SecretName
+    form: BodyForm
     timestamp: str
 
 
@@ -141,7 +147,7 @@ def _hmac_hex(secret: str, timestamp: str, message: bytes) -> str:
     return mac.hexdigest()
 
 
-def _compact_forms(parsed: Any) -> list[tuple[str, bytes]]:
+def _compact_forms(parsed: Any) -> list[tuple[BodyForm, bytes]]:
     # Oura's documented verifier hashes JSON.stringify(req.body): compact, insertion order,
     # non-ASCII kept as is. The ASCII-escaped variant costs one more HMAC and covers a sender
     # that serialises the way Python does by default (CONTRACT 5.5, ambiguity a).
@@ -149,7 +155,7 @@ def _compact_forms(parsed: Any) -> list[tuple[str, bytes]]:
         ascii_form = json.dumps(parsed, separators=(",", ":")).encode()
     except (RecursionError, ValueError):
         return []
-    forms = []
+    forms: list[tuple[BodyForm, bytes]] = []
     try:
         compact = json.dumps(parsed, separators=(",", ":"), ensure_ascii=False).encode()
     except UnicodeEncodeError:  # a lone surrogate has no UTF-8 form
@@ -201,12 +207,12 @@ def webhook_verify_signature(
     if skew < -tolerance:
         raise _invalid_signature("x-oura-timestamp is in the future.", "future_timestamp")
 
-    secrets = [("current", settings.OURA_CLIENT_SECRET)]
+    secrets: list[tuple[SecretName, str]] = [("current", settings.OURA_CLIENT_SECRET)]
     if settings.OURA_CLIENT_SECRET_PREVIOUS:
         secrets.append(("previous", settings.OURA_CLIENT_SECRET_PREVIOUS))
     given = signature.strip().upper()
 
-    def match(form: str, message: bytes) -> SignatureMatch | None:
+    def match(form: BodyForm, message: bytes) -> SignatureMatch | None:
         for name, secret in secrets:
             expected = _hmac_hex(secret, timestamp, message).upper()
             if hmac.compare_digest(expected.encode(), given.encode("ascii", "replace")):
@@ -417,25 +423,25 @@ def webhook_record(*, delivery: VerifiedDelivery, received_at: datetime) -> Reco
     notification = delivery.notification
     dedupe_key = webhook_dedupe_key(notification=notification)
     event_id = webhook_event_id(dedupe_key=dedupe_key)
-    envelope_rest = envelope_bytes(
-        {
-            "envelope_version": ENVELOPE_VERSION,
-            "event_id": str(event_id),
-            "provider": PROVIDER,
-            "kind": RawEvent.Kind.WEBHOOK.value,
-            "received_at": received_at.isoformat(),
-            "dedupe_key": dedupe_key,
-            "notification": notification,
-            "body": delivery.body.decode("utf-8"),
-            "headers": delivery.headers,
-            "signature": {
-                "algorithm": "hmac-sha256",
-                "timestamp": delivery.signature.timestamp,
-                "secret": delivery.signature.secret,
-                "form": delivery.signature.form,
-            },
-        }
-    )
+    # The envelope's model is RawWebhookEnvelope; this is all of it but the two keys the
+    # statement appends (status, user_id), written as that model writes it.
+    envelope_rest = WebhookEnvelopeHead(
+        envelope_version=ENVELOPE_VERSION,
+        event_id=event_id,
+        provider=PROVIDER,
+        kind="webhook",
+        received_at=received_at,
+        dedupe_key=dedupe_key,
+        notification=WebhookNotification.model_validate(notification),
+        body=delivery.body.decode("utf-8"),
+        headers=delivery.headers,
+        signature=WebhookSignature(
+            algorithm="hmac-sha256",
+            timestamp=delivery.signature.timestamp,
+            secret=delivery.signature.secret,
+            form=delivery.signature.form,
+        ),
+    ).to_bytes()
     with connection.cursor() as cursor:
         cursor.execute(
             _RECORD_SQL,

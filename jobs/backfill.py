@@ -33,6 +33,7 @@ from django.utils import timezone
 
 from core import bus, raw_store
 from core.db import person_lock
+from core.messages import PageEnvelope, PageWindow, page_subject
 from core.metrics import job_backfill_inflight
 from ingestion.models import OuraConnection, RawEvent
 from ingestion.oura_client import (
@@ -216,24 +217,21 @@ def _message(
     *, job: IngestionJob, oura: OuraConnection, collection: str, window: Window,
     event_id: uuid.UUID, stored: raw_store.StoredObject, document_count: int,
 ) -> bytes:  # fmt: skip
-    """The page message contract (consumed by the normalizer; do not change its shape)."""
-    return json.dumps(
-        {
-            "event_id": str(event_id),
-            "provider": "oura",
-            "kind": "page",
-            "user_id": job.user_id,
-            "provider_user_id": oura.provider_user_id,
-            "collection": collection,
-            "object_key": stored.key,
-            "sha256": stored.sha256,
-            "document_count": document_count,
-            "job_id": str(job.job_id),
-            "window": {"start": window.start.isoformat(), "end": window.end.isoformat()},
-            "received_at": timezone.now().isoformat(),
-        },
-        separators=(",", ":"),
-    ).encode()
+    """The page's message: the bus contract's PageEnvelope (core/messages.py)."""
+    return PageEnvelope(
+        event_id=event_id,
+        provider="oura",
+        kind="page",
+        user_id=job.user_id,
+        provider_user_id=oura.provider_user_id,
+        collection=collection,
+        object_key=stored.key,
+        sha256=stored.sha256,
+        document_count=document_count,
+        job_id=job.job_id,
+        window=PageWindow(start=window.start, end=window.end),
+        received_at=timezone.now(),
+    ).to_bytes()
 
 
 def _store_page(
@@ -263,7 +261,7 @@ def _store_page(
             "user_id": job.user_id, "provider_user_id": oura.provider_user_id,
             "data_type": collection, "received_at": now, "object_key": stored.key,
             "sha256": stored.sha256, "size_bytes": stored.size, "archived_at": now,
-            "publish_subject": f"health.raw.oura.{collection}",
+            "publish_subject": page_subject(collection),
             "envelope": _message(job=job, oura=oura, collection=collection, window=window,
                                  event_id=event_id, stored=stored, document_count=document_count),
         },

@@ -26,6 +26,7 @@ from audit.models import AuditEntry
 from audit.services import audit_record
 from core import bus
 from core.identifiers import validate_user_id
+from core.messages import JobStatusMessage, job_status_subject
 from core.pseudonyms import person_hash
 from ingestion.models import OuraConnection
 from ingestion.selectors import connection_for_user
@@ -350,28 +351,26 @@ def job_fail_unclaimed(*, job: IngestionJob, last_error: str) -> None:
 # -- status on the bus ----------------------------------------------------------------------
 
 
-def job_status_dto(job: IngestionJob) -> dict[str, Any]:
+def job_status_message(job: IngestionJob) -> JobStatusMessage:
     """What watchers of a job see: ids, state, counts. Never a health value."""
-    return {
-        "jobId": str(job.job_id),
-        "userId": job.user_id,
-        "status": job.status,
-        "progress": job.progress,
-        "countsPerType": dict(job.counts or {}),
-        "startedAt": job.started_at.isoformat() if job.started_at else None,
-        "updatedAt": job.updated_at.isoformat(),
-        "lastError": job.last_error or None,
-    }
-
-
-def status_subject(job_id: uuid.UUID | str) -> str:
-    return f"health.sync.oura.job.{job_id}.status"
+    return JobStatusMessage(
+        job_id=job.job_id,
+        user_id=job.user_id,
+        status=job.status,
+        progress=job.progress,
+        counts_per_type=dict(job.counts or {}),
+        started_at=job.started_at,
+        updated_at=job.updated_at,
+        last_error=job.last_error or None,
+    )
 
 
 def job_publish_status(*, job: IngestionJob) -> None:
     """Best effort: the row is the record; a missed status message is replaced by the next."""
     try:
-        bus.get_bus().publish(status_subject(job.job_id), job_status_dto(job), timeout=2.0)
+        bus.get_bus().publish(
+            job_status_subject(job.job_id), job_status_message(job).to_bytes(), timeout=2.0
+        )
     except bus.BusUnavailable:
         logger.warning("job_status_publish_failed", extra={"job_id": str(job.job_id)})
 

@@ -30,14 +30,22 @@ from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TypeVar
 
 from django.db import transaction
 from django.utils import timezone
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from core import bus, raw_store
 from core.consumers import MessageMeta, Poison, Retriable, run_on_workers
+from core.messages import (
+    PAGE_SUBJECT_PREFIX,
+    WEBHOOK_SUBJECT,
+    BusMessage,
+    PageEnvelope,
+    RawWebhookEnvelope,
+    WebhookNotification,
+)
 from core.metrics import normalize_duration_ms
 from core.pseudonyms import person_hash
 from ingestion.models import OuraConnection
@@ -54,49 +62,13 @@ from normalized import contracts, services
 
 logger = logging.getLogger(__name__)
 
-WEBHOOK_SUBJECT = "health.raw.oura.webhook"
-PAGE_SUBJECT_PREFIX = "health.raw.oura."
+EnvelopeT = TypeVar("EnvelopeT", bound=BusMessage)
 
 
-# --- Envelopes (ids and keys only; unknown fields such as body/headers are ignored) --------
-
-
-class _Envelope(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class Notification(_Envelope):
-    event_type: Literal["create", "update", "delete"]
-    data_type: str = Field(min_length=1)
-    object_id: str = Field(min_length=1)
-    event_time: str = ""
-    user_id: str = Field(min_length=1)
-
-
-class WebhookEnvelope(_Envelope):
-    event_id: str = Field(min_length=1)
-    provider: Literal["oura"]
-    kind: Literal["webhook"]
-    user_id: str = ""
-    notification: Notification
-
-
-class PageEnvelope(_Envelope):
-    event_id: str = Field(min_length=1)
-    provider: Literal["oura"]
-    kind: Literal["page"]
-    user_id: str = Field(min_length=1)
-    provider_user_id: str = ""
-    collection: str = Field(min_length=1)
-    object_key: str = Field(min_length=1)
-    sha256: str = Field(min_length=64, max_length=64)
-    document_count: int | None = None
-    received_at: AwareDatetime
-
-
-def _parse_envelope(model: type[_Envelope], data: bytes) -> Any:
+def _parse_envelope(model: type[EnvelopeT], data: bytes) -> EnvelopeT:
+    """The envelope as the bus contract's model (core/messages.py), which producers build."""
     try:
-        return model.model_validate_json(data)
+        return model.from_bytes(data)
     except ValidationError as exc:
         raise Poison(
             f"bad envelope: {contracts.summarize_validation_errors(exc)}", error_type="BadEnvelope"
@@ -223,18 +195,18 @@ class WebhookBatch:
 
     @classmethod
     def prepare(cls, messages: Sequence[tuple[bytes, MessageMeta]]) -> WebhookBatch | None:
-        envelopes: list[WebhookEnvelope] = []
+        envelopes: list[RawWebhookEnvelope] = []
         for data, meta in messages:
             if meta.subject != WEBHOOK_SUBJECT:
                 continue
             try:
-                envelopes.append(WebhookEnvelope.model_validate_json(data))
+                envelopes.append(RawWebhookEnvelope.from_bytes(data))
             except ValidationError:
                 continue  # poison: fetch_webhook parses it again and says why
         return cls.of(envelopes) if envelopes else None
 
     @classmethod
-    def of(cls, envelopes: Sequence[WebhookEnvelope]) -> WebhookBatch:
+    def of(cls, envelopes: Sequence[RawWebhookEnvelope]) -> WebhookBatch:
         by_user, by_provider_user = connections_by_user(
             user_ids={envelope.user_id for envelope in envelopes if envelope.user_id},
             provider_user_ids={envelope.notification.user_id for envelope in envelopes},
@@ -251,7 +223,7 @@ class WebhookBatch:
                 fetches += 1
         return cls(by_user, by_provider_user, Prepaid.take(fetches))
 
-    def connection(self, envelope: WebhookEnvelope) -> OuraConnection | None:
+    def connection(self, envelope: RawWebhookEnvelope) -> OuraConnection | None:
         # Each message its own instance: a token refresh updates the one it was given.
         return copy.copy(_find_connection(self.by_user, self.by_provider_user, envelope))
 
@@ -259,7 +231,7 @@ class WebhookBatch:
 def _find_connection(
     by_user: dict[str, OuraConnection],
     by_provider_user: dict[str, OuraConnection],
-    envelope: WebhookEnvelope,
+    envelope: RawWebhookEnvelope,
 ) -> OuraConnection | None:
     """By our `user_id`, else by Oura's; None when it is now linked to another Oura account."""
     conn = by_user.get(envelope.user_id) if envelope.user_id else None
@@ -300,12 +272,13 @@ def fetch_webhook(
     without one, the message is looked up as a batch of one.
     """
     started = time.perf_counter()
-    envelope: WebhookEnvelope = _parse_envelope(WebhookEnvelope, data)
+    envelope: RawWebhookEnvelope = _parse_envelope(RawWebhookEnvelope, data)
     notification = envelope.notification
     collection = contracts.WEBHOOK_DATA_TYPE_TO_COLLECTION.get(notification.data_type)
     if collection is None:
         raise Poison("unsupported webhook data_type", error_type="UnknownCollection")
-    log = {"event_id": envelope.event_id, "collection": collection,
+    event_id = str(envelope.event_id)
+    log = {"event_id": event_id, "collection": collection,
            "event_type": notification.event_type}  # fmt: skip
 
     # A batch looks its connections up before its fetches; a single message is a batch of one.
@@ -317,7 +290,7 @@ def fetch_webhook(
         return None
 
     if notification.event_type == "delete":
-        _delete(conn, collection, notification, envelope.event_id)
+        _delete(conn, collection, notification, event_id)
         return None
 
     observed_at = timezone.now()  # before the fetch: the state we get is at least this new
@@ -335,10 +308,10 @@ def fetch_webhook(
         return None
     if document is None:
         # Gone at Oura by the time we asked: the delete notification may still be on its way.
-        _delete(conn, collection, notification, envelope.event_id)
+        _delete(conn, collection, notification, event_id)
         return None
     return FetchedWebhook(
-        event_id=envelope.event_id,
+        event_id=event_id,
         observed_at=observed_at,
         document=services.FetchedDocument(
             user_id=conn.user_id,
@@ -455,7 +428,7 @@ def _source_event_id(event_ids: list[str]) -> str:
 
 
 def _delete(
-    conn: OuraConnection, collection: str, notification: Notification, event_id: str
+    conn: OuraConnection, collection: str, notification: WebhookNotification, event_id: str
 ) -> None:
     result = services.delete_document(
         user_id=conn.user_id,
@@ -492,7 +465,7 @@ def _page_bytes(object_key: str) -> bytes:
 
 def handle_page(data: bytes, meta: MessageMeta) -> None:
     envelope: PageEnvelope = _parse_envelope(PageEnvelope, data)
-    if meta.subject != f"{PAGE_SUBJECT_PREFIX}{envelope.collection}":
+    if meta.subject != PAGE_SUBJECT_PREFIX + envelope.collection:
         raise Poison("subject and envelope collection differ", error_type="BadEnvelope")
     if envelope.collection not in contracts.DOCUMENT_MODELS:
         raise Poison("unknown collection", error_type="UnknownCollection")
@@ -516,11 +489,11 @@ def handle_page(data: bytes, meta: MessageMeta) -> None:
     )
     services.normalized_publish(
         user_id=envelope.user_id, collection=envelope.collection, change="upsert",
-        ids=result.written_ids, days=result.days, source_event_id=envelope.event_id,
+        ids=result.written_ids, days=result.days, source_event_id=str(envelope.event_id),
     )  # fmt: skip
     logger.info(
         "normalized_page",
-        extra={"event_id": envelope.event_id, "collection": envelope.collection,
+        extra={"event_id": str(envelope.event_id), "collection": envelope.collection,
                "documents": len(documents), "written": len(result.written_ids),
                "stale": result.skipped_stale, "deleted": result.skipped_deleted,
                "violations": len(result.violations)},

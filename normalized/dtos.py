@@ -1,4 +1,4 @@
-"""The normalized data transfer objects: what REST v1 reads and the bus say about a person.
+"""The normalized data transfer objects: what REST v1 says about a person.
 
 One pydantic model per shape is the single source for three things: its OpenAPI components
 (drf-spectacular, see `normalized/apis.py`), the JSON Schemas in `docs/phase-3/schemas/`
@@ -22,10 +22,12 @@ from collections.abc import Iterator
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from core.identifiers import validate_user_id
+from core.messages import BUS_SCHEMAS
+from core.messages import NormalizedMetricsMessage as NormalizedMetricsMessage
+from core.messages import normalized_metrics_subject as normalized_metrics_subject
 
 __all__ = [
     "JSON_SCHEMAS",
@@ -266,39 +268,16 @@ class OuraSleepPeriodPage(ApiModel):
 
 
 # --- Bus ----------------------------------------------------------------------------------
+#
+# The announcement on health.normalized.user.{userId}.metrics is the bus contract's
+# NormalizedMetricsMessage (core/messages.py), with every other message on the bus; it is
+# re-exported here for the code that knew it as a DTO.
 
-
-def normalized_metrics_subject(user_id: str) -> str:
-    # `.`, `*` and `>` are subject syntax: only ids of the one pattern become a token here.
-    return f"health.normalized.user.{validate_user_id(user_id)}.metrics"
-
-
-class NormalizedMetricsMessage(ApiModel):
-    """Published on `health.normalized.user.{userId}.metrics` after the rows are committed.
-
-    It says what changed, never the values: the bus must carry no health data (ARCHITECTURE
-    section 3), so a subscriber reads the rows through the API. Unknown fields are refused so
-    a value cannot slip in by accident.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    user_id: str = Field(min_length=1, max_length=64)
-    provider: Literal["oura"]
-    data_type: str = Field(
-        min_length=1, description="Oura collection, e.g. daily_readiness, workout, sleep."
-    )
-    change: Literal["upsert", "delete"]
-    days: list[date] = Field(description="Days whose rows changed.")
-    ids: list[str] = Field(description="Oura document ids whose rows changed.")
-    normalizer_version: int = Field(ge=1)
-    occurred_at: AwareDatetime = Field(description="When the rows were committed.")
-
-
-# File stem in docs/phase-3/schemas/ -> model. Renaming a stem breaks links; add, don't rename.
-JSON_SCHEMAS: dict[str, type[ApiModel]] = {
+# File stem in docs/phase-3/schemas/ -> model: the DTOs, then every message on the bus.
+# Renaming a stem breaks links; add, don't rename.
+JSON_SCHEMAS: dict[str, type[BaseModel]] = {
     "oura-daily-entry": OuraDailyEntry,
     "oura-activity": OuraActivity,
     "oura-sleep-period": OuraSleepPeriod,
-    "normalized-metrics-message": NormalizedMetricsMessage,
+    **BUS_SCHEMAS,
 }

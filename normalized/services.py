@@ -33,9 +33,9 @@ from django.utils import timezone
 
 from core import bus, raw_store
 from core.db import person_lock
+from core.messages import NormalizedMetricsMessage, normalized_metrics_subject
 from ingestion.models import RawEvent
 from normalized import contracts, mappers
-from normalized.dtos import NormalizedMetricsMessage, normalized_metrics_subject
 from normalized.models import DeletedDocument
 from privacy.selectors import user_erased
 
@@ -527,7 +527,7 @@ def normalized_publish(
     digest = hashlib.sha256("|".join(ids).encode()).hexdigest()[:16]
     bus.get_bus().publish(
         normalized_metrics_subject(user_id),
-        message.model_dump_json().encode(),
+        message.to_bytes(),
         msg_id=f"norm-{source_event_id}-{collection}-{change}-{digest}",
     )
     return True

@@ -7,7 +7,7 @@ import dataclasses
 import hashlib
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,13 @@ from django.utils import timezone
 
 from core import bus, raw_store
 from core.consumers import ConsumerSpec, RunStats, get_consumer, run_consumer
+from core.messages import (
+    PageEnvelope,
+    PageWindow,
+    RawWebhookEnvelope,
+    WebhookNotification,
+    WebhookSignature,
+)
 from ingestion import crypto
 from ingestion.models import OuraConnection
 from normalized.models import Activity, DailyActivity, DailyReadiness, DailySleep, SleepPeriod
@@ -71,29 +78,34 @@ def connect_user(oura: OuraSimulator, user_id: str = "user-1") -> OuraConnection
 def webhook_envelope(
     conn: OuraConnection, event_type: str, data_type: str, object_id: str
 ) -> dict[str, Any]:
-    """What webhook ingestion publishes on health.raw.oura.webhook (ingestion/webhook_services)."""
-    notification = {
-        "event_type": event_type,
-        "data_type": data_type,
-        "object_id": object_id,
-        "event_time": datetime.now(UTC).isoformat(),
-        "user_id": conn.provider_user_id,
-    }
-    event_id = str(uuid.uuid4())
-    return {
-        "envelope_version": 1,
-        "event_id": event_id,
-        "provider": "oura",
-        "kind": "webhook",
-        "received_at": datetime.now(UTC).isoformat(),
-        "dedupe_key": hashlib.sha256(event_id.encode()).hexdigest(),
-        "status": "accepted",
-        "user_id": conn.user_id,
-        "notification": notification,
-        "body": json.dumps(notification),
-        "headers": {},
-        "signature": {},
-    }
+    """What webhook ingestion publishes on health.raw.oura.webhook, built with its model."""
+    notification = WebhookNotification.model_validate(
+        {
+            "event_type": event_type,
+            "data_type": data_type,
+            "object_id": object_id,
+            "event_time": datetime.now(UTC).isoformat(),
+            "user_id": conn.provider_user_id,
+        }
+    )
+    event_id = uuid.uuid4()
+    envelope = RawWebhookEnvelope(
+        envelope_version=1,
+        event_id=event_id,
+        provider="oura",
+        kind="webhook",
+        received_at=datetime.now(UTC),
+        dedupe_key=hashlib.sha256(event_id.bytes).hexdigest(),
+        status="accepted",
+        user_id=conn.user_id,
+        notification=notification,
+        body=notification.model_dump_json(),
+        headers={},
+        signature=WebhookSignature(
+            algorithm="hmac-sha256", timestamp="0", secret="current", form="raw"
+        ),
+    )
+    return dict(json.loads(envelope.to_bytes()))
 
 
 def page_envelope(
@@ -105,26 +117,27 @@ def page_envelope(
 ) -> dict[str, Any]:
     """Store a page in S3 the way the backfill job does and return its bus envelope."""
     received_at = received_at or datetime.now(UTC)
-    event_id = str(uuid.uuid4())
+    event_id = uuid.uuid4()
     data = json.dumps({"data": documents, "next_token": None}).encode()
     key = raw_store.object_key(
-        provider="oura", day=received_at.date(), user_id=conn.user_id, event_id=event_id
+        provider="oura", day=received_at.date(), user_id=conn.user_id, event_id=str(event_id)
     )
     stored = raw_store.put(key, data)
-    return {
-        "event_id": event_id,
-        "provider": "oura",
-        "kind": "page",
-        "user_id": conn.user_id,
-        "provider_user_id": conn.provider_user_id,
-        "collection": collection,
-        "object_key": stored.key,
-        "sha256": stored.sha256,
-        "document_count": len(documents),
-        "job_id": str(uuid.uuid4()),
-        "window": {"start": "2024-01-01", "end": "2024-12-31"},
-        "received_at": received_at.isoformat(),
-    }
+    envelope = PageEnvelope(
+        event_id=event_id,
+        provider="oura",
+        kind="page",
+        user_id=conn.user_id,
+        provider_user_id=conn.provider_user_id,
+        collection=collection,
+        object_key=stored.key,
+        sha256=stored.sha256,
+        document_count=len(documents),
+        job_id=uuid.uuid4(),
+        window=PageWindow(start=date(2024, 1, 1), end=date(2024, 12, 31)),
+        received_at=received_at,
+    )
+    return dict(json.loads(envelope.to_bytes()))
 
 
 def subject_of(envelope: dict[str, Any]) -> str:
