@@ -254,13 +254,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from core.provisioning import provision_all
     from ingestion.models import OuraConnection
-    from ingestion.relay import relay_backlog_update
+    from ingestion.relay import relay_backlog_counts
 
     provision_all()
     OuraConnection.objects.get_or_create(
         provider_user_id=BENCH_USER, defaults={"user_id": "bench-user"}
     )
-    relay_backlog_update()
+    relay_backlog_counts()
 
     port = _free_port()
     if args.server == "granian":
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def wait_drained(limit_s: float) -> float:
             began = time.monotonic()
-            while any(relay_backlog_update().values()) and time.monotonic() - began < limit_s:
+            while any(relay_backlog_counts().values()) and time.monotonic() - began < limit_s:
                 time.sleep(0.1)
             return time.monotonic() - began
 
@@ -326,10 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         if relay is None:
             relay = start_relay()
         stopped = time.monotonic()
-        results["backlog_at_stop"] = relay_backlog_update()
+        results["backlog_at_stop"] = relay_backlog_counts()
         wait_drained(600)
         results["drain_s"] = round(time.monotonic() - stopped, 1)
-        results["backlog_after_drain"] = relay_backlog_update()
+        results["backlog_after_drain"] = relay_backlog_counts()
     finally:
         for proc in (relay, server):
             if proc is not None:

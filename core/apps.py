@@ -12,3 +12,7 @@ class CoreConfig(AppConfig):
         from core.identifiers import UserIdConverter
 
         register_converter(UserIdConverter, "user_id")
+
+        from core.scrape_metrics import dead_letters_open_family, register_postgres_reader
+
+        register_postgres_reader(dead_letters_open_family)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import httpx
 from django.conf import settings
 
+from devrun.metrics import fresh_metrics_dir
 from devrun.oura import OuraTarget
 from devrun.supervisor import Supervisor, stop_with_parent
 from devstack.stack import DEFAULT_ROOT
@@ -267,8 +268,10 @@ def run(*, target: OuraTarget, embedded: list[str], with_demo: bool = True) -> i
     oura_url = target.api_base_url
     if not target.external:
         sim, oura_url = _start_simulator()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    supervisor = Supervisor()
+    # Every child writes its metrics here and web's /metrics serves them all (devrun/metrics.py).
+    metrics_dir = fresh_metrics_dir(_state_file("metrics"))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    supervisor = Supervisor(metrics_dir=metrics_dir)
     bin_dir = Path(sys.executable).parent
     try:
         # granian: a Rust HTTP front with the WSGI app on blocking threads; on this project's
@@ -307,7 +310,7 @@ def run(*, target: OuraTarget, embedded: list[str], with_demo: bool = True) -> i
         _print_banner(
             target=target, oura_url=oura_url, embedded=embedded, password=password,
             api_key=api_key, job_id=job_id, demo_problem=demo_problem,
-            pids=supervisor.pids(),
+            pids=supervisor.pids(), metrics_dir=metrics_dir,
         )  # fmt: skip
         while not stop.wait(1.0):
             problem = supervisor.check()
@@ -338,6 +341,7 @@ def _print_banner(
     job_id: str,
     demo_problem: str,
     pids: dict[str, int],
+    metrics_dir: Path,
 ) -> None:
     web = f"http://127.0.0.1:{WEB_PORT}"
     where = {
@@ -351,7 +355,8 @@ def _print_banner(
         "                   code (2FA): python -m devrun.totp  (.venv/bin/python; prints the "
         "current one)",
         f"  API docs         {web}/v1/schema/swagger/",
-        f"  metrics          {web}/metrics",
+        f"  metrics          {web}/metrics  (every process; Prometheus text format)",
+        f"                   written by each child to {metrics_dir} (emptied at each start)",
         f"  Postgres         {settings.DATABASE_URL}  ({where['postgres']})",
         f"  NATS JetStream   {settings.NATS_URL}  ({where['nats']})",
         f"  S3               {settings.S3_ENDPOINT_URL or 'AWS'}  bucket {settings.S3_BUCKET}"

@@ -20,7 +20,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
+
+from devrun.metrics import mark_dead_processes
 
 STOP_GRACE_S = 12.0  # every long-running command exits within 10 s of SIGTERM
 _PR_SET_PDEATHSIG = 1
@@ -62,10 +65,15 @@ class Child:
 @dataclass
 class Supervisor:
     children: list[Child] = field(default_factory=list)
+    # The children's PROMETHEUS_MULTIPROC_DIR, whose live gauges forget processes that exit.
+    metrics_dir: Path | None = None
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         # Not a thread: the parent-death signal fires when the *thread* that forked exits.
         assert threading.current_thread() is threading.main_thread()
+        if "OTEL_SERVICE_NAME" not in env:
+            # Each child is its own service in a trace (health-web, health-relay, ...).
+            env = env | {"OTEL_SERVICE_NAME": f"health-{name}"}
         process = subprocess.Popen(
             argv,
             env=env,
@@ -93,9 +101,11 @@ class Supervisor:
 
     def check(self) -> str | None:
         """The first child that has exited, described; None while all run."""
-        for child in self.children:
-            if child.process.poll() is not None:
-                return f"{child.name} exited with status {child.process.returncode}"
+        exited = [child for child in self.children if child.process.poll() is not None]
+        if self.metrics_dir is not None:
+            mark_dead_processes(self.metrics_dir, {child.process.pid for child in exited})
+        for child in exited:
+            return f"{child.name} exited with status {child.process.returncode}"
         return None
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:

@@ -306,6 +306,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Any view's unexpected exception -> 500 in the error shape (core/errors.py).
     "core.errors.UnhandledErrorMiddleware",
+    # Responses by route and status class; after the line above, so its 500s are counted.
+    "core.metrics_middleware.ResponseMetricsMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -465,6 +467,12 @@ CONTENT_SECURITY_POLICY = {
 
 # --- Observability ----------------------------------------------------------------------
 
+# Where `--metrics-port` listens (core/metrics.py): loopback unless a container's scraper
+# must reach it (compose.yaml, deploy/prometheus/prometheus.yml).
+METRICS_ADDR = env_str("METRICS_ADDR", "127.0.0.1")
+# prometheus_client's multiprocess folder (docs/phase-3/metrics.md), or "" for none. The
+# library reads the variable itself at import (a missing folder fails the first metric).
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR")
 LOG_LEVEL = env_choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO")
 LOG_FORMAT = env_choice("LOG_FORMAT", ("json", "text"), "json")
 _LOG_FORMATTERS = {

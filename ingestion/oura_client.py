@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,7 +28,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from core.metrics import provider_rate_limit_hits
+from core.metrics import oura_request_duration_seconds, provider_rate_limit_hits
 from ingestion import crypto, rate_budget
 from ingestion.models import OuraConnection
 from ingestion.rate_budget import Priority
@@ -103,6 +104,15 @@ def _oauth_error(response: httpx.Response) -> str:
         return ""
 
 
+_COLLECTION = re.compile(r"/v2/usercollection/([a-z_]{1,40})(?:/|$)")
+
+
+def endpoint_class(path: str) -> str:
+    """The metric label of a /v2 data path: its collection, never its ids or query."""
+    match = _COLLECTION.match(path)
+    return match.group(1) if match else "other"
+
+
 class OuraClient:
     def __init__(self, http: httpx.Client | None = None) -> None:
         self.http = http or httpx.Client(
@@ -118,12 +128,15 @@ class OuraClient:
         method: str,
         url: str,
         *,
+        endpoint: str,
         priority: Priority,
         max_budget_wait_s: float,
         prepaid: rate_budget.Prepaid | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
-        """One logical request: budget, then retries on 429/5xx/timeouts. 4xx are returned."""
+        """One logical request: budget, then retries on 429/5xx/timeouts. 4xx are returned.
+
+        `endpoint` labels the attempts' durations: a fixed name or a collection, no ids."""
         attempt = 0
         while True:
             # A prepaid unit stands for a first attempt only; retries ask the shared budget.
@@ -132,14 +145,21 @@ class OuraClient:
                 max_wait_s=max_budget_wait_s,
                 prepaid=prepaid if attempt == 0 else None,
             )
+            started = time.monotonic()
             try:
                 response = self.http.request(method, url, **kwargs)
             except httpx.TransportError as exc:
+                oura_request_duration_seconds.labels(endpoint=endpoint, status="error").observe(
+                    time.monotonic() - started
+                )
                 if attempt >= self.max_retries:
                     raise OuraUnavailable(f"Oura unreachable: {type(exc).__name__}") from None
                 attempt += 1
                 time.sleep(_backoff(attempt))
                 continue
+            oura_request_duration_seconds.labels(
+                endpoint=endpoint, status=str(response.status_code)
+            ).observe(time.monotonic() - started)
             if response.status_code == 429:
                 wait = _retry_after(response)
                 provider_rate_limit_hits.labels(provider="oura", source="oura_429").inc()
@@ -168,7 +188,7 @@ class OuraClient:
             "client_secret": settings.OURA_CLIENT_SECRET,
         }
         return self._send(
-            "POST", settings.OURA_TOKEN_URL, data=form,
+            "POST", settings.OURA_TOKEN_URL, data=form, endpoint="oauth_token",
             priority=Priority.LIVE, max_budget_wait_s=30,
         )  # fmt: skip
 
@@ -199,7 +219,7 @@ class OuraClient:
     def revoke(self, access_token: str) -> bool:
         response = self._send(
             "POST", settings.OURA_REVOKE_URL, params={"access_token": access_token},
-            priority=Priority.LIVE, max_budget_wait_s=30,
+            endpoint="oauth_revoke", priority=Priority.LIVE, max_budget_wait_s=30,
         )  # fmt: skip
         return response.status_code < 400
 
@@ -208,6 +228,7 @@ class OuraClient:
             "GET",
             f"{settings.OURA_API_BASE_URL}/v2/usercollection/personal_info",
             headers={"Authorization": f"Bearer {access_token}"},
+            endpoint="personal_info",
             priority=Priority.LIVE,
             max_budget_wait_s=30,
         )
@@ -290,7 +311,8 @@ class OuraClient:
                 raise
             response = self._send(
                 "GET", url, params=params, headers={"Authorization": f"Bearer {token}"},
-                priority=priority, max_budget_wait_s=max_budget_wait_s, prepaid=prepaid,
+                endpoint=endpoint_class(path), priority=priority,
+                max_budget_wait_s=max_budget_wait_s, prepaid=prepaid,
             )  # fmt: skip
             if response.status_code == 401 and not refreshed:
                 refreshed = True
@@ -340,6 +362,7 @@ class OuraClient:
             f"{settings.OURA_API_BASE_URL}/v2/webhook/subscription{path}",
             headers=self._app_headers(),
             json=json_body,
+            endpoint="webhook_subscription",
             priority=Priority.LIVE,
             max_budget_wait_s=30,
             # Oura calls our callback while the create request is open (the challenge).

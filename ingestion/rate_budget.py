@@ -195,3 +195,23 @@ def used_in_current_window() -> int:
         )
         row = cursor.fetchone()
     return int(row[0]) if row else 0
+
+
+def remaining_in_current_window(now: datetime | None = None) -> dict[Priority, int]:
+    """Requests each priority may still take in this window; 0 for all while a 429 pause
+    holds."""
+    now = now or datetime.now(UTC)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT COALESCE(MAX(used) FILTER (WHERE window_start = %(start)s), 0),
+                   MAX(blocked_until) FILTER (WHERE window_start = %(block)s)
+              FROM health.oura_rate_limit_windows
+             WHERE bucket = %(bucket)s AND window_start IN (%(start)s, %(block)s)
+            """,
+            {"bucket": BUCKET, "start": _window_start(now), "block": _BLOCK_ROW_START},
+        )
+        used, blocked_until = cursor.fetchone() or (0, None)
+    if blocked_until is not None and blocked_until > now:
+        return dict.fromkeys(Priority, 0)
+    return {priority: max(0, _cap(priority) - int(used)) for priority in Priority}

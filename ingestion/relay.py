@@ -35,7 +35,6 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from core import bus, raw_store
-from core.metrics import relay_backlog
 from ingestion.models import RawEvent
 
 logger = logging.getLogger(__name__)
@@ -76,12 +75,10 @@ def unarchived() -> QuerySet[RawEvent]:
     return RawEvent.objects.filter(archived_at__isnull=True)
 
 
-def relay_backlog_update() -> dict[str, int]:
-    """Count both queues (cheap: each count walks a small partial index) and set the gauge."""
-    counts = {"publish": unpublished().count(), "archive": unarchived().count()}
-    for kind, count in counts.items():
-        relay_backlog.labels(kind=kind).set(count)
-    return counts
+def relay_backlog_counts() -> dict[str, int]:
+    """Count both queues (cheap: each count walks a small partial index). /metrics reports
+    them as `relay_backlog{kind}` at scrape time (ingestion/scrape_metrics.py)."""
+    return {"publish": unpublished().count(), "archive": unarchived().count()}
 
 
 def _batch(queryset: QuerySet[RawEvent], *, batch_size: int, grace_s: float) -> list[RawEvent]:
@@ -232,5 +229,4 @@ def relay_drain(
         totals.add(published, archived)
         if not published.done and not archived.done:
             break
-    relay_backlog_update()
     return totals

@@ -26,6 +26,7 @@ from audit.models import AuditEntry
 from audit.services import audit_record
 from core import bus
 from core.identifiers import validate_user_id
+from core.metrics import backfill_job_duration_seconds
 from core.messages import JobStatusMessage, job_status_subject
 from core.pseudonyms import person_hash
 from ingestion.models import OuraConnection
@@ -193,6 +194,7 @@ def job_cancel(*, job: IngestionJob, actor: str) -> IngestionJob:
             # Its message, when delivered, finds nothing to claim.
             locked.status = Status.CANCELLED
             locked.finished_at = now
+            transaction.on_commit(lambda: _observe_finished(locked))
         locked.save()
         audit_record(
             action=AuditEntry.Action.JOB_CANCELLED, actor=actor, user_id=locked.user_id,
@@ -201,6 +203,16 @@ def job_cancel(*, job: IngestionJob, actor: str) -> IngestionJob:
         transaction.on_commit(lambda: job_publish_status(job=locked))
     logger.info("job_cancel_requested", extra={"job_id": str(locked.job_id)})
     return locked
+
+
+def _observe_finished(job: IngestionJob) -> None:
+    """Once the job reached a terminal state: how long it took, from its first run (or from
+    its request, for a job cancelled before it ran)."""
+    began = job.started_at or job.created_at
+    ended = job.finished_at or timezone.now()
+    backfill_job_duration_seconds.labels(outcome=job.status).observe(
+        max(0.0, (ended - began).total_seconds())
+    )
 
 
 # -- run bookkeeping (called by jobs/backfill.py) -------------------------------------------
@@ -319,6 +331,7 @@ def job_finish(
                      "last_error": job.last_error},
         )  # fmt: skip
         transaction.on_commit(lambda: job_publish_status(job=job))
+        transaction.on_commit(lambda: _observe_finished(job))
     log = logger.warning if status == Status.FAILED else logger.info
     log("job_finished", extra={"job_id": str(job.job_id), "status": status})
     return job
@@ -345,6 +358,7 @@ def job_fail_unclaimed(*, job: IngestionJob, last_error: str) -> None:
             action=AuditEntry.Action.JOB_FINISHED, actor="reconciler", user_id=job.user_id,
             details={"job_id": str(job.job_id), "status": Status.FAILED, "last_error": last_error},
         )  # fmt: skip
+        _observe_finished(job)
         job_publish_status(job=job)
 
 
@@ -449,6 +463,8 @@ def jobs_reconcile(
                 _send_on_commit(job)
                 report.resumed.append(str(job.job_id))
             job.save()
+            if job.status != Status.QUEUED:
+                transaction.on_commit(lambda j=job: _observe_finished(j))  # type: ignore[misc]  # default-arg binding in a lambda
             transaction.on_commit(lambda j=job: job_publish_status(job=j))  # type: ignore[misc]  # default-arg binding in a lambda
 
         waiting = list(

@@ -12,3 +12,8 @@ class PrivacyConfig(AppConfig):
         # of bus messages, which name the person.
         registry.register(registry.dead_letter_store())
         registry.register(registry.audit_store())
+
+        from core.scrape_metrics import register_postgres_reader
+        from privacy.scrape_metrics import erasure_requests_family
+
+        register_postgres_reader(erasure_requests_family)

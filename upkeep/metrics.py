@@ -1,4 +1,4 @@
-"""Prometheus metrics of the scheduled upkeep (served by `run_scheduler --metrics-port`)."""
+"""Prometheus metrics of the scheduled upkeep (docs/phase-3/metrics.md)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,10 @@ upkeep_last_success_timestamp = Gauge(
     "upkeep_last_success_timestamp",
     "Unix time at which the task last finished with outcome ok.",
     ["task"],
+    multiprocess_mode="max",  # the latest success of any process, dead ones included
 )
 upkeep_leader = Gauge(
-    "upkeep_leader", "1 while this process holds the scheduler lock and schedules, else 0."
+    "upkeep_leader",
+    "Processes holding the scheduler lock and scheduling (1 in a healthy deployment).",
+    multiprocess_mode="livesum",
 )

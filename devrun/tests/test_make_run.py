@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.services import free_port, pid_alive
 
@@ -176,6 +177,47 @@ def _manage(env: dict[str, str], *args: str) -> str:
 def _ready(env: dict[str, str]) -> None:
     response = httpx.get(f"http://127.0.0.1:{env['WEB_PORT']}/readyz", timeout=10)
     assert response.status_code == 200, response.text
+
+
+def _series(web: str) -> set[tuple[str, frozenset[tuple[str, str]]]]:
+    response = httpx.get(f"{web}/metrics", timeout=10)
+    assert response.status_code == 200
+    return {
+        (sample.name, frozenset(sample.labels.items()))
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def assert_every_scrape_has_every_process(web: str) -> None:
+    """Ten scrapes in a row name the same series (whichever granian worker answers), and
+    they include series written by the normalizer, the relay and the worker.
+
+    While work is in flight a new label value (a first 429, a new endpoint) may appear
+    between two scrapes; that is growth, not a worker answering alone, so a round with such
+    a change is scraped again."""
+    rounds: list[list[set[tuple[str, frozenset[tuple[str, str]]]]]] = []
+    for _ in range(5):
+        scrapes = [_series(web) for _ in range(10)]
+        rounds.append(scrapes)
+        if all(s == scrapes[0] for s in scrapes):
+            break
+        time.sleep(2)
+    else:
+        first = rounds[-1][0]
+        differ = [sorted(map(str, first ^ s))[:10] for s in rounds[-1] if s != first]
+        pytest.fail(f"no ten scrapes in a row agreed; last round differed by: {differ}")
+    series = rounds[-1][0]
+    for role in ("web", "relay", "normalizer", "worker", "scheduler"):
+        assert ("health_processes", frozenset({("role", role)})) in series, role
+    assert ("dead_letters_total", frozenset({("consumer", "normalizer")})) in series
+    assert ("relay_events_total", frozenset({("kind", "publish"), ("outcome", "done")})) in series
+    worker = ("backfill_job_duration_seconds_count", frozenset({("outcome", "succeeded")}))
+    assert worker in series
+    durable = frozenset({("stream", "HEALTH_RAW"), ("durable", "normalizer")})
+    assert ("jetstream_consumer_pending", durable) in series
+    for source in ("postgres", "nats"):
+        assert ("metrics_source_up", frozenset({("source", source)})) in series
 
 
 def test_make_run_starts_again_after_every_kind_of_stop(devstack_root: Path) -> None:
@@ -335,6 +377,13 @@ def test_make_run_uses_an_external_oura_from_the_oura_urls(devstack_root: Path) 
             for doc in twin.documents(user.oura_user_id, "daily_readiness", start, end)
         }
         assert {e["day"]: e["readiness"]["score"] for e in daily} == expected  # type: ignore[index]  # JSON
+
+        # Metrics of every process, on every scrape, where the banner says.
+        metrics_dir = devstack_root / "metrics"
+        assert f"metrics          {web}/metrics" in run.output
+        assert str(metrics_dir) in run.output
+        assert any(metrics_dir.glob("*.db"))
+        assert_every_scrape_has_every_process(web)
     finally:
         run.process.send_signal(signal.SIGINT)
         run.wait_exit()

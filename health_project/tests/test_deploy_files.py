@@ -10,6 +10,7 @@ and `check --deploy` passes with the compose values. See docs/phase-3/deploy.md.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import fnmatch
 import importlib.util
@@ -20,6 +21,7 @@ import secrets
 import shlex
 import subprocess
 import sys
+import tempfile
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -267,12 +269,23 @@ def container_env(service: str = "web") -> dict[str, str]:
     """The environment of a container of `service`: the image's ENV, then compose's, and no
     connection to anything on this machine (no test-session URLs leak in)."""
     image_env = {k: v for k, v in final_stage_env().items() if k != "PATH"}
-    return {
+    env = {
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", "/tmp"),
         **image_env,
         **resolved_environment(service),
     }
+    if env.get("PROMETHEUS_MULTIPROC_DIR"):
+        # A tmpfs in the container (checked below); a folder of this machine's here.
+        env["PROMETHEUS_MULTIPROC_DIR"] = _metrics_folder()
+    return env
+
+
+@cache
+def _metrics_folder() -> str:
+    folder = tempfile.TemporaryDirectory(prefix="metrics-")
+    atexit.register(folder.cleanup)
+    return folder.name
 
 
 def wsgi_targets() -> list[str]:
@@ -377,6 +390,21 @@ def test_the_healthcheck_probe_gets_200_from_healthz_as_configured(
 
 
 # --- Environment variables -------------------------------------------------------------------
+
+
+def test_every_app_service_writes_metrics_to_a_fresh_tmpfs_and_serves_them() -> None:
+    """Each container's processes share a multiprocess folder that is empty at every start
+    (docs/phase-3/metrics.md); all but web serve it on the port the scrape config names."""
+    scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in scrape["scrape_configs"]}
+    for name in app_services():
+        folder = environment(services()[name])["PROMETHEUS_MULTIPROC_DIR"]
+        assert folder in services()[name].get("tmpfs", []), name
+        if name in PROCESS_SERVICES - {"web"}:
+            argv = command(name)
+            port = int(argv[argv.index("--metrics-port") + 1])
+            assert jobs[name]["dns_sd_configs"][0] == {"names": [name], "type": "A", "port": port}
+    assert jobs["web"]["static_configs"][0]["targets"] == ["web:8000"]
 
 
 def test_app_services_share_one_environment() -> None:

@@ -17,7 +17,7 @@ from django.core.management.base import CommandError
 
 from core import raw_store
 from ingestion.models import RawEvent
-from ingestion.relay import relay_backlog_update, relay_drain
+from ingestion.relay import relay_backlog_counts, relay_drain
 from ingestion.tests.webhook_helpers import connect, raw_stream_messages, record_unpublished
 from ingestion.webhook_services import WEBHOOK_SUBJECT
 
@@ -52,7 +52,7 @@ def assert_archived_and_published_once(count: int) -> None:
 def test_relay_publishes_archives_with_sse_and_then_clears_the_envelope() -> None:
     connect()
     events = record_unpublished(5)
-    assert relay_backlog_update() == {"publish": 5, "archive": 5}
+    assert relay_backlog_counts() == {"publish": 5, "archive": 5}
 
     totals = relay_drain(batch_size=2, grace_s=0)
 
@@ -66,7 +66,7 @@ def test_relay_publishes_archives_with_sse_and_then_clears_the_envelope() -> Non
     messages = {m.msg_id: m for m in raw_stream_messages()}
     assert messages[str(row.event_id)].data == events[0].envelope
     assert messages[str(row.event_id)].subject == WEBHOOK_SUBJECT
-    assert relay_backlog_update() == {"publish": 0, "archive": 0}
+    assert relay_backlog_counts() == {"publish": 0, "archive": 0}
 
 
 def test_a_second_run_finds_nothing_to_do() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from core.consumers import CONSUMERS, get_consumer, run_consumer
-from core.metrics import serve_metrics
+from core.metrics import dead_letters_total, process_started, serve_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ class Command(BaseCommand):
             raise CommandError("--ack-wait, --batch and --concurrency must not be negative")
         if options["ack_wait"]:
             spec = dataclasses.replace(spec, ack_wait_s=options["ack_wait"])
+        process_started(spec.name)
+        dead_letters_total.labels(consumer=spec.name)  # the series exists from the start, at 0
         serve_metrics(options["metrics_port"])
         # core.consumers logs consumer_started and, with the counts, consumer_stopped: no
         # plain-text copy of either here.

@@ -10,15 +10,19 @@ import contextlib
 import os
 import signal
 import threading
-import time
 from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import InterfaceError, OperationalError, close_old_connections, connections
 
-from core.metrics import serve_metrics
-from ingestion.relay import relay_backlog_update, relay_drain, relay_step
+from core.metrics import process_started, relay_events_total, serve_metrics
+from ingestion.relay import PassResult, relay_backlog_counts, relay_drain, relay_step
+
+
+def _count(kind: str, result: PassResult) -> None:
+    relay_events_total.labels(kind=kind, outcome="done").inc(result.done)
+    relay_events_total.labels(kind=kind, outcome="failed").inc(result.failed)
 
 
 class Command(BaseCommand):
@@ -61,6 +65,9 @@ class Command(BaseCommand):
         self.stopping = threading.Event()
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
+        process_started("relay")
+        for kind in ("publish", "archive"):  # every series from the start, at 0
+            _count(kind, PassResult())
         serve_metrics(options["metrics_port"])
         batch_size: int = options["batch_size"]
         grace: float = options["grace"]
@@ -77,7 +84,7 @@ class Command(BaseCommand):
                 batch_size=batch_size, grace_s=grace, workers=workers,
                 should_stop=self.stopping.is_set,
             )  # fmt: skip
-            backlog = relay_backlog_update()
+            backlog = relay_backlog_counts()
             self.stdout.write(
                 f"published={totals.published} archived={totals.archived} "
                 f"failed={totals.failed} backlog_publish={backlog['publish']} "
@@ -89,7 +96,6 @@ class Command(BaseCommand):
 
         self.stdout.write("run_relay is running")
         self.stdout.flush()  # supervisors and tests wait for this line; a pipe buffers it
-        last_gauge = 0.0
         while not self.stopping.is_set():
             close_old_connections()  # a Postgres restart must not leave us on a dead socket
             try:
@@ -97,9 +103,8 @@ class Command(BaseCommand):
                     batch_size=batch_size, grace_s=grace, workers=workers,
                     should_stop=self.stopping.is_set,
                 )  # fmt: skip
-                if time.monotonic() - last_gauge > 5:
-                    relay_backlog_update()
-                    last_gauge = time.monotonic()
+                _count("publish", published)
+                _count("archive", archived)
             except (OperationalError, InterfaceError):
                 # Postgres is away: nothing can be claimed; try again after the interval.
                 connections.close_all()

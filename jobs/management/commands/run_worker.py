@@ -26,7 +26,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.utils.module_loading import autodiscover_modules
 from dramatiq_postgres import PostgresBroker
 
-from core.metrics import serve_metrics
+from core.metrics import backfill_job_duration_seconds, process_started, serve_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +120,9 @@ class Command(BaseCommand):
         self.stopping = threading.Event()
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
+        process_started("worker")
+        for outcome in ("succeeded", "failed", "cancelled"):  # every series from the start
+            backfill_job_duration_seconds.labels(outcome=outcome)
         serve_metrics(options["metrics_port"])
         autodiscover_modules("actors")  # every app's actors.py, as the dramatiq CLI entry does
         broker = dramatiq.get_broker()

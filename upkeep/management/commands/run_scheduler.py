@@ -21,7 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from core.metrics import serve_metrics
+from core.metrics import process_started, serve_metrics
 from upkeep.scheduler import ScheduleError, UpkeepScheduler, schedule_triggers
 from upkeep.services import upkeep_run
 from upkeep.tasks import TASKS
@@ -69,6 +69,8 @@ class Command(BaseCommand):
             raise CommandError("--grace must be between 0 and 8 seconds (SIGTERM deadline: 10)")
         if options["lock_retry"] <= 0:
             raise CommandError("--lock-retry must be positive")
+        if not options["once"]:
+            process_started("scheduler")
         serve_metrics(options["metrics_port"])
 
         if options["once"]:
