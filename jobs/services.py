@@ -26,8 +26,8 @@ from audit.models import AuditEntry
 from audit.services import audit_record
 from core import bus
 from core.identifiers import validate_user_id
-from core.metrics import backfill_job_duration_seconds
 from core.messages import JobStatusMessage, job_status_subject
+from core.metrics import backfill_job_duration_seconds
 from core.pseudonyms import person_hash
 from ingestion.models import OuraConnection
 from ingestion.selectors import connection_for_user
