@@ -16,3 +16,9 @@ class CoreConfig(AppConfig):
         from core.scrape_metrics import dead_letters_open_family, register_postgres_reader
 
         register_postgres_reader(dead_letters_open_family)
+
+        # Tracing is installed here, once settings are loaded and before the WSGI handler
+        # builds its middleware chain (the Django instrumentation adds its own middleware).
+        from core.tracing import init_tracing
+
+        init_tracing()

@@ -144,7 +144,7 @@ class Bus:
             kind=SpanKind.PRODUCER,
             attributes=tracing.message_span_attributes(subject=subject, msg_id=msg_id or ""),
         ) as span:
-            headers = tracing.inject_headers({"Nats-Msg-Id": msg_id} if msg_id else {})
+            headers = dict(tracing.inject_headers({"Nats-Msg-Id": msg_id} if msg_id else {}))
             ack = self._run(self._publish(subject, data, headers or None, timeout), timeout + 1)
             span.set_attribute("messaging.nats.stream", ack.stream)
             span.set_attribute("messaging.nats.stream_sequence", ack.seq)

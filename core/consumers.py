@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from django.db import InterfaceError, OperationalError, close_old_connections, connections
@@ -42,8 +42,10 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, set_span_in_context
 
-from core import bus
+from core import bus, tracing
 from core.messages import DeadLetterHeaders, dead_letter_subject
 from core.metrics import dead_letters_total
 
@@ -89,6 +91,10 @@ class MessageMeta:
     stream_seq: int
     num_delivered: int
     msg_id: str = ""
+    # The context of this message's consume span (a child of the span that published it).
+    # The runner makes it current around a handler; a batch handler's worker threads attach
+    # it themselves (core.tracing.attached) for the work they do for this message.
+    trace_context: Context | None = field(default=None, compare=False, repr=False)
 
 
 Handler = Callable[[bytes, MessageMeta], None]
@@ -428,6 +434,8 @@ class PullConsumer:
         await self._js.publish(subject, data, headers=headers, timeout=2)
 
     def publish(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
+        # A dead letter stays in the trace of the message it was (settle runs in its context).
+        headers = dict(tracing.inject_headers(dict(headers)))
         try:
             self._run(self._publish(subject, data, headers), 4)
         except bus.BusUnavailable:
@@ -476,6 +484,36 @@ def message_meta(spec: ConsumerSpec, msg: Msg) -> MessageMeta:
         num_delivered=int(metadata.num_delivered or 1),
         msg_id=(msg.headers or {}).get("Nats-Msg-Id", ""),
     )
+
+
+def _consume_span(msg: Msg, meta: MessageMeta) -> tuple[Span, MessageMeta]:
+    """Start the message's consume span; the meta that carries its context."""
+    span = tracing.start_consume_span(
+        subject=meta.subject,
+        headers=msg.headers,
+        msg_id=meta.msg_id,
+        stream=meta.stream,
+        stream_seq=meta.stream_seq,
+        consumer=meta.consumer,
+        num_delivered=meta.num_delivered,
+    )
+    meta = MessageMeta(
+        consumer=meta.consumer,
+        subject=meta.subject,
+        stream=meta.stream,
+        stream_seq=meta.stream_seq,
+        num_delivered=meta.num_delivered,
+        msg_id=meta.msg_id,
+        trace_context=set_span_in_context(span),
+    )
+    return span, meta
+
+
+def _end_consume_span(span: Span, outcome: Outcome) -> None:
+    span.set_attribute("health.outcome", outcome.action.name.lower())
+    if outcome.action is not Action.ACK:
+        span.set_attribute("error.type", outcome.error_type or outcome.action.name)
+    tracing.end_with(span, None)
 
 
 # --- The runner ----------------------------------------------------------------------------
@@ -589,8 +627,11 @@ def settle(
 def process_message(
     spec: ConsumerSpec, handler: Handler, puller: PullConsumer, msg: Msg
 ) -> Outcome:
-    meta = message_meta(spec, msg)
-    return settle(spec, puller, msg, meta, dispatch(spec, handler, bytes(msg.data), meta))
+    span, meta = _consume_span(msg, message_meta(spec, msg))
+    with tracing.attached(meta.trace_context):
+        outcome = settle(spec, puller, msg, meta, dispatch(spec, handler, bytes(msg.data), meta))
+    _end_consume_span(span, outcome)
+    return outcome
 
 
 def process_batch(
@@ -605,7 +646,7 @@ def process_batch(
     Runs on the main thread: the handler's shared transaction lives here, and its workers
     borrow `executor`.
     """
-    metas = [message_meta(spec, msg) for msg in msgs]
+    spans, metas = zip(*(_consume_span(msg, message_meta(spec, msg)) for msg in msgs), strict=True)
     try:
         items = [(bytes(msg.data), meta) for msg, meta in zip(msgs, metas, strict=True)]
         errors = batch_handler(items, executor)
@@ -614,10 +655,13 @@ def process_batch(
     except Exception as exc:
         # The handler itself broke (a bug): nothing says which message is at fault.
         errors = [exc] * len(msgs)
-    return [
-        settle(spec, puller, msg, meta, classify(spec, meta, error))
-        for msg, meta, error in zip(msgs, metas, errors, strict=True)
-    ]
+    outcomes = []
+    for msg, meta, span, error in zip(msgs, metas, spans, errors, strict=True):
+        with tracing.attached(meta.trace_context):
+            outcome = settle(spec, puller, msg, meta, classify(spec, meta, error))
+        _end_consume_span(span, outcome)
+        outcomes.append(outcome)
+    return outcomes
 
 
 def _process_on_worker(

@@ -151,9 +151,8 @@ def _scrub_sentry_event(event: dict[str, Any], hint: dict[str, Any]) -> dict[str
     return event
 
 
-def init_observability(
-    *, sentry_dsn: str, environment: str, traces_sample_rate: float, otel_tracing: bool
-) -> None:
+def init_observability(*, sentry_dsn: str, environment: str, traces_sample_rate: float) -> None:
+    """Sentry, when a DSN is set. Tracing is core/tracing.py (OpenTelemetry, OTEL_* vars)."""
     if sentry_dsn:
         import sentry_sdk
 
@@ -165,18 +164,4 @@ def init_observability(
             max_request_body_size="never",
             traces_sample_rate=traces_sample_rate,
             before_send=_scrub_sentry_event,  # type: ignore[arg-type]  # sentry's Event TypedDict
-        )
-    if otel_tracing:
-        from opentelemetry import trace
-        from opentelemetry.instrumentation.django import DjangoInstrumentor
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-
-        provider = TracerProvider()
-        # Spans carry ids and timings only; an OTLP exporter is configured by the operator
-        # through the standard OTEL_* variables when opentelemetry-exporter-otlp is present.
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-        trace.set_tracer_provider(provider)
-        DjangoInstrumentor().instrument(
-            request_hook=None, response_hook=None, excluded_urls="healthz,readyz,metrics"
         )

@@ -204,6 +204,23 @@ def attached(ctx: Context | None) -> Iterator[None]:
         context.detach(token)
 
 
+@contextlib.contextmanager
+def batch_span(
+    name: str, contexts: Sequence[Context | None], attributes: Mapping[str, Any] | None = None
+) -> Iterator[trace.Span]:
+    """A span for work shared by several messages: a child of the first message's span and
+    linked from the others, so each message's trace shows it or points to it."""
+    present = [ctx for ctx in contexts if ctx is not None]
+    links = [Link(trace.get_current_span(ctx).get_span_context()) for ctx in present[1:]]
+    with tracer().start_as_current_span(
+        name,
+        context=present[0] if present else None,
+        links=links,
+        attributes=dict(attributes or {}),
+    ) as span:
+        yield span
+
+
 def set_span(span: trace.Span) -> Context:
     """A context whose current span is `span` (to attach, or to inject into headers)."""
     return trace.set_span_in_context(span)

@@ -548,7 +548,7 @@ GRANIAN_LOG_CONFIG = {
 
 SENTRY_DSN = env_str("SENTRY_DSN")
 SENTRY_TRACES_SAMPLE_RATE = env_float("SENTRY_TRACES_SAMPLE_RATE", 0.0, minimum=0.0)
-OTEL_TRACING = env_bool("OTEL_TRACING", False)
+# Tracing reads the standard OTEL_* variables itself (core/tracing.py, at app start-up).
 
 from core.observability import init_observability  # noqa: E402 - needs the above
 
@@ -556,5 +556,4 @@ init_observability(
     sentry_dsn=SENTRY_DSN,
     environment=HEALTH_ENV,
     traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE,
-    otel_tracing=OTEL_TRACING,
 )

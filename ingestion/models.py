@@ -46,7 +46,9 @@ class RawEvent(models.Model):
     envelope = models.BinaryField(null=True, blank=True, editable=False)
     # The W3C traceparent of the request that accepted the event: the relay's later work on
     # this row (archive, republish) joins the same trace. Ids only, no person.
-    trace_parent = models.CharField(max_length=55, blank=True, db_default="", editable=False)
+    trace_parent = models.CharField(
+        max_length=55, blank=True, default="", db_default="", editable=False
+    )
     object_key = models.CharField(max_length=512, blank=True)
     sha256 = models.CharField(max_length=64, blank=True)
     size_bytes = models.IntegerField(null=True, blank=True)

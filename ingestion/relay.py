@@ -33,8 +33,9 @@ from datetime import UTC, timedelta
 from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
+from opentelemetry.trace import SpanKind
 
-from core import bus, raw_store
+from core import bus, raw_store, tracing
 from ingestion.models import RawEvent
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,8 @@ def _batch(queryset: QuerySet[RawEvent], *, batch_size: int, grace_s: float) -> 
 def _publish(rows: list[RawEvent], result: PassResult, should_stop: Callable[[], bool]) -> set[int]:
     """Publish each row's envelope; the ids of the rows JetStream acknowledged."""
     messages: list[tuple[str, bytes, str]] = []
+    headers: list[dict[str, str]] = []
+    spans = []
     sent: list[int] = []
     for row in rows:
         if should_stop():
@@ -106,9 +109,23 @@ def _publish(rows: list[RawEvent], result: PassResult, should_stop: Callable[[],
         except raw_store.RawStoreUnavailable:
             result.failed += 1
             continue
+        # Each row's publish is a span in the trace of the request that accepted it.
+        span = tracing.tracer().start_span(
+            f"{row.publish_subject} relay publish",
+            context=tracing.context_from_traceparent(row.trace_parent),
+            kind=SpanKind.PRODUCER,
+            attributes=tracing.message_span_attributes(
+                subject=row.publish_subject, msg_id=str(row.event_id)
+            ),
+        )
+        with tracing.attached(tracing.set_span(span)):
+            headers.append(dict(tracing.inject_headers({})))
+        spans.append(span)
         messages.append((row.publish_subject, data, str(row.event_id)))
         sent.append(row.pk)
-    acked = bus.get_bus().publish_many(messages, timeout=PUBLISH_TIMEOUT_S)
+    acked = bus.get_bus().publish_many(messages, timeout=PUBLISH_TIMEOUT_S, headers=headers)
+    for span, ok in zip(spans, acked, strict=True):
+        tracing.end_with(span, None if ok else bus.BusUnavailable("not acknowledged"))
     done = {pk for pk, ok in zip(sent, acked, strict=True) if ok}
     result.done = len(done)
     result.unavailable = len(done) < len(sent)
@@ -129,11 +146,18 @@ def _archive(
             provider=row.provider, day=day, user_id=row.user_id or "unknown",
             event_id=str(row.event_id),
         )  # fmt: skip
-        try:
-            return raw_store.put(key, bytes(row.envelope or b""))
-        except raw_store.RawStoreUnavailable:
-            gone.set()
-            return None
+        with tracing.tracer().start_as_current_span(
+            "raw_store put",
+            context=tracing.context_from_traceparent(row.trace_parent),
+            kind=SpanKind.CLIENT,
+            attributes={"health.event_id": str(row.event_id), "health.kind": row.kind},
+        ) as span:
+            try:
+                return raw_store.put(key, bytes(row.envelope or b""))
+            except raw_store.RawStoreUnavailable as exc:
+                span.set_attribute("error.type", type(exc).__name__)
+                gone.set()
+                return None
 
     missing = [row for row in rows if row.envelope is None]
     for row in missing:

@@ -29,7 +29,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.models import AuditEntry
-from core import bus
+from core import bus, tracing
 from core.messages import (
     EVENT_TYPES,
     NOTIFICATION_MAX_LENGTHS,
@@ -386,14 +386,15 @@ WITH owner AS (
     INSERT INTO {_RAW} (
         event_id, provider, kind, status, dedupe_key, user_id, provider_user_id, data_type,
         event_type, object_id, event_time, received_at, envelope, object_key, sha256,
-        publish_subject)
+        publish_subject, trace_parent)
     SELECT %(event_id)s, %(provider)s, %(kind)s, owner.status, %(dedupe_key)s, owner.user_id,
         %(provider_user_id)s, %(data_type)s, %(event_type)s, %(object_id)s, %(event_time)s,
         %(received_at)s,
         %(envelope_head)s || convert_to(
             to_json(owner.status)::text || ',"user_id":' || to_json(owner.user_id)::text || '}}',
             'UTF8'),
-        '', '', CASE WHEN owner.status = {_ACCEPTED} THEN %(subject)s ELSE '' END
+        '', '', CASE WHEN owner.status = {_ACCEPTED} THEN %(subject)s ELSE '' END,
+        %(trace_parent)s
     FROM owner
     ON CONFLICT DO NOTHING
     RETURNING id, status, envelope, publish_subject, user_id
@@ -462,6 +463,8 @@ def webhook_record(*, delivery: VerifiedDelivery, received_at: datetime) -> Reco
                 # The entry names the Oura account by its keyed hash, not our user id (which
                 # only this statement learns): docs/phase-3/privacy.md, "The audit log".
                 "person_ref": person_hash(notification["user_id"], namespace="oura"),
+                # The relay archives and republishes this row in the request's trace.
+                "trace_parent": tracing.current_traceparent(),
             },
         )
         row = cursor.fetchone()
@@ -517,9 +520,11 @@ def webhook_publish(*, event: RecordedEvent) -> bool:
     return True
 
 
-def _publish_after_commit(event: RecordedEvent) -> None:
+def _publish_after_commit(event: RecordedEvent, person: str) -> None:
     try:
-        webhook_publish(event=event)
+        # The message's baggage names the person by keyed hash only (the audit's person_ref).
+        with tracing.person_in_baggage(person):
+            webhook_publish(event=event)
     except Exception as exc:  # the event is committed; the relay publishes it later
         logger.warning(
             "webhook_publish_failed",
@@ -556,7 +561,8 @@ def webhook_accept(
         raise
     # on_commit, not "right after the block": if a caller ever wraps this in a larger
     # transaction, nothing may reach the bus before the row is really committed.
-    transaction.on_commit(lambda: _publish_after_commit(event))
+    person = person_hash(delivery.notification["user_id"], namespace="oura")
+    transaction.on_commit(lambda: _publish_after_commit(event, person))
     webhook_accepted_total.labels(provider=PROVIDER).inc()
     logger.info(
         "webhook_accepted",

@@ -30,8 +30,9 @@ import httpx
 from django.db import connection as db_connection
 from django.db import transaction
 from django.utils import timezone
+from opentelemetry.context import Context
 
-from core import bus, raw_store
+from core import bus, raw_store, tracing
 from core.db import person_lock
 from core.messages import PageEnvelope, PageWindow, page_subject
 from core.metrics import job_backfill_inflight
@@ -262,6 +263,7 @@ def _store_page(
             "data_type": collection, "received_at": now, "object_key": stored.key,
             "sha256": stored.sha256, "size_bytes": stored.size, "archived_at": now,
             "publish_subject": page_subject(collection),
+            "trace_parent": tracing.current_traceparent(),  # the relay's republish joins it
             "envelope": _message(job=job, oura=oura, collection=collection, window=window,
                                  event_id=event_id, stored=stored, document_count=document_count),
         },
@@ -317,51 +319,58 @@ def _page_collection(
     seen_tokens: set[str] = set()
     last_progress = job.progress
     while not cursors[name].done:
-        cursor = cursors[name]
-        window = type_windows[cursor.window]
-        response = _fetch(oura, data_type, window, cursor.next_token, hb)
-        content = response.content
-        body = json.loads(content)
-        documents = body.get("data") or []
-        next_token = body.get("next_token") or None
-        if next_token is not None and next_token in seen_tokens:
-            # Oura has been seen to hand out the same token again (CONTRACT 3.5): a cycle.
-            logger.warning("oura_next_token_cycle", extra={"data_type": name})
-            next_token = None
-        if next_token:
-            seen_tokens.add(next_token)
-        else:
-            seen_tokens.clear()
-        following = cursor.after(next_token, len(type_windows))
-        cursors[name] = following
-        progress = _progress(job, plan, cursors)
-        row: RawEvent | None = None
-        created = False
-        with transaction.atomic():
-            # Under the person's lock, which an erasure holds while it runs: either this page
-            # commits first (and the erasure removes it) or the erasure's tombstone stops it.
-            person_lock(job.user_id)
-            if oura_account_erased(oura.provider_user_id):
-                raise Cancelled
-            if documents:  # an empty window has nothing to store or normalize
-                row, created = _store_page(
-                    job=job, oura=oura, collection=name, window=window, page=cursor.page,
-                    content=content, document_count=len(documents),
+        # Each page is a trace of its own, from Oura's answer to the normalizer's rows (a
+        # two-year job would otherwise be one trace of thousands of spans).
+        with tracing.tracer().start_as_current_span(
+            f"backfill page {name}",
+            context=Context(),
+            attributes={"health.job_id": str(job.job_id), "health.data_type": name},
+        ):
+            cursor = cursors[name]
+            window = type_windows[cursor.window]
+            response = _fetch(oura, data_type, window, cursor.next_token, hb)
+            content = response.content
+            body = json.loads(content)
+            documents = body.get("data") or []
+            next_token = body.get("next_token") or None
+            if next_token is not None and next_token in seen_tokens:
+                # Oura has been seen to hand out the same token again (CONTRACT 3.5): a cycle.
+                logger.warning("oura_next_token_cycle", extra={"data_type": name})
+                next_token = None
+            if next_token:
+                seen_tokens.add(next_token)
+            else:
+                seen_tokens.clear()
+            following = cursor.after(next_token, len(type_windows))
+            cursors[name] = following
+            progress = _progress(job, plan, cursors)
+            row: RawEvent | None = None
+            created = False
+            with transaction.atomic():
+                # Under the person's lock, which an erasure holds while it runs: either this page
+                # commits first (and the erasure removes it) or the erasure's tombstone stops it.
+                person_lock(job.user_id)
+                if oura_account_erased(oura.provider_user_id):
+                    raise Cancelled
+                if documents:  # an empty window has nothing to store or normalize
+                    row, created = _store_page(
+                        job=job, oura=oura, collection=name, window=window, page=cursor.page,
+                        content=content, document_count=len(documents),
+                    )  # fmt: skip
+                commit = services.job_page_commit(
+                    job_id=job.job_id, lease_id=lease_id, data_type=name,
+                    checkpoint=following.dump(), added_documents=len(documents) if created else 0,
+                    progress=progress,
                 )  # fmt: skip
-            commit = services.job_page_commit(
-                job_id=job.job_id, lease_id=lease_id, data_type=name,
-                checkpoint=following.dump(), added_documents=len(documents) if created else 0,
-                progress=progress,
-            )  # fmt: skip
-        if row is not None:
-            publish_page(row)
-        job.progress, job.counts = commit.progress, commit.counts
-        if commit.progress != last_progress:
-            last_progress = commit.progress
-            job.updated_at = timezone.now()
-            services.job_publish_status(job=job)
-        if commit.cancel_requested:
-            raise Cancelled
+            if row is not None:
+                publish_page(row)
+            job.progress, job.counts = commit.progress, commit.counts
+            if commit.progress != last_progress:
+                last_progress = commit.progress
+                job.updated_at = timezone.now()
+                services.job_publish_status(job=job)
+            if commit.cancel_requested:
+                raise Cancelled
 
 
 def _run(job: IngestionJob, lease_id: uuid.UUID, hb: Heartbeat) -> tuple[str, str]:

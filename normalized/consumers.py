@@ -34,9 +34,10 @@ from typing import TypeVar
 
 from django.db import transaction
 from django.utils import timezone
+from opentelemetry.context import Context
 from pydantic import ValidationError
 
-from core import bus, raw_store
+from core import bus, raw_store, tracing
 from core.consumers import MessageMeta, Poison, Retriable, run_on_workers
 from core.messages import (
     PAGE_SUBJECT_PREFIX,
@@ -46,7 +47,7 @@ from core.messages import (
     RawWebhookEnvelope,
     WebhookNotification,
 )
-from core.metrics import normalize_duration_ms
+from core.metrics import normalize_duration_ms, webhook_to_row_seconds
 from core.pseudonyms import person_hash
 from ingestion.models import OuraConnection
 from ingestion.oura_client import (
@@ -150,6 +151,11 @@ def handle_raw_batch(
     shared = WebhookBatch.prepare(messages)
 
     def first_pass(item: tuple[bytes, MessageMeta]) -> FetchedWebhook | None:
+        # On a worker thread: this message's work belongs to its own trace.
+        with tracing.attached(item[1].trace_context):
+            return first_pass_traced(item)
+
+    def first_pass_traced(item: tuple[bytes, MessageMeta]) -> FetchedWebhook | None:
         data, meta = item
         if meta.subject != WEBHOOK_SUBJECT:
             handle_raw_message(data, meta)
@@ -259,6 +265,8 @@ class FetchedWebhook:
     observed_at: datetime  # before the fetch: the state we got is at least this new
     document: services.FetchedDocument
     started: float  # perf_counter at the start of the message, for the duration metric
+    received_at: datetime | None = None  # when the webhook reached us, for webhook_to_row
+    trace_context: Context | None = None  # the message's consume span, for the write's span
 
 
 def fetch_webhook(
@@ -323,6 +331,8 @@ def fetch_webhook(
             document=document,
         ),
         started=started,
+        received_at=envelope.received_at,
+        trace_context=meta.trace_context,
     )
 
 
@@ -350,9 +360,15 @@ def write_webhook_documents(
     results: list[Exception | None] = [None] * len(batch)
     groups: dict[tuple[str, str], list[int]] = {}
     normalized: dict[tuple[str, str], services.NormalizeResult] = {}
+    # One span for the batch's one transaction: in the trace of its first message, linked
+    # from the others (a batch of one, the quiet case, is wholly in its webhook's trace).
+    batch_span = tracing.batch_span(
+        "normalize write", [fetched.trace_context for fetched in batch],
+        attributes={"health.documents": len(batch)},
+    )  # fmt: skip
     try:
         # One commit for the raw index rows and the upserts: each commit waits for a WAL flush.
-        with transaction.atomic():
+        with batch_span, transaction.atomic():
             stored = services.documents_store_raw(
                 documents=[fetched.document for fetched in batch], executor=executor
             )
@@ -397,12 +413,18 @@ def write_webhook_documents(
             else:
                 done.append(index)
         event_ids = sorted({batch[index].event_id for index in done})
+        committed = timezone.now()
+        for index in done:
+            received_at = batch[index].received_at
+            if received_at is not None:
+                webhook_to_row_seconds.observe(max(0.0, (committed - received_at).total_seconds()))
         try:
-            services.normalized_publish(
-                user_id=user_id, collection=collection, change="upsert",
-                ids=result.written_ids, days=result.days,
-                source_event_id=_source_event_id(event_ids),
-            )  # fmt: skip
+            with tracing.attached(batch[members[0]].trace_context):
+                services.normalized_publish(
+                    user_id=user_id, collection=collection, change="upsert",
+                    ids=result.written_ids, days=result.days,
+                    source_event_id=_source_event_id(event_ids),
+                )  # fmt: skip
         except Exception as exc:
             # The rows are committed but not announced: the redelivery rewrites them (same
             # values) and announces them.

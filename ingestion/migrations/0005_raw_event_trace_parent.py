@@ -4,15 +4,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('ingestion', '0004_oauth_browser_binding'),
+        ("ingestion", "0004_oauth_browser_binding"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='rawevent',
-            name='trace_parent',
-            field=models.CharField(blank=True, db_default='', editable=False, max_length=55),
+            model_name="rawevent",
+            name="trace_parent",
+            field=models.CharField(
+                blank=True, default="", db_default="", editable=False, max_length=55
+            ),
         ),
     ]

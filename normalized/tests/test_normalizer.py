@@ -278,7 +278,7 @@ def consumer_process(subprocess_env: dict[str, str], oura: OuraSimulator, *args:
         "OURA_TOKEN_URL": f"{oura.base_url}/oauth/token",
         "OURA_AUTHORIZE_URL": f"{oura.base_url}/oauth/authorize",
         "OURA_REVOKE_URL": f"{oura.base_url}/oauth/revoke",
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": "INFO",  # consumer_stopped, with the run's counts, is an INFO record
     }
     return subprocess.Popen(
         [sys.executable, "manage.py", "run_consumer", "normalizer", "--ack-wait", "2", *args],
@@ -287,6 +287,15 @@ def consumer_process(subprocess_env: dict[str, str], oura: OuraSimulator, *args:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+
+
+def stopped_record(output: str) -> dict:
+    """The consumer's last record, `consumer_stopped`, from its JSON log lines."""
+    (record,) = [
+        json.loads(line) for line in output.splitlines()
+        if line.startswith("{") and '"consumer_stopped"' in line
+    ]  # fmt: skip
+    return record
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
@@ -332,7 +341,7 @@ def test_a_consumer_killed_mid_batch_loses_nothing_and_duplicates_nothing(
             if process.poll() is None:
                 process.kill()
     assert survivor.returncode == 0, output
-    assert "stopped" in output
+    assert stopped_record(output)["received"] > 0
     assert Activity.objects.count() == total
     assert set(Activity.objects.values_list("oura_id", flat=True)) == {
         e["notification"]["object_id"] for e in envelopes
@@ -373,9 +382,8 @@ def test_sigterm_finishes_the_batch_acks_and_exits_cleanly(
     # Whole batches only: the process stopped at a batch boundary, having acked all of it.
     assert done % 10 == 0, done
     assert 0 < done < 40, done
-    received = int(output.split("received=")[1].split()[0])
-    acked = int(output.split("acked=")[1].split()[0])
-    assert received == acked == done
+    record = stopped_record(output)
+    assert record["received"] == record["acked"] == done
 
 
 # --- poison, dead letters, replay ----------------------------------------------------------
