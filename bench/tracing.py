@@ -1,0 +1,179 @@
+"""What tracing costs on the webhook path: accepted/s with tracing off and on, interleaved.
+
+Not a test. Same set-up as bench/webhooks.py (bench/README.md), in one run:
+
+    python -m bench.tracing [--rounds 3] [--seconds 15]
+
+Each round starts the bench server (granian 3x6, `bench.webhooks:application`) and the relay
+(`--nice 10`) twice, once per mode, and drives signed unique deliveries at concurrency 16:
+
+- `off`: no exporter (`make run`'s default): spans are not recorded, trace ids still exist for
+  log lines and message headers;
+- `on`: `OTEL_EXPORTER_OTLP_ENDPOINT` at a local OTLP/HTTP sink in this process, the default
+  sampler (parent-based, 10 %), so sampled requests are recorded, sanitized and exported.
+
+The modes alternate within each round (the first round's order is off, on; the next on, off),
+so a machine that gets slower or faster during the run does not favour one mode. Medians
+over rounds are reported with the ratio on/off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from bench.webhooks import BENCH_USER, _free_port, _wait_http, run_load, signed_deliveries
+
+ROOT = Path(__file__).resolve().parent.parent
+MEASURES = ("accepted_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_request")
+
+
+class _Sink:
+    """Accepts OTLP/HTTP exports and counts them; decoding is left out (a collector's work)."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.bytes = 0
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                size = int(self.headers.get("Content-Length", "0"))
+                self.rfile.read(size)
+                sink.requests += 1
+                sink.bytes += size
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def _measure(env: dict[str, str], args: argparse.Namespace, secret: str) -> dict[str, Any]:
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "granian", "--interface", "wsgi", "bench.webhooks:application",
+         "--workers", str(args.workers), "--blocking-threads", str(args.threads),
+         "--host", "127.0.0.1", "--port", str(port), "--no-log", "--http", "1"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    relay = subprocess.Popen(
+        [sys.executable, "manage.py", "run_relay", "--interval", "0.2", "--nice", "10"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        _wait_http(port)
+        run_load(port, signed_deliveries(1000, secret), args.concurrency, 5)  # warm-up
+        time.sleep(2)  # the relay archives the warm-up before the measured load
+        return run_load(
+            port,
+            signed_deliveries(int(args.seconds * 2500), secret),
+            args.concurrency,
+            args.seconds,
+            [server.pid],
+            {"relay": [relay.pid]},
+        )
+    finally:
+        _stop(relay)
+        _stop(server)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.tracing")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=6)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+
+    missing = [v for v in ("DATABASE_URL", "NATS_URL", "S3_ENDPOINT_URL") if not os.environ.get(v)]
+    if missing:
+        raise SystemExit(f"set {', '.join(missing)} (see bench/README.md)")
+    tracing_vars = [name for name in os.environ if name.startswith("OTEL_")]
+    if tracing_vars:
+        raise SystemExit(f"unset {', '.join(tracing_vars)}: this bench sets tracing itself")
+    base = {**os.environ, "HEALTH_EMBEDDED_SERVICES": "false", "DJANGO_DEBUG": "false",
+            "DJANGO_SETTINGS_MODULE": "health_project.settings"}  # fmt: skip
+    os.environ.update(base)
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    from core.provisioning import provision_all
+    from ingestion.models import OuraConnection
+
+    provision_all()
+    OuraConnection.objects.get_or_create(
+        provider_user_id=BENCH_USER, defaults={"user_id": "bench-user"}
+    )
+    sink = _Sink()
+    modes = {
+        "off": base,
+        "on": base | {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint, "OTEL_SERVICE_NAME": "bench"},
+    }
+    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    for round_no in range(args.rounds):
+        order = ["off", "on"] if round_no % 2 == 0 else ["on", "off"]
+        for mode in order:
+            result = _measure(modes[mode], args, settings.OURA_CLIENT_SECRET)
+            runs[mode].append(result)
+            print(f"round {round_no + 1} {mode}: {result['accepted_per_s']}/s "
+                  f"P99 {result['p99_ms']} ms", file=sys.stderr)  # fmt: skip
+
+    def median(mode: str, key: str) -> float:
+        return round(statistics.median(run[key] for run in runs[mode]), 2)
+
+    summary = {
+        "machine": f"{os.cpu_count()} cores",
+        "server": f"granian wsgi {args.workers}x{args.threads}, relay nice 10",
+        "concurrency": args.concurrency,
+        "seconds_per_run": args.seconds,
+        "sampler": "default: parentbased_traceidratio 0.1 (mode on); none recorded (mode off)",
+        "exports_received": {"requests": sink.requests, "bytes": sink.bytes},
+        "median": {mode: {key: median(mode, key) for key in MEASURES} for mode in runs},
+        "ratio_on_to_off": round(
+            median("on", "accepted_per_s") / max(median("off", "accepted_per_s"), 1), 3
+        ),
+        "runs": runs,
+    }
+    text = json.dumps(summary, indent=2)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"tracing-{int(time.time())}.json").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
