@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -212,13 +212,11 @@ class UpkeepScheduler:
         lock: LeaderLock | None = None,
         lock_retry_s: float = 5.0,
         check_every_s: float = 2.0,
-        say: Callable[[str], None] = lambda line: None,
     ) -> None:
         self.stopping = stopping
         self.lock = lock or LeaderLock()
         self.lock_retry_s = lock_retry_s
         self.check_every_s = check_every_s
-        self.say = say
         self._running: dict[str, int] = {}
         self._idle = threading.Condition()
         self._scheduler = BackgroundScheduler(
@@ -254,20 +252,19 @@ class UpkeepScheduler:
         # a tick the dead leader missed (within MISFIRE_GRACE_S; the tick claim skips it if
         # the leader had run it).
         self._scheduler.start(paused=True)
-        standby_said = False
+        standby_logged = False  # once per spell as a standby, not at every attempt
         try:
             while not self.stopping.is_set():
                 if not self.lock.held:
                     if self.lock.try_acquire():
                         self._scheduler.resume()
                         upkeep_leader.set(1)
-                        logger.info("upkeep_leader_elected")
-                        self.say(f"leader: scheduling {', '.join(self.task_names) or 'nothing'}")
-                        standby_said = False
+                        logger.info("upkeep_leader_elected", extra={"tasks": self.task_names})
+                        standby_logged = False
                     else:
-                        if not standby_said:
-                            self.say("standby: waiting for the scheduler lock")
-                            standby_said = True
+                        if not standby_logged:
+                            logger.info("upkeep_standby", extra={"reason": "lock_not_acquired"})
+                            standby_logged = True
                         self.stopping.wait(self.lock_retry_s)
                     continue
                 if self.stopping.wait(self.check_every_s):
@@ -275,8 +272,8 @@ class UpkeepScheduler:
                 if not self.lock.still_held():
                     self._scheduler.pause()
                     upkeep_leader.set(0)
-                    self.say("standby: lost the scheduler lock")
-                    standby_said = True
+                    logger.info("upkeep_standby", extra={"reason": "lock_lost"})
+                    standby_logged = True
         finally:
             self._scheduler.pause()
             upkeep_leader.set(0)

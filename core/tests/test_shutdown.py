@@ -80,7 +80,8 @@ class Child:
         self.argv = argv
         self.process = subprocess.Popen(
             argv,
-            env=env | {"PYTHONUNBUFFERED": "1"},
+            # INFO: the ready markers below are INFO records.
+            env=env | {"PYTHONUNBUFFERED": "1", "LOG_LEVEL": "INFO"},
             cwd=settings.BASE_DIR,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -102,13 +103,14 @@ class Child:
         with self._changed:
             return "".join(self.lines[-60:])
 
-    def wait_for(self, text: str, timeout: float = STARTUP_WITHIN_S) -> None:
+    def wait_for(self, *texts: str, timeout: float = STARTUP_WITHIN_S) -> None:
+        """Until a line contains one of `texts`."""
         deadline = time.monotonic() + timeout
         with self._changed:
-            while not any(text in line for line in self.lines):
+            while not any(text in line for line in self.lines for text in texts):
                 left = deadline - time.monotonic()
                 assert self.process.poll() is None, f"{self.argv[2]} died:\n{self.output()}"
-                assert left > 0, f"no {text!r} within {timeout:g} s:\n{self.output()}"
+                assert left > 0, f"none of {texts} within {timeout:g} s:\n{self.output()}"
                 self._changed.wait(min(left, 0.5))
 
     def sigterm_and_time_exit(self) -> float:
@@ -139,24 +141,31 @@ def web_command(port: int) -> list[str]:
     ]  # fmt: skip
 
 
-# name -> (argv, the lines it prints once it is running)
-COMMANDS: dict[str, tuple[list[str], tuple[str, ...]]] = {
-    "normalizer": (manage("run_consumer", "normalizer"), ("consumer_started",)),
-    "relay": (manage("run_relay"), ("run_relay is running",)),
-    "worker": (manage("run_worker"), ("run_worker is running",)),
-    "scheduler": (manage("run_scheduler"), ("run_scheduler is running",)),
+# name -> (argv, what it logs once it is running: each entry a tuple of texts, one of which
+# comes even when the services are unreachable (cases (b) and (c)))
+COMMANDS: dict[str, tuple[list[str], tuple[tuple[str, ...], ...]]] = {
+    # consumer_started comes once NATS answered; without NATS, consumer_start_failed (and a
+    # retry) is what says the process is up and in its start loop.
+    "normalizer": (
+        manage("run_consumer", "normalizer"),
+        (("consumer_started", "consumer_start_failed"),),
+    ),
+    # Each logged before the command's first use of Postgres, NATS or S3.
+    "relay": (manage("run_relay"), (("relay_started",),)),
+    "worker": (manage("run_worker"), (("worker_started",),)),
+    "scheduler": (manage("run_scheduler"), (("scheduler_started",),)),
     # argv built per test, on a free port
-    "web": ([], ("Started worker-1", "Started worker-2")),
+    "web": ([], (("Started worker-1",), ("Started worker-2",))),
 }
 
 
 @contextlib.contextmanager
 def running(name: str, env: dict[str, str]) -> Iterator[Child]:
-    argv, ready_lines = COMMANDS[name]
+    argv, ready = COMMANDS[name]
     child = Child(argv or web_command(free_port()), env)
     try:
-        for line in ready_lines:
-            child.wait_for(line)
+        for texts in ready:
+            child.wait_for(*texts)
         yield child
     finally:
         child.kill()
@@ -208,8 +217,8 @@ def test_the_web_server_exits_within_10_s_with_a_request_stuck_on_a_silent_servi
         port = free_port()
         child = Child(web_command(port), unreachable(subprocess_env, silent))
         try:
-            for line in COMMANDS["web"][1]:
-                child.wait_for(line)
+            for texts in COMMANDS["web"][1]:
+                child.wait_for(*texts)
 
             def readyz() -> None:
                 # Answers only when the server gives up on it; the test does not need it to.
@@ -255,16 +264,17 @@ def test_exits_within_10_s_of_sigterm_when_nobody_reads_its_output_any_more(
 ) -> None:
     """`make run`'s supervisor killed with -9: the children get SIGTERM from the kernel, and
     their output pipe has no reader left, so every write to it fails. The stop must not."""
-    argv, ready_lines = COMMANDS[name]
+    argv, ready = COMMANDS[name]
     process = subprocess.Popen(
-        argv, env=subprocess_env | {"PYTHONUNBUFFERED": "1"}, cwd=settings.BASE_DIR,
+        argv, env=subprocess_env | {"PYTHONUNBUFFERED": "1", "LOG_LEVEL": "INFO"},
+        cwd=settings.BASE_DIR,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
         assert process.stdout is not None
         seen: list[str] = []
         deadline = time.monotonic() + STARTUP_WITHIN_S
-        while not all(any(r in line for line in seen) for r in ready_lines):
+        while not all(any(t in line for line in seen for t in texts) for texts in ready):
             assert time.monotonic() < deadline, "".join(seen[-40:])
             line = process.stdout.readline()
             assert line, f"{name} died:\n{''.join(seen[-40:])}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import signal
 import subprocess
 import sys
@@ -113,7 +114,7 @@ def test_rows_inside_the_grace_period_are_left_to_the_request_path() -> None:
 def relay_process(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, MANAGE, "run_relay", "--grace", "0", *args],
-        env=env,
+        env=env | {"LOG_LEVEL": "INFO"},  # relay_started and relay_stopped are INFO records
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -147,22 +148,36 @@ def test_relay_killed_mid_batch_and_restarted_archives_and_publishes_everything_
     assert_archived_and_published_once(total)
 
 
+def log_record(line: str) -> dict[str, object]:
+    """One line of the relay's output as the JSON log record it must be."""
+    record = json.loads(line)
+    assert isinstance(record, dict), line
+    return record
+
+
 def test_relay_stops_cleanly_on_sigterm(subprocess_env: dict[str, str]) -> None:
     relay = relay_process(subprocess_env, "--interval", "0.2")
+    lines: list[str] = []
     try:
         deadline = time.monotonic() + 30
         assert relay.stdout is not None
-        line = relay.stdout.readline()
-        while "run_relay is running" not in line:
-            assert time.monotonic() < deadline, line
-            line = relay.stdout.readline()
+        while not any('"relay_started"' in line for line in lines):
+            assert relay.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline, "".join(lines)
+            lines.append(relay.stdout.readline())
         relay.send_signal(signal.SIGTERM)
         output, _ = relay.communicate(timeout=15)
     finally:
         relay.kill()
-    assert relay.returncode == 0
-    assert "SIGTERM received" in output
-    assert "run_relay stopped" in output
+    output = "".join(lines) + output
+    assert relay.returncode == 0, output
+    # One JSON line per record: no plain-text copy of the start or the stop.
+    records = [log_record(line) for line in output.splitlines() if line.strip()]
+    events = [record["message"] for record in records]
+    assert events.count("relay_started") == 1, output
+    stop_requested = [r for r in records if r["message"] == "relay_stop_requested"]
+    assert [r["signal"] for r in stop_requested] == ["SIGTERM"], output
+    assert events.index("relay_stop_requested") < events.index("relay_stopped"), output
 
 
 @pytest.mark.parametrize("nice", ["-1", "20"])

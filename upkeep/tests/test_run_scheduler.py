@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import signal
 import socket
 import subprocess
@@ -30,7 +32,7 @@ class SchedulerProcess:
     def __init__(self, env: dict[str, str], *args: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, MANAGE, "run_scheduler", "--lock-retry", "0.3", *args],
-            env=env,
+            env=env | {"LOG_LEVEL": "INFO"},  # what the tests wait for are INFO records
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -48,12 +50,39 @@ class SchedulerProcess:
     def output(self) -> str:
         return "\n".join(self.lines)
 
-    def said(self, text: str) -> bool:
-        return any(text in line for line in self.lines)
+    def records(self, event: str) -> list[dict[str, Any]]:
+        """The JSON log records with this event id (the `message` field) logged so far."""
+        found = []
+        for line in list(self.lines):
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict) and record.get("message") == event:
+                    found.append(record)
+        return found
 
-    def wait_for(self, text: str, timeout: float = 60.0) -> None:
-        wait_until(lambda: self.said(text), f"{text!r} from run_scheduler", timeout,
+    def logged(self, event: str, **fields: Any) -> bool:
+        return any(
+            all(record.get(key) == value for key, value in fields.items())
+            for record in self.records(event)
+        )
+
+    def leads(self, task: str) -> bool:
+        """It logged upkeep_leader_elected with `task` among the tasks it schedules."""
+        return any(task in record["tasks"] for record in self.records("upkeep_leader_elected"))
+
+    def wait_for(self, event: str, timeout: float = 60.0, **fields: Any) -> None:
+        wait_until(lambda: self.logged(event, **fields), f"{event} {fields} from run_scheduler",
+                   timeout, alive=self)  # fmt: skip
+
+    def wait_until_leading(self, task: str, timeout: float = 60.0) -> None:
+        wait_until(lambda: self.leads(task), f"run_scheduler leading {task}", timeout,
                    alive=self)  # fmt: skip
+
+    def assert_json_lines_only(self) -> None:
+        """One line per record: every line is a JSON record, no plain-text copy beside it."""
+        for line in self.lines:
+            if line.strip():
+                assert isinstance(json.loads(line), dict), line
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -114,9 +143,9 @@ def test_two_schedulers_never_both_fire_and_the_standby_takes_over_when_the_lead
 ) -> None:
     every_second = {"UPKEEP_RECONCILE_JOBS_CRON": "@every 1"}
     first = scheduler_process(every_second)
-    first.wait_for("leader: scheduling reconcile_jobs")
+    first.wait_until_leading("reconcile_jobs")
     second = scheduler_process(every_second)
-    second.wait_for("standby: waiting for the scheduler lock")
+    second.wait_for("upkeep_standby", reason="lock_not_acquired")
     leader, standby = first, second
 
     wait_until(lambda: len(reconcile_runs()) >= 3, "three runs by the leader", alive=leader)
@@ -124,11 +153,11 @@ def test_two_schedulers_never_both_fire_and_the_standby_takes_over_when_the_lead
     assert {run["scheduler"].rsplit(":", 1)[1] for run in reconcile_runs()} == {
         str(leader.proc.pid)
     }
-    assert not standby.said("leader:")
+    assert not standby.records("upkeep_leader_elected")
 
     leader.proc.send_signal(signal.SIGKILL)
     leader.proc.wait(timeout=10)
-    standby.wait_for("leader: scheduling reconcile_jobs")
+    standby.wait_until_leading("reconcile_jobs")
     runs_before = len(reconcile_runs())
     wait_until(lambda: len(reconcile_runs()) >= runs_before + 2, "runs by the new leader",
                alive=standby)  # fmt: skip
@@ -143,15 +172,16 @@ def test_two_schedulers_never_both_fire_and_the_standby_takes_over_when_the_lead
 
 def test_sigterm_stops_the_leader_and_releases_the_lock(scheduler_process) -> None:
     process = scheduler_process({"UPKEEP_RECONCILE_JOBS_CRON": "@every 1"})
-    process.wait_for("leader: scheduling reconcile_jobs")
+    process.wait_until_leading("reconcile_jobs")
 
     process.proc.send_signal(signal.SIGTERM)
     process.proc.wait(timeout=10)
     process.stop()
 
     assert process.proc.returncode == 0, process.output
-    assert process.said("SIGTERM received")
-    assert process.said("run_scheduler stopped")
+    assert process.logged("scheduler_stop_requested", signal="SIGTERM"), process.output
+    assert process.logged("scheduler_stopped", abandoned=[]), process.output
+    process.assert_json_lines_only()
     assert lock_holders() == []
 
 
@@ -165,14 +195,14 @@ def test_sigterm_stops_within_10_s_with_postgres_nats_and_s3_unreachable(
         "UPKEEP_RECONCILE_JOBS_CRON": "@every 1",
     }
     process = scheduler_process(nothing_listens)
-    process.wait_for("standby: waiting for the scheduler lock")
+    process.wait_for("upkeep_standby", reason="lock_not_acquired")
 
     process.proc.send_signal(signal.SIGTERM)
     process.proc.wait(timeout=10)
     process.stop()
 
     assert process.proc.returncode == 0, process.output
-    assert process.said("run_scheduler stopped")
+    assert process.logged("scheduler_stopped", abandoned=[]), process.output
 
 
 def test_sigterm_stops_within_10_s_while_a_run_waits_on_a_silent_server(
@@ -186,7 +216,7 @@ def test_sigterm_stops_within_10_s_while_a_run_waits_on_a_silent_server(
             {"UPKEEP_RENEW_CRON": "@every 1", "OURA_API_BASE_URL": f"http://127.0.0.1:{port}"},
             "--grace", "1",
         )  # fmt: skip
-        process.wait_for("leader: scheduling renew_subscriptions")
+        process.wait_until_leading("renew_subscriptions")
         wait_until(lambda: accepted(silent, held), "the renewal to connect",
                    alive=process)  # fmt: skip
 
@@ -197,7 +227,8 @@ def test_sigterm_stops_within_10_s_while_a_run_waits_on_a_silent_server(
             conn.close()
 
     assert process.proc.returncode == 0, process.output
-    assert process.said("run_scheduler stopped, abandoning renew_subscriptions")
+    # Logged before os._exit, which skips the interpreter's own flushes.
+    assert process.logged("scheduler_stopped", abandoned=["renew_subscriptions"]), process.output
 
 
 def accepted(server: socket.socket, held: list[socket.socket]) -> bool:

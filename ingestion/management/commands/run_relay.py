@@ -6,7 +6,7 @@ and exits (the way healthchecks' sendalerts does). `--once` drains both queues a
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 import signal
 import threading
@@ -18,6 +18,8 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 
 from core.metrics import process_started, relay_events_total, serve_metrics
 from ingestion.relay import PassResult, relay_backlog_counts, relay_drain, relay_step
+
+logger = logging.getLogger(__name__)
 
 
 def _count(kind: str, result: PassResult) -> None:
@@ -57,9 +59,8 @@ class Command(BaseCommand):
         # The flag first: with the supervisor gone (its pipe closed), the write below fails,
         # and a stop must never hang on telling someone about it.
         self.stopping.set()
-        with contextlib.suppress(OSError):
-            name = signal.Signals(signum).name
-            self.stdout.write(f"{name} received, finishing the current row...")
+        # A log record (the handler's own errors are swallowed by logging), not a plain line.
+        logger.info("relay_stop_requested", extra={"signal": signal.Signals(signum).name})
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.stopping = threading.Event()
@@ -94,8 +95,13 @@ class Command(BaseCommand):
                 raise CommandError("NATS or S3 was unavailable; the backlog remains")
             return
 
-        self.stdout.write("run_relay is running")
-        self.stdout.flush()  # supervisors and tests wait for this line; a pipe buffers it
+        # Before the loop's first database access: supervisors and tests wait for this record,
+        # which comes even with every service down.
+        logger.info(
+            "relay_started",
+            extra={"batch_size": batch_size, "grace_s": grace, "workers": workers,
+                   "interval_s": options["interval"], "nice": options["nice"]},
+        )  # fmt: skip
         while not self.stopping.is_set():
             close_old_connections()  # a Postgres restart must not leave us on a dead socket
             try:
@@ -113,4 +119,4 @@ class Command(BaseCommand):
             idle = not published.done and not archived.done
             if idle or published.unavailable or archived.unavailable:
                 self.stopping.wait(options["interval"])
-        self.stdout.write("run_relay stopped")
+        logger.info("relay_stopped")

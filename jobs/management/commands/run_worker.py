@@ -11,7 +11,6 @@ checkpoint.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 import threading
@@ -113,8 +112,8 @@ class Command(BaseCommand):
         # The flag first: with the supervisor gone (its pipe closed), the write below fails,
         # and a stop must never hang on telling someone about it.
         self.stopping.set()
-        with contextlib.suppress(OSError):
-            self.stdout.write(f"{signal.Signals(signum).name} received, stopping...")
+        # A log record (the handler's own errors are swallowed by logging), not a plain line.
+        logger.info("worker_stop_requested", extra={"signal": signal.Signals(signum).name})
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.stopping = threading.Event()
@@ -128,12 +127,15 @@ class Command(BaseCommand):
         broker = dramatiq.get_broker()
         bound_broker_waits(broker)
         queues = {q.strip() for q in options["queues"].split(",") if q.strip()}
-        worker = dramatiq.Worker(broker, queues=queues, worker_threads=max(1, options["threads"]))
+        threads = max(1, options["threads"])
+        worker = dramatiq.Worker(broker, queues=queues, worker_threads=threads)
         worker.start()
-        self.stdout.write(f"run_worker is running (queues: {', '.join(sorted(queues))})")
-        self.stdout.flush()
+        # Supervisors and tests wait for this record; it comes with Postgres down too (the
+        # worker's threads retry their connections in the background).
+        logger.info("worker_started", extra={"queues": sorted(queues), "threads": threads})
         try:
             self.stopping.wait()
         finally:
             clean = stop_within(worker, broker)
-            self.stdout.write("run_worker stopped" if clean else "run_worker stopped (abandoned)")
+            # clean=False: something was left to broker maintenance (worker_stop_incomplete).
+            logger.info("worker_stopped", extra={"clean": clean})

@@ -9,7 +9,7 @@ even when Postgres, NATS or S3 stop answering. `--once TASK` runs one task now a
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 import signal
 import sys
@@ -25,6 +25,8 @@ from core.metrics import process_started, serve_metrics
 from upkeep.scheduler import ScheduleError, UpkeepScheduler, schedule_triggers
 from upkeep.services import upkeep_run
 from upkeep.tasks import TASKS
+
+logger = logging.getLogger(__name__)
 
 # Seconds from SIGTERM to the end of the grace given to runs in progress; 1 s is left for exit.
 STOP_DEADLINE_S = 9.0
@@ -57,8 +59,8 @@ class Command(BaseCommand):
         # and a stop must never hang on telling someone about it.
         self.signalled_at = time.monotonic()
         self.stopping.set()
-        with contextlib.suppress(OSError):
-            self.stdout.write(f"{signal.Signals(signum).name} received, stopping the scheduler...")
+        # A log record (the handler's own errors are swallowed by logging), not a plain line.
+        logger.info("scheduler_stop_requested", extra={"signal": signal.Signals(signum).name})
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.stopping = threading.Event()
@@ -91,9 +93,11 @@ class Command(BaseCommand):
             triggers,
             stopping=self.stopping,
             lock_retry_s=options["lock_retry"],
-            say=self._say,
         )
-        self._say("run_scheduler is running")
+        # Before the first lock attempt (the first use of Postgres): supervisors and tests wait
+        # for this record, which comes even with every service down. The scheduler then logs
+        # upkeep_leader_elected (with the tasks it schedules) or upkeep_standby.
+        logger.info("scheduler_started", extra={"tasks": sorted(triggers)})
         scheduler.run()
         grace = options["grace"]
         if self.signalled_at is not None:
@@ -104,11 +108,12 @@ class Command(BaseCommand):
         if unfinished:
             # Pool threads cannot be interrupted and would hold the interpreter's exit past the
             # deadline. The abandoned run's tick stays claimed; its next tick is the retry.
-            self._say(f"run_scheduler stopped, abandoning {', '.join(unfinished)}")
+            logger.warning("scheduler_stopped", extra={"abandoned": unfinished})
+            # os._exit skips the interpreter's exit and its flushes: flush the root logger's
+            # handlers, which carry this record, first.
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            sys.stdout.flush()
             sys.stderr.flush()
             os._exit(0)
-        self._say("run_scheduler stopped")
-
-    def _say(self, line: str) -> None:
-        self.stdout.write(line)
-        self.stdout.flush()
+        logger.info("scheduler_stopped", extra={"abandoned": []})
