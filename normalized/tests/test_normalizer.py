@@ -289,12 +289,13 @@ def consumer_process(subprocess_env: dict[str, str], oura: OuraSimulator, *args:
     )
 
 
-def stopped_record(output: str) -> dict:
+def stopped_record(output: str) -> dict[str, Any]:
     """The consumer's last record, `consumer_stopped`, from its JSON log lines."""
     (record,) = [
         json.loads(line) for line in output.splitlines()
         if line.startswith("{") and '"consumer_stopped"' in line
     ]  # fmt: skip
+    assert isinstance(record, dict)
     return record
 
 
