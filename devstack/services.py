@@ -24,6 +24,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -66,11 +67,23 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def monitor_status(port: int, path: str, timeout: float = 1.0) -> int | None:
+    """The HTTP status of a nats-server monitoring endpoint, or None when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/{path}", timeout=timeout) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return None
+
+
 @dataclass
 class ServiceState:
     pid: int
     port: int
     extra_port: int = 0
+    cluster_port: int = 0  # a NATS cluster node's route port
 
 
 class EmbeddedService(ABC):
@@ -584,13 +597,7 @@ jetstream {{
         state = self.read_state()
         if state is None or not port_open(port):
             return False
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{state.extra_port}/healthz?js-enabled-only=true", timeout=1
-            ) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
+        return monitor_status(state.extra_port, "healthz?js-enabled-only=true") == 200
 
     def url_for(self, port: int) -> str:
         return f"nats://127.0.0.1:{port}"
