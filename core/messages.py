@@ -54,10 +54,13 @@ __all__ = [
     "BusMessage",
     "DeadLetterHeaders",
     "JobStatusMessage",
+    "JobTypeError",
     "NormalizedMetricsMessage",
     "PageEnvelope",
     "PageWindow",
     "RawWebhookEnvelope",
+    "TypeErrorCode",
+    "TypeStatus",
     "WebhookEnvelopeHead",
     "WebhookNotification",
     "WebhookSignature",
@@ -329,6 +332,28 @@ class NormalizedMetricsMessage(BusMessage):
 # --- health.sync.oura.job.{jobId}.status ---------------------------------------------------
 
 
+JobStatus = Literal[
+    "queued", "running", "succeeded", "succeeded_with_errors", "failed", "cancelled"
+]
+# One data type within a job: not begun, being paged, all pages in, given up on, or left
+# unfetched because the job ended first (cancelled, or failed as a whole).
+TypeStatus = Literal["pending", "running", "succeeded", "failed", "skipped"]
+TypeErrorCode = Literal["not_found", "retries_exhausted", "request_error"]
+
+
+class JobTypeError(BaseModel):
+    """Why one data type of a job failed. Statuses and windows only: never a body or token."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    error: TypeErrorCode = Field(
+        description="not_found: Oura answered 404 for the collection; retries_exhausted: "
+        "5xx, timeouts or 429 outlasted the retries; request_error: a 4xx not retried."
+    )
+    detail: str = Field(max_length=500, description="Collection, window and cause.")
+    at: IsoDatetime
+
+
 class JobStatusMessage(BusMessage):
     """Published on `health.sync.oura.job.{jobId}.status` at every change of a backfill job;
     the stream keeps the latest per job. Ids, state and counts: never a health value."""
@@ -347,12 +372,22 @@ class JobStatusMessage(BusMessage):
 
     job_id: uuid.UUID
     user_id: str = Field(min_length=1, max_length=64)
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status: JobStatus = Field(
+        description="succeeded_with_errors: every type was attempted, the ones in "
+        "errorsPerType failed, the others succeeded."
+    )
     progress: int = Field(ge=0, le=100)
     counts_per_type: dict[str, int] = Field(description="Documents fetched per data type.")
     started_at: IsoDatetime | None
     updated_at: IsoDatetime
     last_error: str | None
+    # Added with per-type failures; defaults so that statuses written before still parse.
+    status_per_type: dict[str, TypeStatus] = Field(
+        default_factory=dict, description="Each requested data type's state."
+    )
+    errors_per_type: dict[str, JobTypeError] = Field(
+        default_factory=dict, description="Why each failed data type failed."
+    )
 
 
 # --- health.dlq.{consumer} -----------------------------------------------------------------

@@ -68,7 +68,7 @@ dead_letters_total = Counter("dead_letters_total", "Messages dead-lettered.", ["
 backfill_job_duration_seconds = Histogram(
     "backfill_job_duration_seconds",
     "From a backfill job's first run to its terminal state, by outcome "
-    "(succeeded, failed, cancelled), in seconds.",
+    "(succeeded, succeeded_with_errors, failed, cancelled), in seconds.",
     ["outcome"],
     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 12 * 3600, 48 * 3600),
 )

@@ -1,11 +1,12 @@
-"""Backoffice for backfill jobs: the list with progress, "start backfill" and cancel.
+"""Backoffice for backfill jobs: the list with progress, "start backfill", cancel and retry.
 
 The add page is a small form that calls job_start (the same service as the API), so a job
 started here is queued, deduplicated and audited exactly like one started over HTTP.
 
 Who: support and operators see jobs (`jobs.view_ingestionjob`) and start backfills
-(`core.start_backfill`); operators also cancel (`core.cancel_job`). Jobs are never changed or
-deleted here.
+(`core.start_backfill`), which also retries the failed types of finished jobs (a retry is
+a backfill of those types, started by job_retry as the API does); operators also cancel
+(`core.cancel_job`). Jobs are never changed or deleted here.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from core.admin_rights import GuardedAdmin, staff_actor
 from core.staff_admin import person_link
 from jobs.data_types import DATA_TYPES, DEFAULT_TYPES
 from jobs.models import IngestionJob
-from jobs.services import JobRequestInvalid, job_cancel, job_start
+from jobs.services import JobRequestInvalid, job_cancel, job_retry, job_start
 
 
 class StartBackfillForm(forms.Form):
@@ -59,7 +60,7 @@ class IngestionJobAdmin(GuardedAdmin[IngestionJob]):
     readonly_fields = tuple(
         f.name for f in IngestionJob._meta.get_fields() if getattr(f, "concrete", False)
     )
-    actions = ("cancel",)
+    actions = ("cancel", "retry_failed_types")
 
     @admin.display(description="user id", ordering="user_id")
     def person(self, obj: IngestionJob) -> str:
@@ -82,7 +83,8 @@ class IngestionJobAdmin(GuardedAdmin[IngestionJob]):
 
     @admin.display(description="last error")
     def short_error(self, obj: IngestionJob) -> str:
-        return (obj.last_error or "")[:80]
+        failed = ", ".join(sorted(obj.errors or {}))
+        return f"failed: {failed}" if failed else (obj.last_error or "")[:80]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return self.has_start_backfill_permission(request)  # "add" is "start backfill"
@@ -140,3 +142,23 @@ class IngestionJobAdmin(GuardedAdmin[IngestionJob]):
             job_cancel(job=job, actor=staff_actor(request))
             asked += 1
         self.message_user(request, f"Cancel requested for {asked} active job(s).", messages.INFO)
+
+    @admin.action(description="Retry the failed data types", permissions=["start_backfill"])
+    def retry_failed_types(self, request: HttpRequest, queryset: QuerySet[IngestionJob]) -> None:
+        """Support and operators (`core.start_backfill`): job_retry starts (or returns the
+        active) job for each selected job's failed types, audited as job.started."""
+        started, active, refused = 0, 0, []
+        for job in queryset:
+            try:
+                retried = job_retry(job=job, requested_by=staff_actor(request))
+            except JobRequestInvalid as exc:
+                refused.append(f"{job.job_id}: {exc}")
+                continue
+            started, active = started + retried.created, active + (not retried.created)
+        self.message_user(
+            request,
+            f"Retry started for {started} job(s); {active} already had an active retry.",
+            messages.INFO,
+        )
+        for reason in refused:
+            self.message_user(request, f"Not retried: {reason}", messages.WARNING)

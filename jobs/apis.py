@@ -1,10 +1,15 @@
-"""The backfill jobs API: start, read and cancel a job. One view per operation."""
+"""The backfill jobs API: start, read, cancel and retry a job. One view per operation."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_serializer
+from drf_spectacular.utils import (
+    OpenApiExample,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -17,8 +22,8 @@ from core.errors import ApiError
 from core.serializers import ErrorSerializer, UserIdField
 from jobs.data_types import ALIASES, DATA_TYPES, DEFAULT_TYPES
 from jobs.models import IngestionJob
-from jobs.selectors import job_get
-from jobs.services import JobRequestInvalid, job_cancel, job_start
+from jobs.selectors import job_get, job_type_statuses
+from jobs.services import JobRequestInvalid, job_cancel, job_retry, job_start
 
 _ERRORS = {
     400: ErrorSerializer,
@@ -35,6 +40,9 @@ def _job_for_key(request: Request, job_id: str) -> IngestionJob:
         raise ApiError("not_found", "Not found.", 404)
     ensure_user_access(request, job.user_id)  # a job of someone else's user is "not found"
     return job
+
+
+Status = IngestionJob.Status
 
 
 def _actor(request: Request) -> str:
@@ -105,6 +113,16 @@ class JobStartApi(APIView):
         return Response(self.OutputSerializer(body).data, status=status.HTTP_202_ACCEPTED)
 
 
+class JobTypeErrorSerializer(serializers.Serializer[dict[str, Any]]):
+    error = serializers.ChoiceField(
+        choices=["not_found", "retries_exhausted", "request_error"],
+        help_text="not_found: Oura answered 404 for the collection; retries_exhausted: 5xx, "
+        "timeouts or 429 outlasted the retries; request_error: a 4xx that is not retried.",
+    )
+    detail = serializers.CharField(help_text="Collection, window and cause.")
+    at = serializers.DateTimeField()
+
+
 class JobStatusOutputSerializer(serializers.Serializer[IngestionJob]):
     jobId = serializers.UUIDField(source="job_id")
     userId = serializers.CharField(source="user_id")
@@ -122,6 +140,28 @@ class JobStatusOutputSerializer(serializers.Serializer[IngestionJob]):
     updatedAt = serializers.DateTimeField(source="updated_at")
     finishedAt = serializers.DateTimeField(source="finished_at", allow_null=True)
     lastError = serializers.CharField(source="last_error", allow_null=True)
+    statusPerType = serializers.SerializerMethodField(
+        method_name="get_status_per_type",
+        help_text="Each data type's state: pending, running, succeeded, failed, or skipped "
+        "(the job ended before reaching it).",
+    )
+    errorsPerType = serializers.DictField(
+        child=JobTypeErrorSerializer(), source="errors",
+        help_text="Why each failed data type failed; POST .../retry fetches these again.",
+    )  # fmt: skip
+    retryOf = serializers.UUIDField(
+        source="retry_of", allow_null=True, help_text="The job whose failed types this retries."
+    )
+
+    @extend_schema_field(
+        serializers.DictField(
+            child=serializers.ChoiceField(
+                choices=["pending", "running", "succeeded", "failed", "skipped"]
+            )
+        )
+    )
+    def get_status_per_type(self, job: IngestionJob) -> dict[str, str]:
+        return dict(job_type_statuses(job=job))
 
     def get_range(self, job: IngestionJob) -> dict[str, str]:
         return {"start": job.range_start.isoformat(), "end": job.range_end.isoformat()}
@@ -142,9 +182,11 @@ class JobDetailApi(APIView):
     @extend_schema(
         operation_id="oura_sync_status",
         summary="Read a backfill job's status and progress",
-        description="status is queued, running, succeeded, failed or cancelled; progress "
-        "0-100; lastError says which data type failed and why. A job of a user this key may "
-        "not act on answers 404.",
+        description="status is queued, running, succeeded, succeeded_with_errors (every "
+        "type was attempted; those in errorsPerType failed, the others succeeded), failed or "
+        "cancelled; progress 0-100 (failed types count as done); statusPerType gives each "
+        "type's state and errorsPerType why each failed type failed; lastError sums them up. "
+        "A job of a user this key may not act on answers 404.",
         responses={200: JobStatusOutputSerializer, **_ERRORS},
         tags=["sync"],
     )
@@ -169,7 +211,8 @@ class JobCancelApi(APIView):
         summary="Cancel a backfill job",
         description="A queued job is cancelled at once. A running job stops at its next page "
         "boundary (status becomes cancelled; pages already stored stay). Cancelling a "
-        "cancelled job is a no-op; a succeeded or failed job answers 409 `job_finished`.",
+        "cancelled job is a no-op; a succeeded, succeeded_with_errors or failed job answers "
+        "409 `job_finished`.",
         request=None,
         responses={202: OutputSerializer, 409: ErrorSerializer, **_ERRORS},
         tags=["sync"],
@@ -177,7 +220,44 @@ class JobCancelApi(APIView):
     def post(self, request: Request, job_id: str) -> Response:
         job = _job_for_key(request, job_id)
         job = job_cancel(job=job, actor=_actor(request))
-        if job.status in (IngestionJob.Status.SUCCEEDED, IngestionJob.Status.FAILED):
+        if job.status in IngestionJob.TERMINAL_STATUSES and job.status != Status.CANCELLED:
             raise ApiError("job_finished", f"The job already {job.status}.", 409)
         body = {"jobId": job.job_id, "status": job.status, "cancelRequested": job.cancel_requested}
+        return Response(self.OutputSerializer(body).data, status=status.HTTP_202_ACCEPTED)
+
+
+class JobRetryApi(APIView):
+    permission_classes = [HasScope]
+    throttle_classes = [ApiKeyRateThrottle]
+    required_scope = Scope.SYNC
+
+    @extend_schema_serializer(component_name="JobRetried")
+    class OutputSerializer(serializers.Serializer[dict[str, Any]]):
+        jobId = serializers.UUIDField(help_text="The retry job (read it at /sync/{jobId}).")
+        status = serializers.ChoiceField(choices=IngestionJob.Status.choices)
+        retryOf = serializers.UUIDField(allow_null=True)
+        dataTypes = serializers.ListField(child=serializers.CharField())
+
+    @extend_schema(
+        operation_id="oura_sync_retry",
+        summary="Retry only the data types a backfill job failed on",
+        description="Starts a new job for the same user and range, limited to the types in "
+        "the job's errorsPerType; the new job names this one in retryOf. Idempotent: while "
+        "that retry is queued or running, asking again returns it. 409 `job_not_retryable` "
+        "when no single type failed (the job is queued, running, succeeded or cancelled, or "
+        "failed as a whole, e.g. the user must connect again); 409 `not_connected` / "
+        "`needs_reauth` when the user has no usable Oura connection now.",
+        request=None,
+        responses={202: OutputSerializer, 409: ErrorSerializer, **_ERRORS},
+        tags=["sync"],
+    )
+    def post(self, request: Request, job_id: str) -> Response:
+        job = _job_for_key(request, job_id)
+        try:
+            retried = job_retry(job=job, requested_by=_actor(request))
+        except JobRequestInvalid as exc:
+            raise ApiError(exc.code, str(exc), exc.http_status) from None
+        new = retried.job
+        body = {"jobId": new.job_id, "status": new.status, "retryOf": new.retry_of,
+                "dataTypes": new.data_types}  # fmt: skip
         return Response(self.OutputSerializer(body).data, status=status.HTTP_202_ACCEPTED)

@@ -9,9 +9,13 @@ S3 key, event id and Nats-Msg-Id are the same). A page committed but not yet pub
 published by the next run (and by the ingestion relay meanwhile).
 
 Failure policy: the Oura client already retries 5xx/timeouts with jittered backoff, honours
-Retry-After and refreshes on 401. Here a page gets PAGE_ATTEMPTS such rounds; a collection
-that still fails fails the whole job with a last_error naming it. A refused authorization
-fails the job at once. Nothing ends as "succeeded" with a collection missing.
+Retry-After and refreshes on 401. Here a page gets PAGE_ATTEMPTS such rounds. A collection
+that still fails (or that Oura answers 404 for, or a 4xx not worth retrying) is recorded in
+the job's `errors` under its name and the run goes on with the next collection: the job
+ends `succeeded_with_errors` when others succeeded, `failed` when every one failed, and the
+failed ones can be retried alone (services.job_retry). What makes every collection
+unfetchable ends the job at once as before: a refused authorization (failed), a cancel, an
+erasure (cancelled), a lost lease. Nothing ends as "succeeded" with a collection missing.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import random
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -34,7 +38,7 @@ from opentelemetry.context import Context
 
 from core import bus, raw_store, tracing
 from core.db import person_lock
-from core.messages import PageEnvelope, PageWindow, page_subject
+from core.messages import PageEnvelope, PageWindow, TypeErrorCode, page_subject
 from core.metrics import job_backfill_inflight
 from ingestion.models import OuraConnection, RawEvent
 from ingestion.oura_client import (
@@ -63,10 +67,18 @@ PAGE_RETRY_BASE_S = 1.0  # pause between a page's attempts, times the attempt nu
 # How long one budget acquisition may wait before we look at cancel/lease again.
 BUDGET_WAIT_S = 10.0
 PUBLISH_TIMEOUT_S = 2.0
+MAX_ERROR_DETAIL = 500  # core.messages.JobTypeError.detail
+RECONNECT = "the user must connect again, then start a new backfill."
+REAUTH_ERROR = f"Oura refused the user's authorization (revoked or expired): {RECONNECT}"
 
 
 class CollectionFailed(Exception):
-    """A collection kept failing; the message is the job's last_error."""
+    """A collection kept failing. The message names the collection, window and cause (HTTP
+    statuses, never a body or token); `error` is its JobTypeError code."""
+
+    def __init__(self, message: str, *, error: TypeErrorCode = "retries_exhausted") -> None:
+        super().__init__(message)
+        self.error: TypeErrorCode = error
 
 
 class Cancelled(Exception):
@@ -208,9 +220,11 @@ def _fetch(
             time.sleep(PAGE_RETRY_BASE_S * random.uniform(1.0, 2.0) * failures)
             continue
         except OuraRequestError as exc:
-            raise CollectionFailed(f"{where}: {exc} (not retried)") from None
+            raise CollectionFailed(f"{where}: {exc} (not retried)", error="request_error") from None
         if response.status_code == 404:
-            raise CollectionFailed(f"{where}: Oura answered 404 for the collection")
+            raise CollectionFailed(
+                f"{where}: Oura answered 404 for the collection", error="not_found"
+            )
         return response
 
 
@@ -373,13 +387,51 @@ def _page_collection(
                 raise Cancelled
 
 
-def _run(job: IngestionJob, lease_id: uuid.UUID, hb: Heartbeat) -> tuple[str, str]:
+def _record_failure(
+    job: IngestionJob,
+    name: str,
+    failure: CollectionFailed,
+    plan: dict[str, list[Window]],
+    cursors: dict[str, Cursor],
+    lease_id: uuid.UUID,
+) -> None:
+    """Keep the collection's error on the job and count it as done, so the run (or a resumed
+    one) goes on with the next collection."""
+    cursors[name] = replace(cursors[name], done=True)
+    error = {"error": failure.error, "detail": str(failure)[:MAX_ERROR_DETAIL],
+             "at": timezone.now().isoformat()}  # fmt: skip
+    commit = services.job_collection_failed(
+        job_id=job.job_id, lease_id=lease_id, data_type=name, checkpoint=cursors[name].dump(),
+        error=error, progress=_progress(job, plan, cursors),
+    )  # fmt: skip
+    job.errors = {**(job.errors or {}), name: error}
+    job.progress, job.counts, job.updated_at = commit.progress, commit.counts, timezone.now()
+    services.job_publish_status(job=job)
+    if commit.cancel_requested:
+        raise Cancelled
+
+
+def _outcome(job: IngestionJob) -> tuple[str, str]:
+    """The terminal status once every collection was attempted, and the last_error naming
+    each failed one."""
+    errors = job.errors or {}
+    failed = [name for name in job.data_types if name in errors]
+    if not failed:
+        return Status.SUCCEEDED, ""
+    summary = "; ".join(str(errors[name]["detail"]) for name in failed)
+    if len(failed) == len(job.data_types):
+        return Status.FAILED, summary
+    return Status.SUCCEEDED_WITH_ERRORS, (
+        f"{len(failed)} of {len(job.data_types)} data types failed: {summary}"
+    )
+
+
+def _run(job: IngestionJob, lease_id: uuid.UUID, hb: Heartbeat) -> tuple[str, str, bool]:
+    """(terminal status, last_error, whether every collection was attempted)."""
     oura = connection_for_user(user_id=job.user_id)
     if oura is None or oura.status != OuraConnection.Status.ACTIVE:
         state = oura.status if oura else "missing"
-        return Status.FAILED, (
-            f"Oura connection is {state}: the user must connect again, then start a new backfill."
-        )
+        return Status.FAILED, f"Oura connection is {state}: {RECONNECT}", False
     _publish_leftovers(job)
     plan = {
         name: windows(job.range_start, job.range_end, DATA_TYPES[name].window_days)
@@ -390,17 +442,15 @@ def _run(job: IngestionJob, lease_id: uuid.UUID, hb: Heartbeat) -> tuple[str, st
         if job.cancel_requested:
             raise Cancelled
         for name in job.data_types:
-            _page_collection(job, oura, DATA_TYPES[name], plan, cursors, lease_id, hb)
+            try:
+                _page_collection(job, oura, DATA_TYPES[name], plan, cursors, lease_id, hb)
+            except CollectionFailed as failure:
+                _record_failure(job, name, failure, plan, cursors, lease_id)
     except Cancelled:
-        return Status.CANCELLED, ""
+        return Status.CANCELLED, "", False
     except NeedsReauth:
-        return Status.FAILED, (
-            "Oura refused the user's authorization (revoked or expired): the user must connect "
-            "again, then start a new backfill."
-        )
-    except CollectionFailed as exc:
-        return Status.FAILED, str(exc)
-    return Status.SUCCEEDED, ""
+        return Status.FAILED, REAUTH_ERROR, False
+    return (*_outcome(job), True)
 
 
 def backfill_run(*, job_id: uuid.UUID | str) -> str | None:
@@ -428,8 +478,11 @@ def backfill_run(*, job_id: uuid.UUID | str) -> str | None:
     hb.start()
     job_backfill_inflight.inc()
     try:
-        status, error = _run(job, lease_id, hb)
-        services.job_finish(job=job, lease_id=lease_id, status=status, last_error=error)
+        status, error, every_type_attempted = _run(job, lease_id, hb)
+        services.job_finish(
+            job=job, lease_id=lease_id, status=status, last_error=error,
+            every_type_attempted=every_type_attempted,
+        )  # fmt: skip
         return status
     except services.LeaseLost:
         logger.warning("job_lease_lost", extra={"job_id": str(job.job_id)})

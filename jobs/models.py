@@ -17,15 +17,22 @@ class IngestionJob(models.Model):
         QUEUED = "queued"
         RUNNING = "running"
         SUCCEEDED = "succeeded"
+        # Every type was attempted; some failed (named in `errors`), the others succeeded.
+        SUCCEEDED_WITH_ERRORS = "succeeded_with_errors"
         FAILED = "failed"
         CANCELLED = "cancelled"
 
     ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+    TERMINAL_STATUSES = (
+        Status.SUCCEEDED, Status.SUCCEEDED_WITH_ERRORS, Status.FAILED, Status.CANCELLED,
+    )  # fmt: skip
+    # Finished jobs whose failed data types (the keys of `errors`) can be retried.
+    RETRYABLE_STATUSES = (Status.SUCCEEDED_WITH_ERRORS, Status.FAILED)
 
     job_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user_id = models.CharField(max_length=64)
     provider = models.CharField(max_length=20, default="oura")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    status = models.CharField(max_length=24, choices=Status.choices, default=Status.QUEUED)
     progress = models.PositiveSmallIntegerField(default=0, help_text="0 to 100")
     range_start = models.DateField()
     range_end = models.DateField()
@@ -37,6 +44,13 @@ class IngestionJob(models.Model):
     updated_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    errors = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='per data type that failed: {"error": code, "detail": text, "at": ISO time}',
+    )
+    # The job whose failed types this one retries (POST .../retry, the admin action).
+    retry_of = models.UUIDField(null=True, blank=True, editable=False, db_index=True)
     requested_by = models.CharField(max_length=150, blank=True)
     cancel_requested = models.BooleanField(default=False)
     # Run bookkeeping (jobs/services.py): the dramatiq message that should run the job, the

@@ -26,13 +26,14 @@ from audit.models import AuditEntry
 from audit.services import audit_record
 from core import bus
 from core.identifiers import validate_user_id
-from core.messages import JobStatusMessage, job_status_subject
+from core.messages import JobStatusMessage, JobTypeError, job_status_subject
 from core.metrics import backfill_job_duration_seconds
 from core.pseudonyms import person_hash
 from ingestion.models import OuraConnection
 from ingestion.selectors import connection_for_user
 from jobs.data_types import DATA_TYPES, DEFAULT_TYPES, canonical, granted
 from jobs.models import IngestionJob
+from jobs.selectors import job_type_statuses
 
 logger = logging.getLogger(__name__)
 
@@ -128,11 +129,13 @@ def job_start(
     end: date,
     data_types: list[str] | None,
     requested_by: str,
+    retry_of: uuid.UUID | None = None,
 ) -> JobStart:
     """Create a backfill job and enqueue it on commit, or return the identical active job.
 
     The partial unique index on active identical jobs decides races: a second insert waits
-    for the first transaction, fails, and then reads the job that won.
+    for the first transaction, fails, and then reads the job that won. `retry_of` names the
+    job whose failed types this one fetches again (job_retry).
     """
     validate_user_id(user_id)
     if start > end:
@@ -154,7 +157,7 @@ def job_start(
         "data_types": types,
     }  # fmt: skip
     with transaction.atomic():
-        job = IngestionJob(**identity, requested_by=requested_by[:150])
+        job = IngestionJob(**identity, requested_by=requested_by[:150], retry_of=retry_of)
         message = _new_message(job.job_id)
         job.message_id = uuid.UUID(message.message_id)
         try:
@@ -171,11 +174,45 @@ def job_start(
         audit_record(
             action=AuditEntry.Action.JOB_STARTED, actor=requested_by, user_id=user_id,
             details={"job_id": str(job.job_id), "range": [start.isoformat(), end.isoformat()],
-                     "data_types": types},
+                     "data_types": types}
+            | ({"retry_of": str(retry_of)} if retry_of else {}),
         )  # fmt: skip
         transaction.on_commit(lambda: job_publish_status(job=job))
     logger.info("job_started", extra={"job_id": str(job.job_id), "person": person_hash(user_id)})
     return JobStart(job=job, created=True)
+
+
+def job_retry(*, job: IngestionJob, requested_by: str) -> JobStart:
+    """Fetch again only the data types a finished job failed on: a new job for the same user
+    and range, limited to the keys of its `errors`, that names the job in `retry_of`.
+
+    Idempotent like job_start: while that job is queued or running, asking again returns it
+    (same user, range and types: the partial unique index), so two retries never run at once.
+    Raises JobRequestInvalid `job_not_retryable` (409) when no single type failed: the job is
+    active, succeeded, was cancelled, or failed as a whole (the user must connect again).
+    """
+    if job.status in IngestionJob.ACTIVE_STATUSES:
+        raise JobRequestInvalid(
+            "job_not_retryable", f"The job is {job.status}; retry it once it has finished.", 409
+        )
+    statuses = job_type_statuses(job=job)
+    if (
+        job.status not in IngestionJob.RETRYABLE_STATUSES
+        or not job.errors
+        or "skipped" in statuses.values()  # it stopped before some types: not per type
+    ):
+        reasons: dict[str, str] = {
+            Status.SUCCEEDED: "every data type of the job succeeded",
+            Status.CANCELLED: "the job was cancelled",
+        }
+        reason = reasons.get(job.status, "the job failed as a whole, not per data type")
+        raise JobRequestInvalid(
+            "job_not_retryable", f"Nothing to retry: {reason}. Start a new backfill instead.", 409
+        )
+    return job_start(
+        user_id=job.user_id, start=job.range_start, end=job.range_end,
+        data_types=sorted(job.errors), requested_by=requested_by, retry_of=job.job_id,
+    )  # fmt: skip
 
 
 def job_cancel(*, job: IngestionJob, actor: str) -> IngestionJob:
@@ -298,21 +335,66 @@ def job_page_commit(
     return PageCommit(cancel_requested=bool(row[0]), progress=int(row[1]), counts=counts)
 
 
+def job_collection_failed(
+    *,
+    job_id: uuid.UUID,
+    lease_id: uuid.UUID,
+    data_type: str,
+    checkpoint: dict[str, Any],
+    error: dict[str, Any],
+    progress: int,
+) -> PageCommit:
+    """Record that one data type failed (its entry in `errors`, and its checkpoint marked done
+    so a resumed run goes on with the next type), and the progress that counts it as done.
+
+    `error` is `{"error": code, "detail": text, "at": ISO time}` (core.messages.JobTypeError):
+    statuses and windows only. Raises LeaseLost when this run no longer owns the job.
+    """
+    JobTypeError.model_validate(error)  # what the status DTO and the bus will read back
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE health.ingestion_jobs
+               SET checkpoint = checkpoint || jsonb_build_object(%(type)s, %(cp)s::jsonb),
+                   errors = errors || jsonb_build_object(%(type)s, %(error)s::jsonb),
+                   progress = GREATEST(progress, %(progress)s),
+                   updated_at = %(now)s, heartbeat_at = %(now)s
+             WHERE job_id = %(job)s AND lease_id = %(lease)s AND status = 'running'
+            RETURNING cancel_requested, progress, counts
+            """,
+            {"type": data_type, "cp": _json(checkpoint), "error": _json(error),
+             "progress": progress, "now": now, "job": job_id, "lease": lease_id},
+        )  # fmt: skip
+        row = cursor.fetchone()
+    if row is None:
+        raise LeaseLost(str(job_id))
+    logger.warning(
+        "job_collection_failed",
+        extra={"job_id": str(job_id), "data_type": data_type, "error_type": error["error"]},
+    )
+    counts = row[2] if isinstance(row[2], dict) else _loads(row[2])
+    return PageCommit(cancel_requested=bool(row[0]), progress=int(row[1]), counts=counts)
+
+
 def job_finish(
     *,
     job: IngestionJob,
     lease_id: uuid.UUID,
     status: str,
     last_error: str = "",
+    every_type_attempted: bool = False,
 ) -> IngestionJob:
-    """End the run with a terminal status (succeeded, failed or cancelled)."""
+    """End the run with a terminal status (succeeded, succeeded_with_errors, failed or
+    cancelled). Progress ends at 100 when every type was attempted (failed types count as
+    done), which a succeeded job always has."""
     now = timezone.now()
     with transaction.atomic():
         values: dict[str, Any] = {
             "status": status, "updated_at": now, "finished_at": now, "lease_id": None,
             "heartbeat_at": None, "last_error": last_error[:2000],
         }  # fmt: skip
-        if status == Status.SUCCEEDED:
+        if every_type_attempted or status == Status.SUCCEEDED:
             values["progress"] = 100
         updated = IngestionJob.objects.filter(
             job_id=job.job_id, lease_id=lease_id, status=Status.RUNNING
@@ -328,11 +410,11 @@ def job_finish(
         audit_record(
             action=action, actor="worker", user_id=job.user_id,
             details={"job_id": str(job.job_id), "status": status, "counts": job.counts,
-                     "last_error": job.last_error},
+                     "failed_types": sorted(job.errors or {}), "last_error": job.last_error},
         )  # fmt: skip
         transaction.on_commit(lambda: job_publish_status(job=job))
         transaction.on_commit(lambda: _observe_finished(job))
-    log = logger.warning if status == Status.FAILED else logger.info
+    log = logger.info if status in (Status.SUCCEEDED, Status.CANCELLED) else logger.warning
     log("job_finished", extra={"job_id": str(job.job_id), "status": status})
     return job
 
@@ -376,6 +458,10 @@ def job_status_message(job: IngestionJob) -> JobStatusMessage:
         started_at=job.started_at,
         updated_at=job.updated_at,
         last_error=job.last_error or None,
+        status_per_type=job_type_statuses(job=job),
+        errors_per_type={
+            name: JobTypeError.model_validate(error) for name, error in (job.errors or {}).items()
+        },
     )
 
 

@@ -65,6 +65,10 @@ class SimulatorConfig:
     timeout_rate: float = 0.0
     timeout_hang_s: float = 35.0
     force_next_statuses: list[int] = field(default_factory=list)
+    # Collections whose routes (list, single document, sandbox twin) do not exist on this
+    # server: they answer the framework's bare 404 {"detail": "Not Found"}, as an unknown
+    # route does (CONTRACT 3.6). An Oura-compatible server lacking vO2_max has been seen.
+    missing_collections: set[str] = field(default_factory=set)
 
     # --- rate limits (CONTRACT 6) ---------------------------------------------------------------
     rate_limit_per_token: int = 5000

@@ -253,6 +253,10 @@ def _scope_failure(
     return detail(401, f"Token is not authorized access {needed[0]} scope.")
 
 
+def _route_exists(sim: OuraSimulator, dtype: str) -> bool:
+    return dtype in COLLECTION_SCOPES and dtype not in sim.config.missing_collections
+
+
 def authenticate(sim: OuraSimulator, bearer: str | None) -> tuple[TokenRecord, SimUser] | Response:
     if not bearer:
         return detail(401, "Invalid Token")
@@ -287,7 +291,7 @@ def handle(sim: OuraSimulator, request: Request, bearer: str | None, parts: list
         if "email" not in rec.scopes:
             info["email"] = None
         return json_response(info)
-    if dtype not in COLLECTION_SCOPES or len(parts) > 2:
+    if not _route_exists(sim, dtype) or len(parts) > 2:
         return detail(404, "Not Found")
     single = len(parts) == 2
     if single and dtype in data.TIMESERIES_TYPES:
@@ -330,7 +334,7 @@ def handle_sandbox(
         return detail(401, "Not authenticated")
     dtype = parts[0] if parts else ""
     # personal_info has no sandbox twin: a bare framework 404 (CONTRACT 3.6).
-    if dtype not in COLLECTION_SCOPES or len(parts) > 2:
+    if not _route_exists(sim, dtype) or len(parts) > 2:
         return detail(404, "Not Found")
     store, uid = sim.sandbox_store, sim.sandbox_user_id
     seed = store.config.seed

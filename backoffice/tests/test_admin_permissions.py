@@ -110,6 +110,8 @@ def active_job() -> IngestionJob:
 ACTIONS: dict[str, tuple[str, str, set[str]]] = {
     "replay": ("core/deadletter", "replay", {"operator"}),
     "cancel": ("jobs/ingestionjob", "cancel", {"operator"}),
+    # A retry of a job's failed types is a backfill of those types: core.start_backfill.
+    "retry": ("jobs/ingestionjob", "retry_failed_types", {"support", "operator"}),
     "signed_url": ("ingestion/rawevent", "signed_url", {"privacy officer"}),
     "erase": ("ingestion/ouraconnection", "erase", {"privacy officer"}),
     "disconnect": ("ingestion/ouraconnection", "disconnect", set()),
@@ -118,11 +120,25 @@ ACTIONS: dict[str, tuple[str, str, set[str]]] = {
 }
 
 
+def job_with_a_failed_type() -> IngestionJob:
+    user_id = f"ivy{uuid.uuid4().hex[:6]}"
+    connection(user_id)
+    return IngestionJob.objects.create(
+        user_id=user_id, range_start=date.today() - timedelta(days=3), range_end=date.today(),
+        data_types=["daily_sleep", "vO2_max"], status="succeeded_with_errors", progress=100,
+        checkpoint={"daily_sleep": {"done": True}, "vO2_max": {"done": True}},
+        errors={"vO2_max": {"error": "not_found", "detail": "vO2_max: Oura answered 404",
+                            "at": timezone.now().isoformat()}},
+    )  # fmt: skip
+
+
 def target_of(action: str) -> list[Any]:
     if action == "replay":
         return [dead_letter().pk]
     if action == "cancel":
         return [active_job().pk]
+    if action == "retry":
+        return [job_with_a_failed_type().pk]
     if action == "signed_url":
         return [archived_event("ivy").pk]
     if action in ("erase", "disconnect"):
@@ -141,6 +157,7 @@ def allowed_audit(action: str, actor: str) -> bool:
     expected = {
         "replay": AuditEntry.Action.DEAD_LETTER_REPLAYED,
         "cancel": AuditEntry.Action.JOB_CANCELLED,
+        "retry": AuditEntry.Action.JOB_STARTED,
         "signed_url": AuditEntry.Action.RAW_ACCESSED,
         "erase": AuditEntry.Action.USER_ERASED,
         "disconnect": AuditEntry.Action.CONNECTION_REVOKED,
@@ -336,3 +353,17 @@ def test_setup_staff_groups_is_idempotent_and_removes_extra_rights() -> None:
         .exists()
     )
     assert before["support"] != set(support.permissions.values_list("pk", flat=True))
+
+
+def test_the_retry_action_starts_one_job_for_the_failed_types_however_often_it_is_asked() -> None:
+    client, actor = staff_client("support")
+    job = job_with_a_failed_type()
+
+    for _ in range(2):
+        response = post_action(client, "jobs/ingestionjob", "retry_failed_types", [job.pk])
+        assert response.status_code == 302
+
+    retries = IngestionJob.objects.filter(retry_of=job.job_id)
+    assert [(r.data_types, r.status, r.requested_by) for r in retries] == [
+        (["vO2_max"], "queued", actor)
+    ]

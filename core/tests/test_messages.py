@@ -154,6 +154,39 @@ def test_backfill_pages_and_job_statuses_are_their_models_bytes(oura) -> None:
     assert b'"status": "succeeded"' in statuses[-1]
 
 
+@pytest.mark.usefixtures("broker")
+def test_a_job_with_a_failed_type_says_so_on_the_bus(oura) -> None:
+    connect_user(oura, history_days=40)
+    oura.config.missing_collections = {"vO2_max"}
+    job = job_start(
+        user_id="user-1", start=HISTORY_END - timedelta(days=20), end=HISTORY_END,
+        data_types=["daily_readiness", "vO2_max"], requested_by="test",
+    ).job  # fmt: skip
+    assert backfill_run(job_id=job.job_id) == "succeeded_with_errors"
+
+    statuses = [
+        JobStatusMessage.from_bytes(d) for d in stream_messages(job_status_subject(job.job_id))
+    ]
+    last = statuses[-1]
+    assert last.to_bytes() == stream_messages(job_status_subject(job.job_id))[-1]
+    assert (last.status, last.progress) == ("succeeded_with_errors", 100)
+    assert last.status_per_type == {"daily_readiness": "succeeded", "vO2_max": "failed"}
+    assert last.errors_per_type["vO2_max"].error == "not_found"
+    wire = json.loads(last.to_bytes())
+    assert wire["errorsPerType"]["vO2_max"]["detail"].startswith("vO2_max ")
+    assert wire["statusPerType"]["vO2_max"] == "failed"
+
+
+def test_a_job_status_written_before_per_type_fields_still_parses() -> None:
+    older = (
+        b'{"jobId": "6a1f3c2e-8b7d-4e4f-9a0b-1c2d3e4f5a6b", "userId": "u", "status": "failed", '
+        b'"progress": 40, "countsPerType": {}, "startedAt": null, '
+        b'"updatedAt": "2026-01-02T03:04:05+00:00", "lastError": "x"}'
+    )
+    status = JobStatusMessage.from_bytes(older)
+    assert (status.status_per_type, status.errors_per_type) == ({}, {})
+
+
 # --- health.normalized.user.{userId}.metrics ------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import date
 
 import pytest
 
@@ -141,6 +142,95 @@ def test_a_finished_job_cannot_be_cancelled(api_client, make_api_key, oura):
     assert response.json()["error"] == "job_finished"
 
 
-def test_the_openapi_document_describes_the_three_operations(api_client):
+def test_the_openapi_document_describes_the_four_operations(api_client):
     response = api_client.get("/v1/schema/", HTTP_ACCEPT="application/json")
     assert response.status_code == 200
+    schema = response.json()
+    retry = schema["paths"]["/v1/health/oura/sync/{job_id}/retry"]["post"]
+    assert retry["operationId"] == "oura_sync_retry"
+    assert "job_not_retryable" in retry["description"]
+    status = schema["components"]["schemas"]["JobStatusOutput"]["properties"]
+    assert {"statusPerType", "errorsPerType", "retryOf"} <= set(status)
+
+
+def finished_with_vo2_max_failed(oura) -> str:
+    from jobs.backfill import backfill_run
+    from jobs.services import job_start
+
+    connect_user(oura, history_days=40)
+    oura.config.missing_collections = {"vO2_max"}
+    job = job_start(
+        user_id="user-1", start=date(2026, 11, 1), end=date(2026, 11, 30),
+        data_types=["daily_sleep", "vO2_max"], requested_by="test",
+    ).job  # fmt: skip
+    assert backfill_run(job_id=job.job_id) == "succeeded_with_errors"
+    return str(job.job_id)
+
+
+def test_status_names_each_types_state_and_the_failed_types_errors(api_client, make_api_key, oura):
+    job_id = finished_with_vo2_max_failed(oura)
+    key = make_api_key(scopes=("health:sync",), users=("user-1",))
+
+    data = api_client.get(f"/v1/health/oura/sync/{job_id}", **auth(key)).json()
+
+    assert data["status"] == "succeeded_with_errors"
+    assert data["progress"] == 100
+    assert data["statusPerType"] == {"daily_sleep": "succeeded", "vO2_max": "failed"}
+    assert set(data["errorsPerType"]) == {"vO2_max"}
+    assert data["errorsPerType"]["vO2_max"]["error"] == "not_found"
+    assert data["errorsPerType"]["vO2_max"]["detail"].startswith("vO2_max ")
+    assert data["errorsPerType"]["vO2_max"]["at"]
+    assert data["lastError"].startswith("1 of 2 data types failed: vO2_max ")
+    assert data["retryOf"] is None
+
+
+def test_retry_starts_one_job_for_the_failed_types_and_asking_again_returns_it(
+    api_client, make_api_key, oura
+):
+    job_id = finished_with_vo2_max_failed(oura)
+    key = make_api_key(scopes=("health:sync",), users=("user-1",))
+
+    first = api_client.post(f"/v1/health/oura/sync/{job_id}/retry", **auth(key))
+    second = api_client.post(f"/v1/health/oura/sync/{job_id}/retry", **auth(key))
+
+    assert first.status_code == 202, first.content
+    retry = first.json()
+    assert retry["jobId"] != job_id
+    assert retry == {"jobId": retry["jobId"], "status": "queued", "retryOf": job_id,
+                     "dataTypes": ["vO2_max"]}  # fmt: skip
+    assert second.status_code == 202
+    assert second.json() == retry
+    assert IngestionJob.objects.filter(retry_of=job_id).count() == 1
+    status = api_client.get(f"/v1/health/oura/sync/{retry['jobId']}", **auth(key)).json()
+    assert (status["retryOf"], status["statusPerType"]) == (job_id, {"vO2_max": "pending"})
+    # The retry is active: it is not retryable itself (yet), and cancel works on it as usual.
+    refused = api_client.post(f"/v1/health/oura/sync/{retry['jobId']}/retry", **auth(key))
+    assert refused.status_code == 409
+    assert refused.json()["error"] == "job_not_retryable"
+
+
+def test_retry_is_refused_without_the_scope_for_other_users_and_for_jobs_without_failures(
+    api_client, make_api_key, oura
+):
+    job_id = finished_with_vo2_max_failed(oura)
+    path = f"/v1/health/oura/sync/{job_id}/retry"
+    reader = make_api_key(scopes=("health:read",))
+    stranger = make_api_key(scopes=("health:sync",), users=("user-2",))
+    owner = make_api_key(scopes=("health:sync",), users=("user-1",))
+
+    for response, code, http in (
+        (api_client.post(path), "unauthenticated", 401),
+        (api_client.post(path, **auth(reader)), "forbidden", 403),
+        (api_client.post(path, **auth(stranger)), "not_found", 404),
+        (api_client.post(f"/v1/health/oura/sync/{uuid.uuid4()}/retry", **auth(owner)),
+         "not_found", 404),
+    ):  # fmt: skip
+        assert response.status_code == http
+        assert response.json()["error"] == code
+        assert response.json()["detail"]
+    assert not IngestionJob.objects.filter(retry_of=job_id).exists()
+    IngestionJob.objects.filter(job_id=job_id).update(status="succeeded", errors={})
+    response = api_client.post(path, **auth(owner))
+    assert response.status_code == 409
+    assert response.json()["error"] == "job_not_retryable"
+    assert "Nothing to retry" in response.json()["detail"]

@@ -146,10 +146,11 @@ def test_a_collection_that_keeps_failing_fails_the_job_naming_it(
 
     job.refresh_from_db()
     assert job.status == "failed"
-    assert job.progress < 100
+    assert job.progress == 100  # its one type was attempted, and failed
     assert job.last_error.startswith("workout ")
     assert "503" in job.last_error
     assert "gave up after 3 attempts" in job.last_error
+    assert job.errors["workout"]["error"] == "retries_exhausted"
     assert not RawEvent.objects.filter(kind="page").exists()
 
 

@@ -229,6 +229,26 @@ def test_unknown_routes_and_sandbox(api: ApiClient) -> None:
     assert httpx.get(api.sim.base_url + "/v2/sandbox/usercollection/daily_sleep").status_code == 401
 
 
+def test_a_missing_collection_answers_the_bare_404_and_the_others_are_untouched(
+    api: ApiClient,
+) -> None:
+    assert SimulatorConfig().missing_collections == set()  # every collection by default
+    assert api.get("/v2/usercollection/vO2_max").status_code == 200
+    api.sim.config.missing_collections = {"vO2_max"}
+
+    for path in ("/v2/usercollection/vO2_max", "/v2/usercollection/vO2_max/some-id"):
+        response = api.get(path, start_date="2024-01-01")
+        assert (response.status_code, response.json()) == (404, {"detail": "Not Found"})
+    sandbox = httpx.get(
+        api.sim.base_url + "/v2/sandbox/usercollection/vO2_max",
+        headers={"Authorization": "Bearer whatever"},
+    )
+    assert (sandbox.status_code, sandbox.json()) == (404, {"detail": "Not Found"})
+    assert api.get("/v2/usercollection/daily_sleep").status_code == 200
+    api.sim.config.missing_collections = set()
+    assert api.get("/v2/usercollection/vO2_max").status_code == 200
+
+
 @pytest.mark.parametrize("tier", ["token", "application"])
 def test_rate_limit_429_headers(tier: str) -> None:
     cfg = SimulatorConfig(

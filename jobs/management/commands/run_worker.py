@@ -120,7 +120,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
         process_started("worker")
-        for outcome in ("succeeded", "failed", "cancelled"):  # every series from the start
+        for outcome in ("succeeded", "succeeded_with_errors", "failed", "cancelled"):  # all series
             backfill_job_duration_seconds.labels(outcome=outcome)
         serve_metrics(options["metrics_port"])
         autodiscover_modules("actors")  # every app's actors.py, as the dramatiq CLI entry does
