@@ -122,6 +122,10 @@ class ConsumerSpec:
     # "module:function" taking the whole batch; when set, the runner uses it instead of
     # `handler` (which stays the per-message entry point that tests and tools call).
     batch_handler: str = ""
+    # "module:function" returning how many seconds to wait before the next fetch (0: fetch
+    # now), asked before every fetch: a dependency that is known to be down (the Oura circuit
+    # breaker) stops the fetching, so messages wait in the stream without burning deliveries.
+    pause: str = ""
     description: str = ""
 
     @property
@@ -137,6 +141,12 @@ class ConsumerSpec:
             return None
         handler: BatchHandler = _import(self.batch_handler)
         return handler
+
+    def load_pause(self) -> Callable[[], float] | None:
+        if not self.pause:
+            return None
+        pause: Callable[[], float] = _import(self.pause)
+        return pause
 
     def retry_delay(self, num_delivered: int) -> float:
         """Delay before delivery `num_delivered + 1`; the last value repeats."""
@@ -168,6 +178,8 @@ CONSUMERS: dict[str, ConsumerSpec] = {
             # Webhook create/update messages of a batch share one transaction (one commit,
             # one WAL flush); everything else goes through handle_raw_message, one by one.
             batch_handler="normalized.consumers:handle_raw_batch",
+            # While Oura's data routes are down (their circuit breaker is open), fetch nothing.
+            pause="ingestion.circuit_breaker:normalizer_pause",
             description="raw Oura webhooks and backfill pages -> normalized rows",
             # A webhook costs one Oura fetch and one S3 PUT (~10-50 ms); 50 of them finish
             # well inside AckWait, and a SIGTERM waits for at most one batch.
@@ -538,6 +550,25 @@ def _pause(seconds: float, should_stop: Callable[[], bool]) -> None:
         time.sleep(min(0.1, left))
 
 
+# How long the runner sleeps at most before asking a pause hook again.
+PAUSE_RECHECK_S = 1.0
+
+
+def _asked_pause(spec: ConsumerSpec, pause: Callable[[], float]) -> float:
+    """What the consumer's pause hook says; 0 when it cannot say (its store is away too:
+    the handlers then meet and classify that failure themselves)."""
+    try:
+        return max(0.0, float(pause()))
+    except Exception as exc:
+        if isinstance(exc, (OperationalError, InterfaceError)):
+            connections.close_all()
+        logger.warning(
+            "consumer_pause_check_failed",
+            extra={"consumer": spec.name, "error_type": type(exc).__name__},
+        )
+        return 0.0
+
+
 # Between attempts to reach JetStream at start-up: soon enough that a consumer starts within
 # seconds of NATS coming back, rare enough not to flood the log while it is down.
 START_RETRY_S = 2.0
@@ -689,6 +720,8 @@ def run_consumer(
     """
     handler = spec.load_handler()
     batch_handler = spec.load_batch_handler()
+    pause = spec.load_pause()
+    paused = False
     batch = batch_size or spec.batch_size
     threads = concurrency or spec.concurrency
     # A batch handler always gets worker threads: its transaction stays on the main thread.
@@ -717,6 +750,19 @@ def run_consumer(
             if idle_exit_s is not None and time.monotonic() - last_message_at > idle_exit_s:
                 break
             wanted = batch if max_messages is None else min(batch, max_messages - stats.received)
+            if pause is not None and (wait := _asked_pause(spec, pause)) > 0:
+                if not paused:
+                    logger.warning("consumer_paused", extra={"consumer": spec.name, "wait_s": wait})
+                paused = True
+                _pause(min(wait, PAUSE_RECHECK_S), should_stop)
+                last_message_at = time.monotonic()  # a pause is not idleness
+                continue
+            if paused:
+                # Resume with one message: if the dependency is still down (the first
+                # message after an Oura outage is the breaker's probe), only it goes back.
+                logger.info("consumer_resumed", extra={"consumer": spec.name})
+                paused = False
+                wanted = 1
             try:
                 msgs = puller.fetch(wanted, timeout=1.0)
             except bus.BusUnavailable as exc:

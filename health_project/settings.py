@@ -204,6 +204,12 @@ OURA_MAX_RETRIES = env_int("OURA_MAX_RETRIES", 5, minimum=0)
 OURA_APP_RATE_LIMIT = env_int("OURA_APP_RATE_LIMIT", 5000, minimum=1)
 OURA_APP_RATE_WINDOW_S = env_int("OURA_APP_RATE_WINDOW_S", 300, minimum=1)
 OURA_OAUTH_STATE_TTL_S = env_int("OURA_OAUTH_STATE_TTL_S", 600, minimum=30)
+# The circuit breaker per Oura endpoint class (ingestion/circuit_breaker.py): open after
+# this many consecutive 5xx/timeouts, refuse calls for OPEN_S (doubling after each failed
+# probe, up to MAX_OPEN_S), then let one probe through. docs/phase-3/consumers.md.
+OURA_BREAKER_FAILURES = env_int("OURA_BREAKER_FAILURES", 5, minimum=1)
+OURA_BREAKER_OPEN_S = env_float("OURA_BREAKER_OPEN_S", 30.0, minimum=0.1)
+OURA_BREAKER_MAX_OPEN_S = env_float("OURA_BREAKER_MAX_OPEN_S", 300.0, minimum=0.1)
 
 # Fernet keys, newest first. The first encrypts; all of them decrypt (rotation).
 TOKEN_ENCRYPTION_KEYS = env_list("TOKEN_ENCRYPTION_KEYS", [] if PRODUCTION else [_DEV_TOKEN_KEY])

@@ -184,3 +184,33 @@ class RateLimitWindow(models.Model):
 
     def __str__(self) -> str:
         return f"{self.bucket} {self.window_start:%H:%M:%S} used={self.used}"
+
+
+class CircuitBreaker(models.Model):
+    """One Oura endpoint class's circuit breaker, shared by every process (circuit_breaker.py).
+
+    `state` is closed, open (refusing calls until `opened_until`, then one probe may go) or
+    half_open (a probe holds the lease until `probe_lease_until`). Written only by
+    ingestion/circuit_breaker.py, with one conditional UPDATE per transition.
+    """
+
+    class State(models.TextChoices):
+        CLOSED = "closed"
+        OPEN = "open"
+        HALF_OPEN = "half_open"
+
+    endpoint = models.CharField(max_length=64, primary_key=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.CLOSED)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    # How many times it opened since it was last closed: the next open lasts
+    # OURA_BREAKER_OPEN_S * 2**open_streak, capped at OURA_BREAKER_MAX_OPEN_S.
+    open_streak = models.PositiveIntegerField(default=0)
+    opened_until = models.DateTimeField(null=True, blank=True)
+    probe_lease_until = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = health_table("oura_circuit_breakers")
+
+    def __str__(self) -> str:
+        return f"{self.endpoint} {self.state}"

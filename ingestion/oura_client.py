@@ -3,6 +3,9 @@
 - Per-user calls go through `OuraClient.get(connection, path, params)`, which takes a unit of
   the shared budget (rate_budget), refreshes the token before expiry and once on a 401,
   honours Retry-After on 429 and retries 5xx and timeouts with exponential backoff and jitter.
+- Every attempt first asks the endpoint class's circuit breaker (circuit_breaker): while Oura
+  is down it raises `OuraCircuitOpen` without calling Oura, and a call's own retries stop as
+  soon as the breaker opens.
 - Token refresh is serialised per connection with `SELECT ... FOR UPDATE`: Oura's refresh
   tokens are single use, so two processes refreshing at once would otherwise lose the
   connection. The second process waits for the lock, sees the bumped `token_version`, and
@@ -29,7 +32,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.metrics import oura_request_duration_seconds, provider_rate_limit_hits
-from ingestion import crypto, rate_budget
+from ingestion import circuit_breaker, crypto, rate_budget
 from ingestion.models import OuraConnection
 from ingestion.rate_budget import Priority
 
@@ -44,7 +47,27 @@ class OuraError(Exception):
 
 
 class OuraUnavailable(OuraError):
-    """5xx, timeouts or connection errors that outlasted the retries: try again later."""
+    """5xx, timeouts or connection errors that outlasted the retries: try again later.
+
+    `retry_after_s` is set when the circuit breaker opened meanwhile: how long it stays open.
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class OuraCircuitOpen(OuraUnavailable):
+    """The endpoint class's breaker is open: Oura was not called (or only for this call's
+    half-open probe, which failed). Callers that retry wait `retry_after_s` and do not count
+    this as an attempt: the breaker already spaces the calls."""
+
+    def __init__(self, endpoint: str, retry_after_s: float) -> None:
+        super().__init__(
+            f"Oura circuit {endpoint} open: retry after {retry_after_s:.1f}s",
+            retry_after_s=retry_after_s,
+        )
+        self.endpoint = endpoint
 
 
 @dataclass
@@ -119,7 +142,12 @@ class OuraClient:
             timeout=settings.OURA_HTTP_TIMEOUT_S,
             headers={"User-Agent": "health-integrations/1.0"},
         )
-        self.max_retries: int = settings.OURA_MAX_RETRIES
+
+    @property
+    def max_retries(self) -> int:
+        """Read per request, like every other Oura setting, not once per (singleton) client."""
+        retries: int = settings.OURA_MAX_RETRIES
+        return retries
 
     # -- transport with retries ------------------------------------------------------------
 
@@ -134,11 +162,24 @@ class OuraClient:
         prepaid: rate_budget.Prepaid | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
-        """One logical request: budget, then retries on 429/5xx/timeouts. 4xx are returned.
+        """One logical request: breaker, budget, then retries on 429/5xx/timeouts. 4xx are
+        returned.
 
         `endpoint` labels the attempts' durations: a fixed name or a collection, no ids."""
+        breaker = circuit_breaker.breaker_for(endpoint)
+        # A probe's lease outlives its budget wait and request: no one else probes meanwhile.
+        timeout = float(kwargs.get("timeout") or settings.OURA_HTTP_TIMEOUT_S)
+        lease_s = max_budget_wait_s + timeout + 5.0
         attempt = 0
+        failure = ""
         while True:
+            try:
+                permit = circuit_breaker.admit(breaker, lease_s=lease_s, wait_for_probe_s=lease_s)
+            except circuit_breaker.CircuitOpen as refused:
+                if not failure:
+                    raise OuraCircuitOpen(breaker, refused.retry_after_s) from None
+                # This call met the outage itself: its failure counts as an attempt.
+                raise OuraUnavailable(failure, retry_after_s=refused.retry_after_s) from None
             # A prepaid unit stands for a first attempt only; retries ask the shared budget.
             rate_budget.acquire(
                 priority,
@@ -152,14 +193,26 @@ class OuraClient:
                 oura_request_duration_seconds.labels(endpoint=endpoint, status="error").observe(
                     time.monotonic() - started
                 )
-                if attempt >= self.max_retries:
-                    raise OuraUnavailable(f"Oura unreachable: {type(exc).__name__}") from None
+                failure = f"Oura unreachable: {type(exc).__name__}"
+                unreachable = True  # handled outside the except: nothing chains to `exc`
+            else:
+                unreachable = False
+            if unreachable:
+                self._failed(permit, failure, last=attempt >= self.max_retries)
                 attempt += 1
                 time.sleep(_backoff(attempt))
                 continue
             oura_request_duration_seconds.labels(
                 endpoint=endpoint, status=str(response.status_code)
             ).observe(time.monotonic() - started)
+            if response.status_code >= 500:
+                failure = f"Oura answered {response.status_code}"
+                self._failed(permit, failure, last=attempt >= self.max_retries)
+                attempt += 1
+                time.sleep(_backoff(attempt))
+                continue
+            # Any other answer, a 429 or a 4xx included, means Oura is up.
+            circuit_breaker.record_success(permit)
             if response.status_code == 429:
                 wait = _retry_after(response)
                 provider_rate_limit_hits.labels(provider="oura", source="oura_429").inc()
@@ -172,13 +225,17 @@ class OuraClient:
                 logger.info("oura_rate_limited", extra={"retry_after_s": wait})
                 time.sleep(wait)
                 continue
-            if response.status_code >= 500:
-                if attempt >= self.max_retries:
-                    raise OuraUnavailable(f"Oura answered {response.status_code}")
-                attempt += 1
-                time.sleep(_backoff(attempt))
-                continue
             return response
+
+    @staticmethod
+    def _failed(permit: circuit_breaker.Permit, failure: str, *, last: bool) -> None:
+        """Record a 5xx/timeout with the breaker; raise unless the call may retry."""
+        open_s = circuit_breaker.record_failure(permit)
+        if permit.probe:
+            raise OuraCircuitOpen(permit.endpoint, open_s)
+        if open_s > 0 or last:
+            # Retrying into an open breaker only waits for a refusal: stop now.
+            raise OuraUnavailable(failure, retry_after_s=open_s or None)
 
     # -- OAuth -----------------------------------------------------------------------------
 

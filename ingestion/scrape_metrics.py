@@ -8,7 +8,7 @@ from django.db.models import Min
 from prometheus_client.metrics_core import Metric
 
 from core.scrape_metrics import gauge
-from ingestion import rate_budget
+from ingestion import circuit_breaker, rate_budget
 from ingestion.models import WebhookSubscription
 from ingestion.relay import relay_backlog_counts
 
@@ -53,4 +53,20 @@ def subscription_expiry_family() -> Iterable[Metric]:
     return [family]
 
 
-READERS = (relay_backlog_family, rate_budget_family, subscription_expiry_family)
+def circuit_state_family() -> Iterable[Metric]:
+    family = gauge(
+        "oura_circuit_state",
+        "Oura circuit breaker per endpoint class: 0 closed, 1 half-open (probing), 2 open.",
+        ["endpoint"],
+    )
+    for endpoint, snapshot in circuit_breaker.states().items():
+        family.add_metric([endpoint], circuit_breaker.STATE_VALUE[snapshot.state])
+    return [family]
+
+
+READERS = (
+    relay_backlog_family,
+    rate_budget_family,
+    subscription_expiry_family,
+    circuit_state_family,
+)

@@ -43,6 +43,7 @@ from core.metrics import job_backfill_inflight
 from ingestion.models import OuraConnection, RawEvent
 from ingestion.oura_client import (
     NeedsReauth,
+    OuraCircuitOpen,
     OuraRateLimited,
     OuraRequestError,
     OuraUnavailable,
@@ -206,6 +207,11 @@ def _fetch(
             # Backfill's share of this window is used up (live fetches keep the rest): wait
             # for the next window, a slice at a time so cancel and the lease are seen.
             time.sleep(max(0.05, min(exhausted.retry_after_s, BUDGET_WAIT_S)))
+            continue
+        except OuraCircuitOpen as refused:
+            # Oura is down for everyone (the breaker is open): wait, without counting an
+            # attempt, a slice at a time so cancel and the lease are seen.
+            time.sleep(max(0.05, min(refused.retry_after_s or 1.0, BUDGET_WAIT_S)))
             continue
         except (OuraUnavailable, OuraRateLimited) as exc:
             failures += 1

@@ -24,6 +24,7 @@ import copy
 import hashlib
 import json
 import logging
+import random
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
@@ -52,6 +53,7 @@ from core.pseudonyms import person_hash
 from ingestion.models import OuraConnection
 from ingestion.oura_client import (
     NeedsReauth,
+    OuraCircuitOpen,
     OuraRateLimited,
     OuraRequestError,
     OuraUnavailable,
@@ -79,6 +81,12 @@ def _parse_envelope(model: type[EnvelopeT], data: bytes) -> EnvelopeT:
 # --- Error classification, once ------------------------------------------------------------
 
 
+def _after_breaker(retry_after_s: float) -> float:
+    """A nak delay that ends after the breaker's open time, spread a little so the messages
+    do not all come back in the same instant."""
+    return max(1.0, retry_after_s) * random.uniform(1.0, 1.2)
+
+
 @contextmanager
 def _classified() -> Iterator[None]:
     try:
@@ -93,8 +101,16 @@ def _classified() -> Iterator[None]:
             delay_s=max(1.0, exc.retry_after_s),
             error_type="BudgetExhausted",
         ) from None
-    except OuraUnavailable:
-        raise Retriable("Oura unavailable", error_type="OuraUnavailable") from None
+    except OuraCircuitOpen as exc:
+        # Oura was not called. The runner stops fetching while the breaker is open; this
+        # message comes back once it may close (docs/phase-3/consumers.md, "Oura outages").
+        raise Retriable(
+            "Oura circuit open", delay_s=_after_breaker(exc.retry_after_s or 0.0),
+            error_type="OuraCircuitOpen",
+        ) from None  # fmt: skip
+    except OuraUnavailable as exc:
+        delay = None if exc.retry_after_s is None else _after_breaker(exc.retry_after_s)
+        raise Retriable("Oura unavailable", delay_s=delay, error_type="OuraUnavailable") from None
     except raw_store.RawStoreUnavailable:
         raise Retriable("S3 unavailable", error_type="RawStoreUnavailable") from None
     except bus.BusUnavailable:
