@@ -31,7 +31,7 @@ def client() -> Client:
         ("ingestion.connection_apis.connection_complete", "get", "/v1/oauth/oura/callback"),
         ("core.apis.JsonResponse", "get", "/healthz"),
         ("core.apis._run", "get", "/readyz"),
-        ("core.metrics_view.generate_latest", "get", "/metrics"),
+        ("core.metrics_view.process_registry", "get", "/metrics"),
     ],
 )
 def test_an_unexpected_error_in_a_plain_django_view_is_a_500_in_the_error_shape(
