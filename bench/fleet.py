@@ -562,4 +562,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # during the set-up: no child process started yet
+        code = 130
+    except SystemExit as stop:  # children already stopped by main's clean-up
+        if isinstance(stop.code, str):
+            print(stop.code, file=sys.stderr)
+        code = stop.code if isinstance(stop.code, int) else 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # the simulator's and the DB pools' threads must not hold the exit
