@@ -492,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
                            [rate_budget.BUCKET])  # fmt: skip
             (budget_table_max,) = cursor.fetchone() or (None,)
         result |= {
-            "enqueue_200_calls_s": round(t_enqueued, 2),
+            "enqueue_all_calls_s": round(t_enqueued, 2),
             "all_jobs_terminal_s": round(t_jobs_done, 1) if t_jobs_done is not None else None,
             "all_rows_visible_s": round(t_all, 1),
             "job_statuses": dict(statuses),
