@@ -1,10 +1,14 @@
 """One Oura request budget per application, shared by every process through Postgres.
 
 Oura allows OURA_APP_RATE_LIMIT requests per OURA_APP_RATE_WINDOW_S (5000 per 300 s by
-default). Each request first takes a unit from the current fixed window with one atomic
-UPDATE, so webhook fetches, normalizers and backfill workers on any machine draw from the
-same count. Backfill may use only part of each window (BACKFILL_SHARE): the rest is kept for
-live webhook fetches, which therefore always go first when the budget is tight.
+default), counted over a rolling window (CONTRACT §6). Each request first takes a unit in
+Postgres, so webhook fetches, normalizers and backfill workers on any machine draw from the
+same count. Units are counted in slots of a tenth of the window, and a request is let through
+only while the slots a rolling window can overlap (the current one and the ten before it) hold
+fewer than the limit: a fixed window would let a burst at the end of one window and another
+at the start of the next through, up to twice the limit in one rolling window (seen in the
+fleet bench, bench/README.md). Backfill may use only part of the budget (BACKFILL_SHARE): the
+rest is kept for live webhook fetches, which therefore always go first when it is tight.
 
 A 429 from Oura sets `blocked_until` on the window, which pauses every process until the
 time Oura named in Retry-After.
@@ -16,11 +20,12 @@ import enum
 import logging
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 
 from core.metrics import provider_rate_limit_hits
 
@@ -28,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 BACKFILL_SHARE = 0.8
 BUCKET = "oura-app"
+SLOTS_PER_WINDOW = 10
+# Serializes takers (every process) for the length of one check-and-take; a constant key.
+_LOCK_KEY = zlib.crc32(b"health.oura_rate_budget")
 
 
 class Priority(enum.Enum):
@@ -44,10 +52,19 @@ class BudgetExhausted(Exception):
         return max(0.0, (self.retry_at - datetime.now(UTC)).total_seconds())
 
 
-def _window_start(now: datetime) -> datetime:
-    window = settings.OURA_APP_RATE_WINDOW_S
-    epoch = int(now.timestamp())
-    return datetime.fromtimestamp(epoch - epoch % window, UTC)
+def _slot_s() -> float:
+    return float(settings.OURA_APP_RATE_WINDOW_S) / SLOTS_PER_WINDOW
+
+
+def _slot_start(now: datetime) -> datetime:
+    slot = _slot_s()
+    stamp = now.timestamp()
+    return datetime.fromtimestamp(stamp - stamp % slot, UTC)
+
+
+def _span_start(now: datetime) -> datetime:
+    """The oldest slot that shares a rolling window with a request sent now."""
+    return _slot_start(now) - timedelta(seconds=_slot_s() * SLOTS_PER_WINDOW)
 
 
 def _cap(priority: Priority) -> int:
@@ -61,30 +78,33 @@ _BLOCK_ROW_START = datetime(1970, 1, 1, tzinfo=UTC)  # the one row that carries 
 def try_acquire(
     priority: Priority = Priority.LIVE, *, units: int = 1, now: datetime | None = None
 ) -> None:
-    """Take `units` requests from the current window (all or none), or raise BudgetExhausted
+    """Take `units` requests from the rolling window (all or none), or raise BudgetExhausted
     with when to retry."""
     now = now or datetime.now(UTC)
-    start = _window_start(now)
-    next_window = start + timedelta(seconds=settings.OURA_APP_RATE_WINDOW_S)
-    with connection.cursor() as cursor:
-        # Insert-or-increment in one statement. The conditional increment means concurrent
-        # callers can never push `used` past the cap; nothing is taken while a 429 pause holds.
+    start = _slot_start(now)
+    with transaction.atomic(), connection.cursor() as cursor:
+        # The sum covers several rows, so takers queue on one lock (held for these two short
+        # statements; its own statement, so the sum's snapshot sees every earlier taker).
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
+        # Nothing is taken while a 429 pause holds.
         cursor.execute(
             """
             INSERT INTO health.oura_rate_limit_windows (bucket, window_start, used)
             SELECT %(bucket)s, %(start)s, %(units)s
+              FROM (SELECT COALESCE(SUM(used), 0) AS used
+                      FROM health.oura_rate_limit_windows
+                     WHERE bucket = %(bucket)s AND window_start >= %(span)s) AS recent
              WHERE NOT EXISTS (
                    SELECT 1 FROM health.oura_rate_limit_windows
                     WHERE bucket = %(bucket)s AND window_start = %(block)s
                       AND blocked_until > %(now)s)
-               AND %(units)s <= %(cap)s
+               AND recent.used + %(units)s <= %(cap)s
             ON CONFLICT (bucket, window_start) DO UPDATE
                SET used = health.oura_rate_limit_windows.used + %(units)s
-             WHERE health.oura_rate_limit_windows.used + %(units)s <= %(cap)s
             RETURNING used
             """,
-            {"bucket": BUCKET, "start": start, "block": _BLOCK_ROW_START, "now": now,
-             "cap": _cap(priority), "units": units},
+            {"bucket": BUCKET, "start": start, "span": _span_start(now),
+             "block": _BLOCK_ROW_START, "now": now, "cap": _cap(priority), "units": units},
         )  # fmt: skip
         if cursor.fetchone() is not None:
             return
@@ -95,7 +115,9 @@ def try_acquire(
         )
         row = cursor.fetchone()
     blocked_until = row[0] if row else None
-    retry_at = blocked_until if blocked_until and blocked_until > now else next_window
+    # The oldest slot leaves the rolling window when the next slot starts.
+    next_slot = start + timedelta(seconds=_slot_s())
+    retry_at = blocked_until if blocked_until and blocked_until > now else next_slot
     raise BudgetExhausted(retry_at=retry_at)
 
 
@@ -186,30 +208,43 @@ def block_until(until: datetime) -> None:
         )
 
 
-def used_in_current_window() -> int:
+def used_in_current_window(now: datetime | None = None) -> int:
+    """Units taken in the rolling window a request sent now would count against."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT used FROM health.oura_rate_limit_windows "
-            "WHERE bucket = %s AND window_start = %s",
-            [BUCKET, _window_start(datetime.now(UTC))],
+            "SELECT COALESCE(SUM(used), 0) FROM health.oura_rate_limit_windows "
+            "WHERE bucket = %s AND window_start >= %s",
+            [BUCKET, _span_start(now or datetime.now(UTC))],
         )
         row = cursor.fetchone()
     return int(row[0]) if row else 0
 
 
+def purge_old_slots(now: datetime | None = None) -> int:
+    """Delete slots no rolling window can reach any more (the 429 pause row stays)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM health.oura_rate_limit_windows "
+            "WHERE bucket = %s AND window_start < %s AND window_start <> %s",
+            [BUCKET, _span_start(now or datetime.now(UTC)), _BLOCK_ROW_START],
+        )
+        return int(cursor.rowcount)
+
+
 def remaining_in_current_window(now: datetime | None = None) -> dict[Priority, int]:
-    """Requests each priority may still take in this window; 0 for all while a 429 pause
-    holds."""
+    """Requests each priority may take now in the rolling window; 0 for all while a 429
+    pause holds."""
     now = now or datetime.now(UTC)
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT COALESCE(MAX(used) FILTER (WHERE window_start = %(start)s), 0),
+            SELECT COALESCE(SUM(used) FILTER (WHERE window_start >= %(span)s), 0),
                    MAX(blocked_until) FILTER (WHERE window_start = %(block)s)
               FROM health.oura_rate_limit_windows
-             WHERE bucket = %(bucket)s AND window_start IN (%(start)s, %(block)s)
+             WHERE bucket = %(bucket)s
+               AND (window_start >= %(span)s OR window_start = %(block)s)
             """,
-            {"bucket": BUCKET, "start": _window_start(now), "block": _BLOCK_ROW_START},
+            {"bucket": BUCKET, "span": _span_start(now), "block": _BLOCK_ROW_START},
         )
         used, blocked_until = cursor.fetchone() or (0, None)
     if blocked_until is not None and blocked_until > now:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from backoffice.services import expired_purge, raw_retention_purge
+from ingestion.rate_budget import purge_old_slots
 from ingestion.subscription_services import subscriptions_renew
 from jobs.services import jobs_reconcile
 from privacy.services import erasures_resume
@@ -58,7 +59,9 @@ def reconcile_jobs() -> TaskResult:
 
 
 def purge_expired() -> TaskResult:
-    return TaskResult(counts=expired_purge(actor="scheduler"))
+    # The rate budget's past slots too: no rolling window reaches them any more.
+    counts = expired_purge(actor="scheduler") | {"budget_slots_purged": purge_old_slots()}
+    return TaskResult(counts=counts)
 
 
 def resume_erasures() -> TaskResult:

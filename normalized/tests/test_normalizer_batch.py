@@ -93,8 +93,12 @@ def test_webhooks_of_two_users_and_two_collections_are_committed_in_one_transact
         results = handle_raw_batch(as_batch(envelopes), executor)
 
     assert results == [None] * 10
-    # The batch's writes happen on this thread: one transaction, one commit, for all ten.
-    assert commits(captured) == 1
+    # The batch's writes happen on this thread: one transaction, one commit, for all ten;
+    # the other commit is the batch's Oura budget units, taken together in one short
+    # transaction of their own (ingestion/rate_budget.py) before the fetches.
+    assert commits(captured) == 2
+    budget = [q for q in captured.captured_queries if "oura_rate_limit_windows" in q["sql"]]
+    assert len(budget) == 1
     for conn in (first, second):
         assert Activity.objects.filter(user_id=conn.user_id, kind="workout").count() == 3
         assert DailyReadiness.objects.filter(user_id=conn.user_id).count() == 2
