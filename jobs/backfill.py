@@ -31,8 +31,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
+from django.db import InterfaceError, OperationalError, transaction
 from django.db import connection as db_connection
-from django.db import transaction
 from django.utils import timezone
 from opentelemetry.context import Context
 
@@ -68,6 +68,10 @@ PAGE_RETRY_BASE_S = 1.0  # pause between a page's attempts, times the attempt nu
 # How long one budget acquisition may wait before we look at cancel/lease again.
 BUDGET_WAIT_S = 10.0
 PUBLISH_TIMEOUT_S = 2.0
+# Errors that mean one of our own services is away: the run ends, the job waits for it.
+INFRASTRUCTURE_AWAY = (
+    raw_store.RawStoreUnavailable, bus.BusUnavailable, OperationalError, InterfaceError,
+)  # fmt: skip
 MAX_ERROR_DETAIL = 500  # core.messages.JobTypeError.detail
 RECONNECT = "the user must connect again, then start a new backfill."
 REAUTH_ERROR = f"Oura refused the user's authorization (revoked or expired): {RECONNECT}"
@@ -213,7 +217,14 @@ def _fetch(
             # attempt, a slice at a time so cancel and the lease are seen.
             time.sleep(max(0.05, min(refused.retry_after_s or 1.0, BUDGET_WAIT_S)))
             continue
-        except (OuraUnavailable, OuraRateLimited) as exc:
+        except OuraRateLimited as limited:
+            # A 429 says "wait", not "this page is broken" (Oura's window can be 300 s): the
+            # client has paused every process until Retry-After; wait it out like an
+            # exhausted budget, without counting an attempt (found by bench/chaos.py).
+            logger.info("backfill_rate_limited", extra={"data_type": data_type.name})
+            time.sleep(max(0.05, min(limited.retry_after_s, BUDGET_WAIT_S)))
+            continue
+        except OuraUnavailable as exc:
             failures += 1
             if failures >= PAGE_ATTEMPTS:
                 raise CollectionFailed(
@@ -497,6 +508,7 @@ def backfill_run(*, job_id: uuid.UUID | str) -> str | None:
         services.job_release(
             job=job, lease_id=lease_id,
             last_error=f"worker error {type(exc).__name__}; the job resumes from its checkpoint",
+            counts_as_attempt=not isinstance(exc, INFRASTRUCTURE_AWAY),
         )  # fmt: skip
         raise
     finally:

@@ -419,12 +419,25 @@ def job_finish(
     return job
 
 
-def job_release(*, job: IngestionJob, lease_id: uuid.UUID, last_error: str) -> None:
+def job_release(
+    *, job: IngestionJob, lease_id: uuid.UUID, last_error: str, counts_as_attempt: bool = True
+) -> None:
     """An unexpected error ends this run but not the job: free the lease so the retried
-    message (or the reconciler) can resume it at once."""
+    message can resume it (a job without a lease is claimable at once).
+
+    The heartbeat is stamped, not cleared: a cleared one reads as a dead worker to
+    `jobs_reconcile`, which then sent a second message beside dramatiq's own retry, and both
+    runs spent an attempt (bench/chaos.py saw a 30 s S3 outage use up every attempt in 13 s).
+    The reconciler steps in only once the heartbeat is stale, when no retry came.
+    A run ended by our infrastructure being away (S3, NATS, Postgres) does not count as an
+    attempt: MAX_RUN_ATTEMPTS bounds runs that die or fail for reasons a retry will not cure,
+    while an outage only delays the job.
+    """
     IngestionJob.objects.filter(job_id=job.job_id, lease_id=lease_id).update(
-        lease_id=None, heartbeat_at=None, last_error=last_error[:2000], updated_at=timezone.now()
-    )
+        lease_id=None, heartbeat_at=timezone.now(), last_error=last_error[:2000],
+        updated_at=timezone.now(),
+        attempts=F("attempts") - (0 if counts_as_attempt else 1),
+    )  # fmt: skip
 
 
 def job_fail_unclaimed(*, job: IngestionJob, last_error: str) -> None:

@@ -1,7 +1,6 @@
 """Cases the chaos run (bench/chaos.py, issue #17) found in backfill jobs, kept as tests.
 
-Both are expected failures until the jobs code changes (strict: a fix turns them into
-failures of this file, and the marker then goes):
+Both are fixed (jobs/services.py job_release, jobs/backfill.py _fetch); the cases stay:
 
 - a 30 s S3 outage failed 6-8 of 10 running jobs for good: a run that ends in an
   infrastructure error releases the job with `heartbeat_at` NULL, which `jobs_reconcile`
@@ -40,7 +39,6 @@ def _s3_down(*args: object, **kwargs: object) -> raw_store.StoredObject:
     raise raw_store.RawStoreUnavailable("S3 is away (chaos)")
 
 
-@pytest.mark.xfail(strict=True, reason="chaos finding: a released job is resumed at once")
 def test_a_run_ended_by_an_s3_outage_is_not_resumed_by_the_reconciler_at_once(
     oura, monkeypatch
 ) -> None:
@@ -57,7 +55,6 @@ def test_a_run_ended_by_an_s3_outage_is_not_resumed_by_the_reconciler_at_once(
     assert str(job.job_id) not in report.resumed
 
 
-@pytest.mark.xfail(strict=True, reason="chaos finding: an S3 outage spends every run")
 def test_a_job_survives_an_s3_outage_that_outlasts_its_runs(oura, monkeypatch) -> None:
     connect_user(oura, history_days=60)
     job = start("user-1", 30, ["workout"])
@@ -73,7 +70,6 @@ def test_a_job_survives_an_s3_outage_that_outlasts_its_runs(oura, monkeypatch) -
     assert job.status == IngestionJob.Status.SUCCEEDED
 
 
-@pytest.mark.xfail(strict=True, reason="chaos finding: 429s make a collection give up")
 def test_a_window_of_429s_delays_a_collection_without_giving_it_up(
     oura, settings, monkeypatch
 ) -> None:
