@@ -5,16 +5,18 @@ Not a test. Same set-up as bench/webhooks.py (bench/README.md), in one run:
     python -m bench.tracing [--rounds 3] [--seconds 15]
 
 Each round starts the bench server (granian 3x6, `bench.webhooks:application`) and the relay
-(`--nice 10`) twice, once per mode, and drives signed unique deliveries at concurrency 16:
+(`--nice 10`) once per mode, and drives signed unique deliveries at concurrency 16:
 
+- `disabled`: `OTEL_SDK_DISABLED=true`: no provider and no instrumentation at all (what the
+  instrumentation costs even when nothing is recorded);
 - `off`: no exporter (`make run`'s default): spans are not recorded, trace ids still exist for
   log lines and message headers;
 - `on`: `OTEL_EXPORTER_OTLP_ENDPOINT` at a local OTLP/HTTP sink in this process, the default
   sampler (parent-based, 10 %), so sampled requests are recorded, sanitized and exported.
 
-The modes alternate within each round (the first round's order is off, on; the next on, off),
-so a machine that gets slower or faster during the run does not favour one mode. Medians
-over rounds are reported with the ratio on/off.
+The modes rotate within each round (off, on, disabled; then on, disabled, off; ...), so a
+machine that gets slower or faster during the run does not favour one mode. Medians over
+rounds are reported with the ratios on/off and off/disabled.
 """
 
 from __future__ import annotations
@@ -140,12 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     sink = _Sink()
     modes = {
+        "disabled": base | {"OTEL_SDK_DISABLED": "true"},
         "off": base,
         "on": base | {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint, "OTEL_SERVICE_NAME": "bench"},
     }
-    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    names = list(modes)
     for round_no in range(args.rounds):
-        order = ["off", "on"] if round_no % 2 == 0 else ["on", "off"]
+        shift = round_no % len(names)
+        order = names[1 + shift :] + names[: 1 + shift]
         for mode in order:
             result = _measure(modes[mode], args, settings.OURA_CLIENT_SECRET)
             runs[mode].append(result)
@@ -165,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         "median": {mode: {key: median(mode, key) for key in MEASURES} for mode in runs},
         "ratio_on_to_off": round(
             median("on", "accepted_per_s") / max(median("off", "accepted_per_s"), 1), 3
+        ),
+        "ratio_off_to_disabled": round(
+            median("off", "accepted_per_s") / max(median("disabled", "accepted_per_s"), 1), 3
         ),
         "runs": runs,
     }
