@@ -17,9 +17,11 @@ $(STAMP): requirements.txt
 run: $(STAMP)
 	$(BIN)/python -m devrun
 
+# Two pytest-xdist workers, each with its own embedded Postgres, NATS and S3
+# (devstack/pytest_plugin.py); a test file stays on one worker.
 test: $(STAMP) lint typecheck
 	@command -v chromium >/dev/null 2>&1 || echo "Browser tests (backoffice/tests/browser) will be skipped: no chromium. Install it: sudo apt-get install -y chromium"
-	$(BIN)/python -m pytest --cov --cov-report=term:skip-covered --cov-report=xml -q
+	$(BIN)/python -m pytest -n 2 --dist loadfile --cov --cov-report=term:skip-covered --cov-report=xml -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -268,6 +268,11 @@ def run(*, target: OuraTarget, embedded: list[str], with_demo: bool = True) -> i
     oura_url = target.api_base_url
     if not target.external:
         sim, oura_url = _start_simulator()
+        # The simulator is new: breakers opened while the last run's was being stopped
+        # would refuse this run's first calls (the demo's sign-in among them).
+        from ingestion.circuit_breaker import reset_all
+
+        reset_all()
     # Every child writes its metrics here and web's /metrics serves them all (devrun/metrics.py).
     metrics_dir = fresh_metrics_dir(_state_file("metrics"))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}

@@ -18,6 +18,22 @@ from devstack.stack import PROJECT_DIR, Stack
 
 _stack: Stack | None = None
 _started: list[str] = []
+# What a pytest-xdist controller puts where a URL is unset: nothing listens there, and each
+# worker, seeing the flag, starts its own service instead.
+_PLACEHOLDER_FLAG = "DEVSTACK_TEST_PLACEHOLDERS"
+_PLACEHOLDERS = {
+    "postgres": "postgresql://placeholder@127.0.0.1:1/placeholder",
+    "nats": "nats://127.0.0.1:1",
+    "s3": "http://127.0.0.1:1",
+}
+
+
+def _distributing(config: pytest.Config) -> bool:
+    """This process is a pytest-xdist controller handing tests to workers."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return False
+    workers = getattr(config.known_args_namespace, "numprocesses", None)
+    return workers not in (None, 0, "0")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -30,6 +46,20 @@ def pytest_load_initial_conftests(
     # replaced by the throw-away set below.
     os.environ["HEALTH_EMBEDDED_SERVICES"] = "false"
     stack = Stack(PROJECT_DIR / f".devstack-test-{os.getpid()}")
+    if _distributing(early_config):
+        # pytest-xdist's controller runs no test: its workers each start a set of their own
+        # (tests stop services, purge streams and flush tables; sharing would mix them). The
+        # controller only loads settings, which need URLs, not servers.
+        for name, service in stack.services.items():
+            if not os.environ.get(service.env_var):
+                os.environ[service.env_var] = _PLACEHOLDERS[name]
+                os.environ[_PLACEHOLDER_FLAG] = "1"
+        yield
+        return
+    if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get(_PLACEHOLDER_FLAG):
+        for name, service in stack.services.items():
+            if os.environ.get(service.env_var) == _PLACEHOLDERS[name]:
+                del os.environ[service.env_var]
     missing = [n for n, s in stack.services.items() if not os.environ.get(s.env_var)]
     if missing:
         stack.up(missing)

@@ -225,6 +225,20 @@ def record_failure(permit: Permit) -> float:
     return open_s
 
 
+def reset_all() -> int:
+    """Close every breaker (an Oura that has just been started fresh: `make run`'s own
+    simulator). What a previous run saw of a server that is gone says nothing about this one:
+    its last calls failed because it was being stopped, and an open breaker would refuse
+    the new run's first calls. Returns how many breakers there are."""
+    return CircuitBreaker.objects.update(
+        state=CircuitBreaker.State.CLOSED,
+        consecutive_failures=0,
+        open_streak=0,
+        opened_until=None,
+        probe_lease_until=None,
+    )
+
+
 def states() -> dict[str, Snapshot]:
     """Every endpoint class's breaker (closed when it has no row yet), for the metric."""
     return {endpoint: read(endpoint) for endpoint in ENDPOINT_CLASSES}

@@ -233,3 +233,16 @@ def test_4xx_and_429_answers_do_not_count_as_failures(
     assert circuit_breaker.read(DATA).state == State.CLOSED
     assert client.get_document(conn, "workout", "no-such-document") is None  # a 404
     assert CircuitBreaker.objects.get(endpoint=DATA).consecutive_failures == 0
+
+
+def test_reset_all_closes_every_breaker_and_forgets_the_failures() -> None:
+    """`make run` calls it when it starts a fresh simulator: the last run's failures were the
+    old simulator being stopped, and would refuse the new run's first calls."""
+    fail(3)  # open
+    fail(2, circuit_breaker.OAUTH)  # closed, two failures counted
+
+    circuit_breaker.reset_all()
+
+    assert circuit_breaker.admit(DATA, lease_s=5) == Permit(DATA)
+    assert circuit_breaker.read(DATA).state == State.CLOSED
+    assert fail(2, circuit_breaker.OAUTH) == 0.0  # counting starts again from zero

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import signal
 import threading
-from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from core.consumers import CONSUMERS, get_consumer, run_consumer
 from core.metrics import dead_letters_total, process_started, serve_metrics
+from core.stop_signal import stop_on_signals
 
 logger = logging.getLogger(__name__)
 
@@ -49,17 +48,9 @@ class Command(BaseCommand):
             "--metrics-port", type=int, default=0, help="Serve /metrics here (0: off)."
         )
 
-    def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        # The flag first: with the supervisor gone (its pipe closed), the write below fails,
-        # and a stop must never hang on telling someone about it.
-        self.stopping.set()
-        # A log record (the handler's own errors are swallowed by logging), not a plain line.
-        logger.info("consumer_stop_requested", extra={"signal": signal.Signals(signum).name})
-
     def handle(self, *args: Any, **options: Any) -> None:
         self.stopping = threading.Event()
-        signal.signal(signal.SIGTERM, self.on_signal)
-        signal.signal(signal.SIGINT, self.on_signal)
+        stop_on_signals(self.stopping, event="consumer_stop_requested", log=logger)
         spec = get_consumer(options["name"])
         if min(options["ack_wait"], options["batch"], options["concurrency"]) < 0:
             raise CommandError("--ack-wait, --batch and --concurrency must not be negative")

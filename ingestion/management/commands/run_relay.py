@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
-from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import InterfaceError, OperationalError, close_old_connections, connections
 
 from core.metrics import process_started, relay_events_total, serve_metrics
+from core.stop_signal import stop_on_signals
 from ingestion.relay import PassResult, relay_backlog_counts, relay_drain, relay_step
 
 logger = logging.getLogger(__name__)
@@ -55,17 +54,9 @@ class Command(BaseCommand):
             "builds an archive backlog (metric relay_backlog) instead of slower 202s.",
         )
 
-    def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        # The flag first: with the supervisor gone (its pipe closed), the write below fails,
-        # and a stop must never hang on telling someone about it.
-        self.stopping.set()
-        # A log record (the handler's own errors are swallowed by logging), not a plain line.
-        logger.info("relay_stop_requested", extra={"signal": signal.Signals(signum).name})
-
     def handle(self, *args: Any, **options: Any) -> None:
         self.stopping = threading.Event()
-        signal.signal(signal.SIGTERM, self.on_signal)
-        signal.signal(signal.SIGINT, self.on_signal)
+        stop_on_signals(self.stopping, event="relay_stop_requested", log=logger)
         process_started("relay")
         for kind in ("publish", "archive"):  # every series from the start, at 0
             _count(kind, PassResult())

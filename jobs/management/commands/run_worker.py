@@ -12,11 +12,9 @@ checkpoint.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
 import dramatiq
@@ -26,6 +24,7 @@ from django.utils.module_loading import autodiscover_modules
 from dramatiq_postgres import PostgresBroker
 
 from core.metrics import backfill_job_duration_seconds, process_started, serve_metrics
+from core.stop_signal import stop_on_signals
 
 logger = logging.getLogger(__name__)
 
@@ -108,17 +107,9 @@ class Command(BaseCommand):
             "--metrics-port", type=int, default=0, help="Serve /metrics here (0: off)."
         )
 
-    def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        # The flag first: with the supervisor gone (its pipe closed), the write below fails,
-        # and a stop must never hang on telling someone about it.
-        self.stopping.set()
-        # A log record (the handler's own errors are swallowed by logging), not a plain line.
-        logger.info("worker_stop_requested", extra={"signal": signal.Signals(signum).name})
-
     def handle(self, *args: Any, **options: Any) -> None:
         self.stopping = threading.Event()
-        signal.signal(signal.SIGTERM, self.on_signal)
-        signal.signal(signal.SIGINT, self.on_signal)
+        stop_on_signals(self.stopping, event="worker_stop_requested", log=logger)
         process_started("worker")
         for outcome in ("succeeded", "succeeded_with_errors", "failed", "cancelled"):  # all series
             backfill_job_duration_seconds.labels(outcome=outcome)

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import threading
 import time
-from types import FrameType
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from core.metrics import process_started, serve_metrics
+from core.stop_signal import stop_on_signals
 from upkeep.scheduler import ScheduleError, UpkeepScheduler, schedule_triggers
 from upkeep.services import upkeep_run
 from upkeep.tasks import TASKS
@@ -54,19 +53,16 @@ class Command(BaseCommand):
             "noticing the signal took a while, so that the process is gone within 10 s).",
         )  # fmt: skip
 
-    def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        # The flag first: with the supervisor gone (its pipe closed), the write below fails,
-        # and a stop must never hang on telling someone about it.
+    def _signalled(self) -> None:
+        # Inside the signal handler: an assignment, no lock (core/stop_signal.py).
         self.signalled_at = time.monotonic()
-        self.stopping.set()
-        # A log record (the handler's own errors are swallowed by logging), not a plain line.
-        logger.info("scheduler_stop_requested", extra={"signal": signal.Signals(signum).name})
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.stopping = threading.Event()
         self.signalled_at = None
-        signal.signal(signal.SIGTERM, self.on_signal)
-        signal.signal(signal.SIGINT, self.on_signal)
+        stop_on_signals(
+            self.stopping, event="scheduler_stop_requested", log=logger, on_signal=self._signalled
+        )
         if not 0 <= options["grace"] <= 8:
             raise CommandError("--grace must be between 0 and 8 seconds (SIGTERM deadline: 10)")
         if options["lock_retry"] <= 0:
