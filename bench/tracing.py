@@ -34,7 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from bench.webhooks import BENCH_USER, _free_port, _wait_http, run_load, signed_deliveries
+from bench.webhooks import _free_port, _wait_http, prepare_server_env, run_load, signed_deliveries
 
 ROOT = Path(__file__).resolve().parent.parent
 MEASURES = ("accepted_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_request")
@@ -118,28 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
 
-    missing = [v for v in ("DATABASE_URL", "NATS_URL", "S3_ENDPOINT_URL") if not os.environ.get(v)]
-    if missing:
-        raise SystemExit(f"set {', '.join(missing)} (see bench/README.md)")
     tracing_vars = [name for name in os.environ if name.startswith("OTEL_")]
     if tracing_vars:
         raise SystemExit(f"unset {', '.join(tracing_vars)}: this bench sets tracing itself")
-    base = {**os.environ, "HEALTH_EMBEDDED_SERVICES": "false", "DJANGO_DEBUG": "false",
-            "DJANGO_SETTINGS_MODULE": "health_project.settings"}  # fmt: skip
-    os.environ.update(base)
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
+    base = prepare_server_env()
     from django.conf import settings
 
-    from core.provisioning import provision_all
-    from ingestion.models import OuraConnection
-
-    provision_all()
-    OuraConnection.objects.get_or_create(
-        provider_user_id=BENCH_USER, defaults={"user_id": "bench-user"}
-    )
     sink = _Sink()
     modes = {
         "disabled": base | {"OTEL_SDK_DISABLED": "true"},

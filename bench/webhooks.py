@@ -217,6 +217,29 @@ def _wait_http(port: int, timeout: float = 60) -> None:
     raise SystemExit("the bench server did not answer /healthz")
 
 
+def prepare_server_env() -> dict[str, str]:
+    """Django set up in this process, the bus and bucket provisioned and the bench's Oura
+    user connected; the environment its server and relay run with."""
+    missing = [v for v in ("DATABASE_URL", "NATS_URL", "S3_ENDPOINT_URL") if not os.environ.get(v)]
+    if missing:
+        raise SystemExit(f"set {', '.join(missing)} (see bench/README.md)")
+    env = {**os.environ, "HEALTH_EMBEDDED_SERVICES": "false", "DJANGO_DEBUG": "false",
+           "DJANGO_SETTINGS_MODULE": "health_project.settings"}  # fmt: skip
+    os.environ.update(env)
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from core.provisioning import provision_all
+    from ingestion.models import OuraConnection
+
+    provision_all()
+    OuraConnection.objects.get_or_create(
+        provider_user_id=BENCH_USER, defaults={"user_id": "bench-user"}
+    )
+    return env
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.webhooks")
     parser.add_argument("--seconds", type=float, default=15.0)
@@ -240,26 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
 
-    missing = [v for v in ("DATABASE_URL", "NATS_URL", "S3_ENDPOINT_URL") if not os.environ.get(v)]
-    if missing:
-        raise SystemExit(f"set {', '.join(missing)} (see bench/README.md)")
-    env = {**os.environ, "HEALTH_EMBEDDED_SERVICES": "false", "DJANGO_DEBUG": "false",
-           "DJANGO_SETTINGS_MODULE": "health_project.settings"}  # fmt: skip
-    os.environ.update(env)
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
+    env = prepare_server_env()
     from django.conf import settings
 
-    from core.provisioning import provision_all
-    from ingestion.models import OuraConnection
     from ingestion.relay import relay_backlog_counts
 
-    provision_all()
-    OuraConnection.objects.get_or_create(
-        provider_user_id=BENCH_USER, defaults={"user_id": "bench-user"}
-    )
     relay_backlog_counts()
 
     port = _free_port()

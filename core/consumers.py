@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import importlib
 import logging
@@ -509,16 +510,7 @@ def _consume_span(msg: Msg, meta: MessageMeta) -> tuple[Span, MessageMeta]:
         consumer=meta.consumer,
         num_delivered=meta.num_delivered,
     )
-    meta = MessageMeta(
-        consumer=meta.consumer,
-        subject=meta.subject,
-        stream=meta.stream,
-        stream_seq=meta.stream_seq,
-        num_delivered=meta.num_delivered,
-        msg_id=meta.msg_id,
-        trace_context=set_span_in_context(span),
-    )
-    return span, meta
+    return span, dataclasses.replace(meta, trace_context=set_span_in_context(span))
 
 
 def _end_consume_span(span: Span, outcome: Outcome) -> None:
