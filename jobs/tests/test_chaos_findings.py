@@ -15,11 +15,14 @@ Both are fixed (jobs/services.py job_release, jobs/backfill.py _fetch); the case
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 
 from core import raw_store
+from core.provisioning import ProvisionReport, provision_bucket
+from devstack.stack import Stack
 from jobs.backfill import backfill_run
 from jobs.models import IngestionJob
 from jobs.services import MAX_RUN_ATTEMPTS, job_start, jobs_reconcile
@@ -35,17 +38,24 @@ def start(user_id: str, days: int, data_types: list[str]) -> IngestionJob:
     ).job  # fmt: skip
 
 
-def _s3_down(*args: object, **kwargs: object) -> raw_store.StoredObject:
-    raise raw_store.RawStoreUnavailable("S3 is away (chaos)")
+@contextlib.contextmanager
+def s3_stopped(stack: Stack) -> Iterator[None]:
+    """The embedded S3 really stopped for the block, then started and provisioned again."""
+    stack.stop("s3")
+    raw_store.reset_client()
+    try:
+        yield
+    finally:
+        stack.start("s3")
+        raw_store.reset_client()
+        provision_bucket(ProvisionReport())
 
 
-def test_a_run_ended_by_an_s3_outage_is_not_resumed_by_the_reconciler_at_once(
-    oura, monkeypatch
-) -> None:
+@pytest.mark.services
+def test_a_run_ended_by_an_s3_outage_is_not_resumed_by_the_reconciler_at_once(oura, stack) -> None:
     connect_user(oura, history_days=60)
     job = start("user-1", 30, ["workout"])
-    monkeypatch.setattr(raw_store, "put", _s3_down)
-    with pytest.raises(raw_store.RawStoreUnavailable):
+    with s3_stopped(stack), pytest.raises(raw_store.RawStoreUnavailable):
         backfill_run(job_id=job.job_id)
 
     # dramatiq retries the message itself; a second message from the reconciler doubles
@@ -55,14 +65,14 @@ def test_a_run_ended_by_an_s3_outage_is_not_resumed_by_the_reconciler_at_once(
     assert str(job.job_id) not in report.resumed
 
 
-def test_a_job_survives_an_s3_outage_that_outlasts_its_runs(oura, monkeypatch) -> None:
+@pytest.mark.services
+def test_a_job_survives_an_s3_outage_that_outlasts_its_runs(oura, stack) -> None:
     connect_user(oura, history_days=60)
     job = start("user-1", 30, ["workout"])
-    monkeypatch.setattr(raw_store, "put", _s3_down)
-    for _ in range(MAX_RUN_ATTEMPTS + 1):  # what ~13 s of retries and resumes ran
-        with contextlib.suppress(raw_store.RawStoreUnavailable):
-            backfill_run(job_id=job.job_id)
-    monkeypatch.undo()
+    with s3_stopped(stack):
+        for _ in range(MAX_RUN_ATTEMPTS + 1):  # what ~13 s of retries and resumes ran
+            with contextlib.suppress(raw_store.RawStoreUnavailable):
+                backfill_run(job_id=job.job_id)
 
     backfill_run(job_id=job.job_id)
 
@@ -70,11 +80,8 @@ def test_a_job_survives_an_s3_outage_that_outlasts_its_runs(oura, monkeypatch) -
     assert job.status == IngestionJob.Status.SUCCEEDED
 
 
-def test_a_window_of_429s_delays_a_collection_without_giving_it_up(
-    oura, settings, monkeypatch
-) -> None:
+def test_a_window_of_429s_delays_a_collection_without_giving_it_up(oura, settings) -> None:
     settings.OURA_MAX_RETRIES = 1
-    monkeypatch.setattr("jobs.backfill.PAGE_RETRY_BASE_S", 0.01)
     connect_user(oura, history_days=60)
     job = start("user-1", 30, ["workout"])
     oura.config.force_next_statuses = [429] * 8  # Retry-After: 1 on each
