@@ -69,8 +69,8 @@ def main() -> None:
 
     from access.services import api_key_create
     from ingestion import crypto
+    from ingestion.data_types import BACKFILL_TYPES
     from ingestion.models import OuraConnection
-    from jobs.data_types import DATA_TYPES
     from jobs.models import IngestionJob
     from oura_simulator import OuraSimulator
     from oura_simulator.config import SimulatorConfig
@@ -132,7 +132,7 @@ def main() -> None:
         t_rows = time.monotonic() - t0
         job = IngestionJob.objects.get(job_id=job_id)
         data_requests = sum(1 for r in sim.requests if "/usercollection/" in r.path)
-        windows_x_types = sum(-(-days // DATA_TYPES[t].window_days) for t in job.data_types)
+        windows_x_types = sum(-(-days // BACKFILL_TYPES[t].window_days) for t in job.data_types)
         from normalized import models as nm
 
         rows = {

@@ -267,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from access.services import api_key_create
     from ingestion import crypto, rate_budget
+    from ingestion.data_types import BACKFILL_TYPES, windows
     from ingestion.models import OuraConnection
-    from jobs.data_types import DATA_TYPES, windows
     from jobs.models import IngestionJob
     from normalized import models as nm
     from oura_simulator import OuraSimulator
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
 
     today = timezone.now().date()
     start = today - timedelta(days=args.days - 1)
-    windows_per_type = {t: len(windows(start, today, DATA_TYPES[t].window_days)) for t in types}
+    windows_per_type = {t: len(windows(start, today, BACKFILL_TYPES[t].window_days)) for t in types}
     planned = args.users * sum(windows_per_type.values())
     backfill_per_window = int(args.budget * rate_budget.BACKFILL_SHARE)
     plan = {

@@ -1,4 +1,4 @@
-"""Oura webhook subscriptions: one per (event_type x data_type) we normalize.
+"""Oura webhook subscriptions: one per (event_type x data_type Oura announces by webhook).
 
 Subscriptions are application-level (CONTRACT 5.1): one set covers every connected user.
 Oura gives each about 90 days; `subscriptions_sync` creates what is missing and renews any
@@ -25,6 +25,7 @@ from django.utils.dateparse import parse_datetime
 
 from audit.models import AuditEntry
 from audit.services import audit_record
+from ingestion.data_types import WEBHOOK_TYPES
 from ingestion.models import WebhookSubscription
 from ingestion.oura_client import OuraRequestError, get_client
 
@@ -32,8 +33,8 @@ logger = logging.getLogger(__name__)
 
 RENEW_WITHIN = timedelta(days=7)
 EVENT_TYPES = ("create", "update", "delete")
-# The webhook data types whose documents the normalizer turns into rows.
-DATA_TYPES = ("daily_readiness", "daily_sleep", "daily_activity", "sleep", "workout", "session")
+# Every data type Oura announces by webhook, in its webhook spelling (the registry's).
+DATA_TYPES = tuple(WEBHOOK_TYPES)
 
 
 @dataclass

@@ -24,7 +24,7 @@ from django.utils.html import format_html
 
 from core.admin_rights import GuardedAdmin, staff_actor
 from core.staff_admin import person_link
-from jobs.data_types import DATA_TYPES, DEFAULT_TYPES
+from ingestion.data_types import BACKFILL_TYPES, DEFAULT_TYPES
 from jobs.models import IngestionJob
 from jobs.services import JobRequestInvalid, job_cancel, job_retry, job_start
 
@@ -34,7 +34,7 @@ class StartBackfillForm(forms.Form):
     start = forms.DateField(help_text="First day, inclusive (YYYY-MM-DD).")
     end = forms.DateField(help_text="Last day, inclusive (YYYY-MM-DD).")
     data_types = forms.MultipleChoiceField(
-        choices=[(name, name) for name in DATA_TYPES],
+        choices=[(name, name) for name in BACKFILL_TYPES],
         required=False,
         widget=forms.CheckboxSelectMultiple,
         help_text="None ticked: every document type the connection grants "

@@ -20,7 +20,7 @@ from access.permissions import HasScope, ensure_user_access
 from access.throttling import ApiKeyRateThrottle
 from core.errors import ApiError
 from core.serializers import ErrorSerializer, UserIdField
-from jobs.data_types import ALIASES, DATA_TYPES, DEFAULT_TYPES
+from ingestion.data_types import ALIASES, BACKFILL_TYPES, DEFAULT_TYPES
 from jobs.models import IngestionJob
 from jobs.selectors import job_get, job_type_statuses
 from jobs.services import JobRequestInvalid, job_cancel, job_retry, job_start
@@ -62,7 +62,7 @@ class JobStartApi(APIView):
         userId = UserIdField()
         range = RangeSerializer()
         dataTypes = serializers.ListField(
-            child=serializers.ChoiceField(choices=sorted([*DATA_TYPES, *ALIASES])),
+            child=serializers.ChoiceField(choices=sorted([*BACKFILL_TYPES, *ALIASES])),
             required=False,
             allow_empty=False,
             help_text="Oura collections to page. Default: every document collection the "

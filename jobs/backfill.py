@@ -40,6 +40,7 @@ from core import bus, raw_store, tracing
 from core.db import person_lock
 from core.messages import PageEnvelope, PageWindow, TypeErrorCode, page_subject
 from core.metrics import job_backfill_inflight
+from ingestion.data_types import BACKFILL_TYPES, DataType, Window, windows
 from ingestion.models import OuraConnection, RawEvent
 from ingestion.oura_client import (
     NeedsReauth,
@@ -52,7 +53,6 @@ from ingestion.oura_client import (
 from ingestion.rate_budget import BudgetExhausted, Priority
 from ingestion.selectors import connection_for_user
 from jobs import services
-from jobs.data_types import DATA_TYPES, DataType, Window, windows
 from jobs.models import IngestionJob
 from privacy.selectors import oura_account_erased
 
@@ -451,7 +451,7 @@ def _run(job: IngestionJob, lease_id: uuid.UUID, hb: Heartbeat) -> tuple[str, st
         return Status.FAILED, f"Oura connection is {state}: {RECONNECT}", False
     _publish_leftovers(job)
     plan = {
-        name: windows(job.range_start, job.range_end, DATA_TYPES[name].window_days)
+        name: windows(job.range_start, job.range_end, BACKFILL_TYPES[name].window_days)
         for name in job.data_types
     }
     cursors = {name: Cursor.load((job.checkpoint or {}).get(name)) for name in job.data_types}
@@ -460,7 +460,7 @@ def _run(job: IngestionJob, lease_id: uuid.UUID, hb: Heartbeat) -> tuple[str, st
             raise Cancelled
         for name in job.data_types:
             try:
-                _page_collection(job, oura, DATA_TYPES[name], plan, cursors, lease_id, hb)
+                _page_collection(job, oura, BACKFILL_TYPES[name], plan, cursors, lease_id, hb)
             except CollectionFailed as failure:
                 _record_failure(job, name, failure, plan, cursors, lease_id)
     except Cancelled:

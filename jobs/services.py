@@ -29,9 +29,9 @@ from core.identifiers import validate_user_id
 from core.messages import JobStatusMessage, JobTypeError, job_status_subject
 from core.metrics import backfill_job_duration_seconds
 from core.pseudonyms import person_hash
+from ingestion.data_types import BACKFILL_TYPES, DEFAULT_TYPES, canonical, granted
 from ingestion.models import OuraConnection
 from ingestion.selectors import connection_for_user
-from jobs.data_types import DATA_TYPES, DEFAULT_TYPES, canonical, granted
 from jobs.models import IngestionJob
 from jobs.selectors import job_type_statuses
 
@@ -100,20 +100,21 @@ def _send_on_commit(job: IngestionJob) -> None:
 def resolve_data_types(requested: list[str] | None, scopes: list[str] | None) -> list[str]:
     """The sorted list of collections the job will page (sorted: it is part of its identity)."""
     if not requested:
-        chosen = [name for name in DEFAULT_TYPES if granted(DATA_TYPES[name], scopes)]
+        chosen = [name for name in DEFAULT_TYPES if granted(BACKFILL_TYPES[name], scopes)]
         if not chosen:
             raise JobRequestInvalid(
                 "scope_not_granted", "The Oura connection grants none of the data types."
             )
         return sorted(chosen)
     names = sorted({canonical(name) for name in requested})
-    unknown = [name for name in names if name not in DATA_TYPES]
+    unknown = [name for name in names if name not in BACKFILL_TYPES]
     if unknown:
         raise JobRequestInvalid(
             "invalid_request",
-            f"Unknown data type(s): {', '.join(unknown)}. Known: {', '.join(sorted(DATA_TYPES))}.",
+            f"Unknown data type(s): {', '.join(unknown)}. "
+            f"Known: {', '.join(sorted(BACKFILL_TYPES))}.",
         )
-    refused = [name for name in names if not granted(DATA_TYPES[name], scopes)]
+    refused = [name for name in names if not granted(BACKFILL_TYPES[name], scopes)]
     if refused:
         raise JobRequestInvalid(
             "scope_not_granted",

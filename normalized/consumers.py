@@ -50,6 +50,7 @@ from core.messages import (
 )
 from core.metrics import normalize_duration_ms, webhook_to_row_seconds
 from core.pseudonyms import person_hash
+from ingestion.data_types import WEBHOOK_TYPES
 from ingestion.models import OuraConnection
 from ingestion.oura_client import (
     NeedsReauth,
@@ -238,7 +239,7 @@ class WebhookBatch:
             conn = _find_connection(by_user, by_provider_user, envelope)
             if (
                 envelope.notification.event_type != "delete"
-                and envelope.notification.data_type in contracts.WEBHOOK_DATA_TYPE_TO_COLLECTION
+                and envelope.notification.data_type in WEBHOOK_TYPES
                 and conn is not None
                 and conn.status == OuraConnection.Status.ACTIVE
             ):
@@ -298,7 +299,7 @@ def fetch_webhook(
     started = time.perf_counter()
     envelope: RawWebhookEnvelope = _parse_envelope(RawWebhookEnvelope, data)
     notification = envelope.notification
-    collection = contracts.WEBHOOK_DATA_TYPE_TO_COLLECTION.get(notification.data_type)
+    collection = WEBHOOK_TYPES.get(notification.data_type)
     if collection is None:
         raise Poison("unsupported webhook data_type", error_type="UnknownCollection")
     event_id = str(envelope.event_id)

@@ -42,7 +42,6 @@ from pydantic_core import PydanticCustomError
 
 __all__ = [
     "DOCUMENT_MODELS",
-    "WEBHOOK_DATA_TYPE_TO_COLLECTION",
     "ActivityContributors",
     "ContractViolation",
     "DailyActivity",
@@ -316,7 +315,7 @@ class DailyCardiovascularAge(OuraDocument):
 
 class VO2Max(OuraDocument):
     spec_schema = "PublicVO2Max"
-    # REST path spelling; the webhook data_type is "vo2_max" (WEBHOOK_DATA_TYPE_TO_COLLECTION).
+    # REST path spelling; the webhook data_type is "vo2_max" (ingestion.data_types).
     collection = "vO2_max"
 
     id: DocumentId
@@ -625,36 +624,6 @@ DOCUMENT_MODELS: dict[str, type[BaseModel]] = {
     model.collection: model for model in _DOCUMENT_MODEL_LIST
 }
 """REST collection name (the path segment after /v2/usercollection/) -> contract model."""
-
-# Collections whose changes Oura announces by webhook (S137 ExtApiV2DataType). heartrate,
-# ring_battery_level and personal_info are not webhook data types.
-_WEBHOOK_COLLECTIONS = (
-    "tag",
-    "enhanced_tag",
-    "workout",
-    "session",
-    "sleep",
-    "daily_sleep",
-    "daily_readiness",
-    "daily_activity",
-    "daily_spo2",
-    "sleep_time",
-    "rest_mode_period",
-    "ring_configuration",
-    "daily_stress",
-    "daily_cardiovascular_age",
-    "daily_resilience",
-)
-
-WEBHOOK_DATA_TYPE_TO_COLLECTION: dict[str, str] = {
-    **{collection: collection for collection in _WEBHOOK_COLLECTIONS},
-    # The webhook enum spells it in lower case, the REST path with a capital O (S137).
-    "vo2_max": "vO2_max",
-}
-"""Webhook `data_type` -> REST collection. S137's "meal" is deliberately absent: it has no
-usercollection route or document schema in S137, so a meal notification cannot be fetched and
-the receiver should treat its data_type as unsupported."""
-
 
 # --- Parsing -----------------------------------------------------------------------------------
 

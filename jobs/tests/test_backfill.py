@@ -11,9 +11,9 @@ from django.utils import timezone
 
 from audit.models import AuditEntry
 from core.pseudonyms import person_hash
+from ingestion.data_types import BACKFILL_TYPES, DEFAULT_TYPES, Window
 from ingestion.models import OuraConnection, RawEvent
 from jobs.backfill import backfill_run, page_dedupe_key, page_event_id
-from jobs.data_types import DATA_TYPES, DEFAULT_TYPES, Window
 from jobs.models import IngestionJob
 from jobs.services import job_start
 from jobs.tests.conftest import (
@@ -78,7 +78,7 @@ def test_two_years_of_every_type_land_completely_once(oura, clean_streams) -> No
         assert page.event_id == page_event_id(key)
     # No more requests than windows x types (empty windows still cost their one request).
     assert len(oura.requests) <= sum(
-        len(range(0, 730, DATA_TYPES[t].window_days)) for t in DEFAULT_TYPES
+        len(range(0, 730, BACKFILL_TYPES[t].window_days)) for t in DEFAULT_TYPES
     )
     # Job entries name the person by person_ref only (AuditEntry.KEEPS_USER_ID).
     mine = AuditEntry.objects.filter(person_ref=person_hash("user-1"), user_id="")

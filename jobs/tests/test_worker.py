@@ -17,8 +17,8 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import F
 
+from ingestion.data_types import BACKFILL_TYPES, windows
 from ingestion.models import RawEvent
-from jobs.data_types import DATA_TYPES, windows
 from jobs.models import IngestionJob
 from jobs.services import job_start, jobs_reconcile
 from jobs.tests.conftest import (
@@ -103,7 +103,9 @@ def test_a_killed_worker_resumes_without_refetching_finished_windows_or_duplicat
     job = job_start(user_id="user-1", start=today - timedelta(days=364), end=today,
                     data_types=types, requested_by="test").job  # fmt: skip
     env = subprocess_env | oura_env(oura)
-    plan = {t: windows(job.range_start, job.range_end, DATA_TYPES[t].window_days) for t in types}
+    plan = {
+        t: windows(job.range_start, job.range_end, BACKFILL_TYPES[t].window_days) for t in types
+    }
 
     first = start_worker(env)
     try:

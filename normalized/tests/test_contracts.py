@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
+from ingestion.data_types import WEBHOOK_TYPES
 from normalized import contracts
 from normalized.contracts import (
     DOCUMENT_MODELS,
-    WEBHOOK_DATA_TYPE_TO_COLLECTION,
     ContractViolation,
     DailyActivity,
     DailyCardiovascularAge,
@@ -277,10 +277,10 @@ def test_registry_is_keyed_by_rest_collection_name() -> None:
 def test_webhook_data_types_map_to_collections_with_vo2_max_spelled_as_the_rest_path() -> None:
     spec_data_types = set(_spec_schemas()["ExtApiV2DataType"]["enum"])
 
-    assert WEBHOOK_DATA_TYPE_TO_COLLECTION["vo2_max"] == "vO2_max"
+    assert WEBHOOK_TYPES["vo2_max"] == "vO2_max"
     # "meal" has no usercollection route or document schema in S137, so it cannot be fetched.
-    assert set(WEBHOOK_DATA_TYPE_TO_COLLECTION) == spec_data_types - {"meal"}
-    for data_type, collection in WEBHOOK_DATA_TYPE_TO_COLLECTION.items():
+    assert set(WEBHOOK_TYPES) == spec_data_types - {"meal"}
+    for data_type, collection in WEBHOOK_TYPES.items():
         assert collection in DOCUMENT_MODELS
         if data_type != "vo2_max":
             assert collection == data_type
