@@ -154,6 +154,192 @@ class Activity(NormalizedRow):
         return f"activity {self.user_id} {self.start}"
 
 
+# --- Daily types of issue #18 -------------------------------------------------------------
+#
+# One row per person and day like the three above. Their unique (user_id, day) constraints
+# INCLUDE the columns the daily page reads, so the normalizer's ON CONFLICT and the read share
+# one index and the read is an index-only scan (migration 0003 added separate covering indexes
+# to the older tables; here one index does both and each write maintains one index fewer).
+
+
+class DailyStress(NormalizedRow):
+    day = models.DateField()
+    stress_high = models.IntegerField(null=True, help_text="seconds of high stress")
+    recovery_high = models.IntegerField(null=True, help_text="seconds of high recovery")
+    day_summary = models.CharField(max_length=20, blank=True)
+
+    class Meta:
+        db_table = health_table("oura_daily_stress")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user_id", "day"],
+                include=["stress_high", "recovery_high", "day_summary"],
+                name="daily_stress_user_day_uniq",
+            )
+        ]
+        indexes = [models.Index(fields=["user_id", "oura_id"], name="daily_stress_oura_id_idx")]
+
+    def __str__(self) -> str:
+        return f"daily stress {self.user_id} {self.day}"
+
+
+class DailySpO2(NormalizedRow):
+    day = models.DateField()
+    spo2_percentage = models.FloatField(null=True, help_text="the night's average, percent")
+    breathing_disturbance_index = models.IntegerField(null=True)
+
+    class Meta:
+        db_table = health_table("oura_daily_spo2")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user_id", "day"],
+                include=["spo2_percentage", "breathing_disturbance_index"],
+                name="daily_spo2_user_day_uniq",
+            )
+        ]
+        indexes = [models.Index(fields=["user_id", "oura_id"], name="daily_spo2_oura_id_idx")]
+
+    def __str__(self) -> str:
+        return f"daily spo2 {self.user_id} {self.day}"
+
+
+class DailyResilience(NormalizedRow):
+    day = models.DateField()
+    level = models.CharField(max_length=20)
+    # Oura's three contributors, as columns: floats, unlike the integer contributors above.
+    sleep_recovery = models.FloatField(null=True)
+    daytime_recovery = models.FloatField(null=True)
+    stress = models.FloatField(null=True)
+
+    class Meta:
+        db_table = health_table("oura_daily_resilience")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user_id", "day"],
+                include=["level", "sleep_recovery", "daytime_recovery", "stress"],
+                name="daily_resilience_user_day_uniq",
+            )
+        ]
+        indexes = [models.Index(fields=["user_id", "oura_id"], name="daily_resilience_oura_id_idx")]
+
+    def __str__(self) -> str:
+        return f"daily resilience {self.user_id} {self.day}"
+
+
+class DailyCardiovascularAge(NormalizedRow):
+    """`oura_id` is the day when Oura sent no id (see contracts.cardiovascular_age_fallback_id)."""
+
+    day = models.DateField()
+    vascular_age = models.SmallIntegerField(null=True, help_text="years")
+    pulse_wave_velocity = models.FloatField(null=True, help_text="metres per second")
+
+    class Meta:
+        db_table = health_table("oura_daily_cardiovascular_age")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user_id", "day"],
+                include=["vascular_age", "pulse_wave_velocity"],
+                name="daily_cv_age_user_day_uniq",
+            )
+        ]
+        indexes = [models.Index(fields=["user_id", "oura_id"], name="daily_cv_age_oura_id_idx")]
+
+    def __str__(self) -> str:
+        return f"cardiovascular age {self.user_id} {self.day}"
+
+
+class VO2Max(NormalizedRow):
+    day = models.DateField()
+    vo2_max = models.SmallIntegerField(help_text="ml/kg/min")
+    timestamp = models.DateTimeField(null=True)
+
+    class Meta:
+        db_table = health_table("oura_vo2_max")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user_id", "day"], include=["vo2_max"], name="vo2_max_user_day_uniq"
+            )
+        ]
+        indexes = [models.Index(fields=["user_id", "oura_id"], name="vo2_max_oura_id_idx")]
+
+    def __str__(self) -> str:
+        return f"vo2 max {self.user_id} {self.day}"
+
+
+# --- Interval types of issue #18 ----------------------------------------------------------
+#
+# Keyed by Oura's id; `day` is the Oura day the span starts on (start_day where Oura names it
+# so), which the normalizer's upsert and delete report and the read endpoints filter on.
+
+
+class SleepTime(NormalizedRow):
+    """Oura's bedtime recommendation for a day."""
+
+    day = models.DateField()
+    # {"day_tz", "start_offset", "end_offset"} as Oura sends it (seconds), or null.
+    optimal_bedtime = models.JSONField(null=True)
+    recommendation = models.CharField(max_length=40, blank=True)
+    status = models.CharField(max_length=40, blank=True)
+
+    class Meta:
+        db_table = health_table("oura_sleep_times")
+        constraints = [
+            models.UniqueConstraint(fields=["user_id", "oura_id"], name="sleep_time_uniq")
+        ]
+        indexes = [models.Index(fields=["user_id", "day", "id"], name="sleep_time_day_idx")]
+
+    def __str__(self) -> str:
+        return f"sleep time {self.user_id} {self.day}"
+
+
+class Tag(NormalizedRow):
+    """Enhanced tags and the deprecated plain tags, in one table like `Activity`."""
+
+    class Kind(models.TextChoices):
+        ENHANCED_TAG = "enhanced_tag"
+        TAG = "tag"
+
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    day = models.DateField()
+    start = models.DateTimeField()
+    end = models.DateTimeField(null=True)
+    end_day = models.DateField(null=True)
+    tag_type_code = models.CharField(max_length=100, blank=True)
+    custom_name = models.CharField(max_length=200, blank=True)
+    comment = models.CharField(
+        max_length=4000, blank=True, help_text="enhanced tag comment, or a tag's text"
+    )
+    tags = models.JSONField(default=list, help_text="a deprecated tag's tag codes")
+
+    class Meta:
+        db_table = health_table("oura_tags")
+        constraints = [
+            models.UniqueConstraint(fields=["user_id", "kind", "oura_id"], name="tag_uniq")
+        ]
+        indexes = [models.Index(fields=["user_id", "start", "id"], name="tag_start_idx")]
+
+    def __str__(self) -> str:
+        return f"tag {self.user_id} {self.start}"
+
+
+class RestModePeriod(NormalizedRow):
+    day = models.DateField(help_text="Oura's start_day")
+    end_day = models.DateField(null=True)
+    start_time = models.DateTimeField(null=True)
+    end_time = models.DateTimeField(null=True)
+    episodes = models.JSONField(default=list, help_text="[{tags, timestamp}] as Oura sends them")
+
+    class Meta:
+        db_table = health_table("oura_rest_mode_periods")
+        constraints = [
+            models.UniqueConstraint(fields=["user_id", "oura_id"], name="rest_mode_period_uniq")
+        ]
+        indexes = [models.Index(fields=["user_id", "day", "id"], name="rest_mode_period_day_idx")]
+
+    def __str__(self) -> str:
+        return f"rest mode {self.user_id} {self.day}"
+
+
 class DeletedDocument(models.Model):
     """A tombstone: Oura deleted this document. Upserts of the same document are skipped.
 
