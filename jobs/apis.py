@@ -20,7 +20,7 @@ from access.permissions import HasScope, ensure_user_access
 from access.throttling import ApiKeyRateThrottle
 from core.errors import ApiError
 from core.serializers import ErrorSerializer, UserIdField
-from ingestion.data_types import ALIASES, BACKFILL_TYPES, DEFAULT_TYPES
+from ingestion.data_types import ALIASES, BACKFILL_TYPES, DEFAULT_TYPES, canonical
 from jobs.models import IngestionJob
 from jobs.selectors import job_get, job_type_statuses
 from jobs.services import JobRequestInvalid, job_cancel, job_retry, job_start
@@ -45,6 +45,22 @@ def _job_for_key(request: Request, job_id: str) -> IngestionJob:
 Status = IngestionJob.Status
 
 
+class DataTypeField(serializers.ChoiceField):
+    """A backfill data type: its registry name, or an alias (the webhook spelling) on input.
+
+    The choices, and so the OpenAPI enum, are the registry names only: listing `vo2_max` next
+    to `vO2_max` gives an enum whose members differ only in case, which client generators
+    refuse ("Duplicate key VO2_MAX"). An alias is turned into its registry name before the
+    choice check, so the validated value, and everything the API answers, is canonical.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(choices=sorted(BACKFILL_TYPES), **kwargs)
+
+    def to_internal_value(self, data: Any) -> Any:
+        return super().to_internal_value(canonical(data) if isinstance(data, str) else data)
+
+
 def _actor(request: Request) -> str:
     return f"api_key:{request.user.pk}"
 
@@ -62,12 +78,15 @@ class JobStartApi(APIView):
         userId = UserIdField()
         range = RangeSerializer()
         dataTypes = serializers.ListField(
-            child=serializers.ChoiceField(choices=sorted([*BACKFILL_TYPES, *ALIASES])),
+            child=DataTypeField(),
             required=False,
             allow_empty=False,
             help_text="Oura collections to page. Default: every document collection the "
             f"connection's scopes grant ({', '.join(DEFAULT_TYPES)}). The time series "
-            "heartrate and ring_battery_level only when named.",
+            "heartrate and ring_battery_level only when named. Also accepted, and answered "
+            "by their registry name: "
+            + ", ".join(f"{alias} (= {name})" for alias, name in sorted(ALIASES.items()))
+            + ".",
         )
 
     @extend_schema_serializer(component_name="JobStarted")
@@ -129,7 +148,11 @@ class JobStatusOutputSerializer(serializers.Serializer[IngestionJob]):
     status = serializers.ChoiceField(choices=IngestionJob.Status.choices)
     progress = serializers.IntegerField(min_value=0, max_value=100)
     range = serializers.SerializerMethodField()
-    dataTypes = serializers.ListField(child=serializers.CharField(), source="data_types")
+    dataTypes = serializers.ListField(
+        child=serializers.CharField(), source="data_types",
+        help_text="Registry names (an alias given on input is answered by its registry name); "
+        "the keys of countsPerType, statusPerType and errorsPerType are the same names.",
+    )  # fmt: skip
     countsPerType = serializers.DictField(
         child=serializers.IntegerField(), source="counts",
         help_text="Documents fetched so far, per data type.",
@@ -236,7 +259,9 @@ class JobRetryApi(APIView):
         jobId = serializers.UUIDField(help_text="The retry job (read it at /sync/{jobId}).")
         status = serializers.ChoiceField(choices=IngestionJob.Status.choices)
         retryOf = serializers.UUIDField(allow_null=True)
-        dataTypes = serializers.ListField(child=serializers.CharField())
+        dataTypes = serializers.ListField(
+            child=serializers.CharField(), help_text="The failed types, by registry name."
+        )
 
     @extend_schema(
         operation_id="oura_sync_retry",

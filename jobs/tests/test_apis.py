@@ -111,6 +111,30 @@ def test_start_then_status_then_cancel(api_client, make_api_key, oura):
     assert again.json()["status"] == "cancelled"
 
 
+def test_an_alias_and_its_registry_name_start_the_same_job(api_client, make_api_key, oura):
+    connect_user(oura, history_days=40)
+    key = make_api_key(scopes=("health:sync",), users=("user-1",))
+
+    by_alias = api_client.post(
+        "/v1/health/oura/sync", {**BODY, "dataTypes": ["vo2_max"]}, format="json", **auth(key)
+    )
+    by_name = api_client.post(
+        "/v1/health/oura/sync", {**BODY, "dataTypes": ["vO2_max"]}, format="json", **auth(key)
+    )
+    other_case = api_client.post(
+        "/v1/health/oura/sync", {**BODY, "dataTypes": ["VO2_MAX"]}, format="json", **auth(key)
+    )
+
+    assert (by_alias.status_code, by_name.status_code) == (202, 202)
+    assert by_alias.json()["jobId"] == by_name.json()["jobId"]
+    status = api_client.get(f"/v1/health/oura/sync/{by_alias.json()['jobId']}", **auth(key))
+    assert status.json()["dataTypes"] == ["vO2_max"]
+    assert set(status.json()["statusPerType"]) == {"vO2_max"}
+    # Only the registry's aliases are accepted, not any spelling that differs in case.
+    assert other_case.status_code == 400
+    assert other_case.json()["error"] == "invalid_request"
+
+
 def test_status_and_cancel_of_another_users_job_are_404(api_client, make_api_key, oura):
     connect_user(oura, history_days=40)
     owner = make_api_key(scopes=("health:sync",))
