@@ -24,7 +24,21 @@ from core.messages import (
 )
 from ingestion import crypto
 from ingestion.models import OuraConnection
-from normalized.models import Activity, DailyActivity, DailyReadiness, DailySleep, SleepPeriod
+from normalized.models import (
+    Activity,
+    DailyActivity,
+    DailyCardiovascularAge,
+    DailyReadiness,
+    DailyResilience,
+    DailySleep,
+    DailySpO2,
+    DailyStress,
+    RestModePeriod,
+    SleepPeriod,
+    SleepTime,
+    Tag,
+    VO2Max,
+)
 from oura_simulator import OuraSimulator
 
 FIXTURES = Path("/work/shared/oura/fixtures")
@@ -51,7 +65,11 @@ FIXTURE_PAGES = {
     "vO2_max": "vO2_max.SYNTHETIC.json",
     "workout": "workout.json",
 }
-ROW_MODELS = (DailyReadiness, DailySleep, DailyActivity, SleepPeriod, Activity)
+ROW_MODELS = (
+    DailyReadiness, DailySleep, DailyActivity, SleepPeriod, Activity,
+    DailyStress, DailySpO2, DailyResilience, DailyCardiovascularAge, VO2Max,
+    SleepTime, Tag, RestModePeriod,
+)  # fmt: skip
 # Columns that legitimately change when the same data is written again.
 VOLATILE = {"id", "updated_at", "source_observed_at"}
 

@@ -194,7 +194,8 @@ def test_every_fixture_type_in_backfill_pages_lands_as_rows_with_the_right_value
     announced = [
         json.loads(m) for m in stream_messages(f"health.normalized.user.{conn.user_id}.metrics")
     ]
-    assert {m["dataType"] for m in announced} == set(ROW_COLLECTIONS)
+    # Every recorded type that has a table, the six above and those of issue #18.
+    assert {m["dataType"] for m in announced} == set(FIXTURE_PAGES) & set(mappers.TABLES)
     workout_message = next(m for m in announced if m["dataType"] == "workout")
     assert len(workout_message["ids"]) == 83
     assert set(workout_message) == {
@@ -232,15 +233,16 @@ def test_every_fixture_document_announced_by_webhook_is_fetched_stored_raw_and_n
 
 def test_valid_types_without_a_table_are_stored_raw_and_acked(oura: OuraSimulator, spec) -> None:
     conn = connect_user(oura)
-    (stress,) = fixture_documents("daily_stress")[:1]
-    oura.put_document(conn.provider_user_id, "daily_stress", stress, emit=False)
-    publish(webhook_envelope(conn, "update", "daily_stress", stress["id"]))
+    assert "ring_configuration" not in mappers.TABLES  # a raw_only type of the registry
+    (ring,) = fixture_documents("ring_configuration")[:1]
+    oura.put_document(conn.provider_user_id, "ring_configuration", ring, emit=False)
+    publish(webhook_envelope(conn, "update", "ring_configuration", ring["id"]))
 
     stats = run(spec)
 
     assert (stats.acked, stats.dead_lettered) == (1, 0)
-    raw = RawEvent.objects.get(kind="document", object_id=stress["id"])
-    assert json.loads(raw_store.get(raw.object_key)) == stress
+    raw = RawEvent.objects.get(kind="document", object_id=ring["id"])
+    assert json.loads(raw_store.get(raw.object_key)) == ring
     assert snapshot() == {name: [] for name in snapshot()}
 
 
@@ -264,7 +266,11 @@ def test_redelivering_every_message_leaves_identical_rows_and_no_duplicates(
 
     assert stats.acked == len(envelopes)
     assert snapshot() == first
-    assert sum(len(rows) for rows in first.values()) == 2 + 2 + 1 + 48 + 83 + 1
+    # The six first types' rows, then those of issue #18 (stress, SpO2, resilience,
+    # cardiovascular age, VO2 max, sleep time, enhanced tags, tags, rest mode).
+    assert sum(len(rows) for rows in first.values()) == (
+        2 + 2 + 1 + 48 + 83 + 1 + 2 + 2 + 2 + 2 + 1 + 19 + 2 + 1 + 1
+    )
     # Re-fetched identical bytes are the same raw event and the same S3 object.
     assert RawEvent.objects.filter(kind="document").count() == raw_documents
 
