@@ -53,6 +53,7 @@ STAFF_GROUPS: dict[str, frozenset[str]] = {
             "jobs.view_ingestionjob",
             "core.start_backfill",
             "core.cancel_job",
+            "jobs.view_watchdogfinding",  # what the missed-webhook watchdog found and did
         }
     ),
 }

@@ -272,6 +272,9 @@ UPKEEP_SCHEDULE = {
     "reconcile_jobs": env_str("UPKEEP_RECONCILE_JOBS_CRON", "*/5 * * * *"),
     "purge_expired": env_str("UPKEEP_PURGE_EXPIRED_CRON", "51 3 * * *"),
     "resume_erasures": env_str("UPKEEP_RESUME_ERASURES_CRON", "*/15 * * * *"),
+    # The missed-webhook watchdog (jobs/watchdog.py): hourly; its silence thresholds are
+    # 30 h and more, so an hour adds little to how long a gap stays open.
+    "watchdog": env_str("UPKEEP_WATCHDOG_CRON", "29 * * * *"),
 }
 
 # --- Django -----------------------------------------------------------------------------

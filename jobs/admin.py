@@ -25,7 +25,7 @@ from django.utils.html import format_html
 from core.admin_rights import GuardedAdmin, staff_actor
 from core.staff_admin import person_link
 from ingestion.data_types import BACKFILL_TYPES, DEFAULT_TYPES
-from jobs.models import IngestionJob
+from jobs.models import IngestionJob, WatchdogFinding
 from jobs.services import JobRequestInvalid, job_cancel, job_retry, job_start
 
 
@@ -162,3 +162,44 @@ class IngestionJobAdmin(GuardedAdmin[IngestionJob]):
         )
         for reason in refused:
             self.message_user(request, f"Not retried: {reason}", messages.WARNING)
+
+
+@admin.register(WatchdogFinding)
+class WatchdogFindingAdmin(GuardedAdmin[WatchdogFinding]):
+    """What the missed-webhook watchdog found and did (jobs/watchdog.py), read-only.
+
+    Operators (`jobs.view_watchdogfinding`); others get an audited 403. Findings are written
+    by the watchdog only and go with the person on erasure.
+    """
+
+    list_display = (
+        "found_at", "reason", "person", "data_type", "event_type", "stale_since", "action",
+        "job", "detail",
+    )  # fmt: skip
+    list_filter = ("reason", "action", "data_type")
+    search_fields = ("user_id", "job_id", "run_id")
+    ordering = ("-found_at", "-id")
+    date_hierarchy = "found_at"
+    readonly_fields = tuple(
+        f.name for f in WatchdogFinding._meta.get_fields() if getattr(f, "concrete", False)
+    )
+
+    @admin.display(description="user id", ordering="user_id")
+    def person(self, obj: WatchdogFinding) -> str:
+        return person_link(obj.user_id) if obj.user_id else "(application)"
+
+    @admin.display(description="job")
+    def job(self, obj: WatchdogFinding) -> str:
+        if obj.job_id is None:
+            return ""
+        url = reverse("admin:jobs_ingestionjob_change", args=[obj.job_id])
+        return format_html('<a href="{}">{}</a>', url, obj.job_id)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

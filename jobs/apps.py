@@ -8,3 +8,4 @@ class JobsConfig(AppConfig):
         from privacy import registry
 
         registry.register_model("jobs.IngestionJob", user_field="user_id")
+        registry.register_model("jobs.WatchdogFinding", user_field="user_id")

@@ -74,3 +74,48 @@ class IngestionJob(models.Model):
 
     def __str__(self) -> str:
         return f"job {self.job_id} ({self.status})"
+
+
+class WatchdogFinding(models.Model):
+    """One thing the missed-webhook watchdog found (jobs/watchdog.py), and what it did.
+
+    Written only by the watchdog, read by staff in the admin. Names a person by our user id
+    (like a job, and erased with them); holds no health value: types, times, ids.
+    """
+
+    class Reason(models.TextChoices):
+        STALE_DATA = "stale_data", "no news from Oura for too long"
+        SUBSCRIPTION_MISSING = "subscription_missing"
+        SUBSCRIPTION_EXPIRED = "subscription_expired"
+
+    class Action(models.TextChoices):
+        CATCH_UP_STARTED = "catch_up_started"
+        ALREADY_COVERED = "already_covered", "already covered by an active job"
+        DEFERRED = "deferred", "deferred (this run's catch-ups were used up)"
+        NOT_REPAIRED = "not_repaired", "not repaired (job refused)"
+        SUBSCRIPTIONS_SYNCED = "subscriptions_synced"
+        SYNC_FAILED = "sync_failed"
+
+    run_id = models.UUIDField(db_index=True, help_text="the watchdog run that found it")
+    found_at = models.DateTimeField(default=timezone.now, db_index=True)
+    reason = models.CharField(max_length=24, choices=Reason.choices)
+    # Empty for subscriptions: they are the application's, not a person's.
+    user_id = models.CharField(max_length=64, blank=True)
+    data_type = models.CharField(max_length=40)
+    event_type = models.CharField(max_length=10, blank=True, help_text="subscriptions only")
+    stale_since = models.DateTimeField(
+        null=True, blank=True,
+        help_text="stale data: the last news of the type (a webhook, document or page "
+        "received, or a job that asked Oura), empty if none within the look-back; "
+        "a subscription: when it expired, empty if missing",
+    )  # fmt: skip
+    action = models.CharField(max_length=24, choices=Action.choices)
+    job_id = models.UUIDField(null=True, blank=True, help_text="the catch-up or covering job")
+    detail = models.CharField(max_length=200, blank=True, help_text="an error code, no values")
+
+    class Meta:
+        db_table = health_table("watchdog_findings")
+        ordering = ("-found_at", "-id")
+
+    def __str__(self) -> str:
+        return f"{self.reason} {self.data_type} ({self.action})"

@@ -14,6 +14,7 @@ from backoffice.services import expired_purge, raw_retention_purge
 from ingestion.rate_budget import purge_old_slots
 from ingestion.subscription_services import subscriptions_renew
 from jobs.services import jobs_reconcile
+from jobs.watchdog import watchdog_run
 from privacy.services import erasures_resume
 
 
@@ -71,6 +72,14 @@ def resume_erasures() -> TaskResult:
     return TaskResult(counts={"erasures_done": done}, complete=done == len(finished))
 
 
+def watchdog() -> TaskResult:
+    """Missed webhooks: lapsed subscriptions re-synced, silent types caught up by a job."""
+    report = watchdog_run()
+    # A subscription the sync could not repair is left undone (the next run tries again);
+    # a person whose catch-up was deferred or refused is a finding, not a task error.
+    return TaskResult(counts=report.counts(), complete=not report.subscriptions_unrepaired)
+
+
 TASKS: dict[str, UpkeepTask] = {
     task.name: task
     for task in (
@@ -79,5 +88,6 @@ TASKS: dict[str, UpkeepTask] = {
         UpkeepTask("reconcile_jobs", "UPKEEP_RECONCILE_JOBS_CRON", reconcile_jobs),
         UpkeepTask("purge_expired", "UPKEEP_PURGE_EXPIRED_CRON", purge_expired),
         UpkeepTask("resume_erasures", "UPKEEP_RESUME_ERASURES_CRON", resume_erasures),
+        UpkeepTask("watchdog", "UPKEEP_WATCHDOG_CRON", watchdog),
     )
 }
