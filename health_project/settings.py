@@ -275,6 +275,7 @@ UPKEEP_SCHEDULE = {
     # The missed-webhook watchdog (jobs/watchdog.py): hourly; its silence thresholds are
     # 30 h and more, so an hour adds little to how long a gap stays open.
     "watchdog": env_str("UPKEEP_WATCHDOG_CRON", "29 * * * *"),
+    "heartrate_partitions": env_str("UPKEEP_HEARTRATE_PARTITIONS_CRON", "7 2 * * *"),
 }
 
 # --- Django -----------------------------------------------------------------------------

@@ -29,13 +29,16 @@ from access.throttling import ApiKeyRateThrottle
 from core.identifiers import USER_ID_MAX_LENGTH, USER_ID_PATTERN
 from core.serializers import ErrorSerializer
 from normalized import dtos
-from normalized.selectors import activity_list, daily_page_json, sleep_period_list
+from normalized.selectors import activity_list, daily_page_json, heartrate_list, sleep_period_list
 from normalized.serializers import (
+    MAX_SERIES_RANGE_DAYS,
     DayRangeFilterSerializer,
     KeysetRangeFilterSerializer,
+    TimeRangeFilterSerializer,
     day_cursor,
     keyset_cursor,
     limit_field,
+    time_cursor,
 )
 
 # --- OpenAPI ------------------------------------------------------------------------------
@@ -230,3 +233,50 @@ class OuraSleepPeriodListApi(_HealthReadApi):
             page=dtos.OuraSleepPeriodPage, item=dtos.OuraSleepPeriod,
             sort_key=attrgetter("bedtime_start"),
         )  # fmt: skip
+
+
+# --- Heart rate ---------------------------------------------------------------------------
+
+
+class OuraHeartRateListApi(_HealthReadApi):
+    class FilterSerializer(TimeRangeFilterSerializer):
+        cursor_kind = "heartrate"
+        # ~1 KB of JSON per 20 samples: a 5000-sample page is ~250 KB, a day of workouts.
+        limit = limit_field(default=1000, maximum=5000)
+
+    @extend_schema(
+        operation_id="oura_heart_rate_list",
+        summary="A person's heart rate samples",
+        description="Oura's heart rate time series: samples with start_datetime <= timestamp "
+        "< end_datetime, in ascending time order, one per instant. About one sample every "
+        "5 minutes at rest and every few seconds during a workout. The range spans at most "
+        f"{MAX_SERIES_RANGE_DAYS} days; page through it with `cursor`.",
+        parameters=[USER_ID, FilterSerializer],
+        responses={200: dtos.OuraHeartRatePage, **_errors()},
+        tags=["health data"],
+    )
+    def get(self, request: Request, user_id: str) -> HttpResponse:
+        ensure_user_access(request, user_id)
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        query = filters.validated_data
+        limit: int = query["limit"]
+        rows = list(
+            heartrate_list(
+                user_id=user_id, start=query["start"], end=query["end"],
+                after=query.get("position"),
+            ).values_list("timestamp", "bpm", "source")[: limit + 1]
+        )  # fmt: skip
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return _json(
+            dtos.OuraHeartRatePage(
+                data=[
+                    dtos.OuraHeartRateSample(timestamp=moment, bpm=bpm, source=source)
+                    for moment, bpm, source in rows
+                ],
+                next_cursor=time_cursor(self.FilterSerializer.cursor_kind, rows[-1][0])
+                if more
+                else None,
+            )
+        )

@@ -9,7 +9,7 @@ class NormalizedConfig(AppConfig):
 
         for model in (
             "DailyReadiness", "DailySleep", "DailyActivity", "SleepPeriod", "Activity",
-            "DeletedDocument",
+            "DeletedDocument", "HeartRateSample",
         ):  # fmt: skip
             registry.register_model(f"normalized.{model}", user_field="user_id")
 

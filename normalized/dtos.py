@@ -41,6 +41,8 @@ __all__ = [
     "OuraDailyPage",
     "OuraDailyReadiness",
     "OuraDailySleep",
+    "OuraHeartRatePage",
+    "OuraHeartRateSample",
     "OuraMainSleepPeriod",
     "OuraReadinessContributors",
     "OuraSleepContributors",
@@ -267,6 +269,26 @@ class OuraSleepPeriodPage(ApiModel):
     )
 
 
+# --- Heart rate -------------------------------------------------------------------------
+
+
+class OuraHeartRateSample(ApiModel):
+    """One heart rate sample, as Oura's heartrate time series gives it."""
+
+    timestamp: datetime = Field(description="When the ring measured it (UTC).")
+    bpm: int = Field(description="Beats per minute.")
+    source: str = Field(
+        description="What the ring was doing: awake, rest, sleep, workout, live or session."
+    )
+
+
+class OuraHeartRatePage(ApiModel):
+    data: list[OuraHeartRateSample] = Field(description="Ordered by timestamp, one per instant.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to read the next page; null on the last page."
+    )
+
+
 # --- Bus ----------------------------------------------------------------------------------
 #
 # The announcement on health.normalized.user.{userId}.metrics is the bus contract's
@@ -279,5 +301,6 @@ JSON_SCHEMAS: dict[str, type[BaseModel]] = {
     "oura-daily-entry": OuraDailyEntry,
     "oura-activity": OuraActivity,
     "oura-sleep-period": OuraSleepPeriod,
+    "oura-heartrate-sample": OuraHeartRateSample,
     **BUS_SCHEMAS,
 }

@@ -363,3 +363,35 @@ class DeletedDocument(models.Model):
 
     def __str__(self) -> str:
         return f"deleted {self.collection} {self.oura_id}"
+
+
+# --- Heart rate (issue #18) ---------------------------------------------------------------
+#
+# The largest table by far (one sample every 5 minutes at rest, every few seconds in a workout,
+# per person), so it is partitioned by month on `timestamp` (native Postgres partitioning,
+# created by migration 0005 in SQL: Django cannot create partitioned tables). Old months can
+# then be detached or dropped whole, and a time-range read touches only its months.
+
+
+class HeartRateSample(models.Model):
+    """One heart rate sample; Oura's time series rows have no id, (user, timestamp) is the key.
+
+    The primary key includes the partition key, as Postgres requires of a unique key on a
+    partitioned table. Provenance columns as on NormalizedRow, without `oura_id`.
+    """
+
+    pk = models.CompositePrimaryKey("user_id", "timestamp")
+    user_id = models.CharField(max_length=64)
+    timestamp = models.DateTimeField()
+    bpm = models.SmallIntegerField()
+    source = models.CharField(max_length=10, help_text="awake, rest, sleep, workout, live, ...")
+    raw_object_key = models.CharField(max_length=512, blank=True)
+    normalizer_version = models.PositiveIntegerField()
+    updated_at = models.DateTimeField(default=timezone.now)
+    source_observed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = health_table("oura_heartrate_samples")
+
+    def __str__(self) -> str:
+        return f"heart rate {self.user_id} {self.timestamp}"

@@ -20,7 +20,7 @@ from django.db import connection
 from django.db.models import Q, QuerySet
 
 from normalized import dtos
-from normalized.models import Activity, SleepPeriod
+from normalized.models import Activity, HeartRateSample, SleepPeriod
 
 # --- Daily --------------------------------------------------------------------------------
 #
@@ -240,3 +240,20 @@ def sleep_period_list(
             Q(bedtime_start__gt=after_start) | Q(bedtime_start=after_start, id__gt=after_id)
         )
     return rows.order_by("bedtime_start", "id")
+
+
+# --- Heart rate ---------------------------------------------------------------------------
+
+
+def heartrate_list(
+    *, user_id: str, start: datetime, end: datetime, after: datetime | None = None
+) -> QuerySet[HeartRateSample]:
+    """A person's samples with start <= timestamp < end, after the `after` timestamp.
+
+    (user_id, timestamp) is the primary key, so the timestamp alone is the keyset, and the
+    range on the partition key lets Postgres scan only the months it overlaps.
+    """
+    rows = HeartRateSample.objects.filter(user_id=user_id, timestamp__gte=start, timestamp__lt=end)
+    if after is not None:
+        rows = rows.filter(timestamp__gt=after)
+    return rows.order_by("timestamp")

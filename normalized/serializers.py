@@ -9,6 +9,8 @@ import re
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 MAX_RANGE_DAYS = 366  # a leap year, inclusive of both ends
@@ -160,3 +162,97 @@ class KeysetRangeFilterSerializer(RangeFilterSerializer):
 
     def decode_position(self, cursor: str, start: date, end: date) -> tuple[datetime, int]:
         return keyset_from_cursor(self.cursor_kind, cursor)
+
+
+# --- Time ranges (heart rate) -------------------------------------------------------------
+
+MAX_SERIES_RANGE_DAYS = 31  # a month of samples, at most two monthly partitions
+
+
+@extend_schema_field(OpenApiTypes.DATETIME)
+class OffsetDateTimeField(serializers.Field[datetime, datetime, str, Any]):
+    """ISO 8601 with a UTC offset (`Z` or `+02:00`), read as UTC. A naive time is refused:
+    whose midnight it means would be a guess."""
+
+    def to_internal_value(self, data: Any) -> datetime:
+        if not isinstance(data, str) or len(data) > 40:
+            raise serializers.ValidationError("Must be an ISO 8601 date-time with an offset.")
+        try:
+            moment = datetime.fromisoformat(data)
+        except ValueError:
+            hint = " (send + as %2B)" if " " in data else ""
+            raise serializers.ValidationError(
+                f"Must be an ISO 8601 date-time with an offset{hint}."
+            ) from None
+        if moment.tzinfo is None:
+            raise serializers.ValidationError("Must include a UTC offset, e.g. Z or +02:00.")
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:  # a local time whose UTC instant leaves the calendar
+            raise serializers.ValidationError("Out of range.") from None
+
+    def to_representation(self, value: datetime) -> str:
+        return value.isoformat()
+
+
+def time_cursor(kind: str, moment: datetime) -> str:
+    return encode_cursor(kind, {"t": moment.astimezone(UTC).isoformat()})
+
+
+def time_from_cursor(kind: str, cursor: str) -> datetime:
+    position = decode_cursor(kind, cursor)
+    try:
+        moment = datetime.fromisoformat(str(position["t"]))
+    except (KeyError, ValueError):
+        raise InvalidCursor from None
+    if moment.tzinfo is None:
+        raise InvalidCursor
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidCursor from None
+
+
+class TimeRangeFilterSerializer(RangeFilterSerializer):
+    """start_datetime (inclusive), end_datetime (exclusive), limit and an opaque cursor.
+
+    Validated data: start, end, limit and `position`, the timestamp of the last row seen
+    (the rows of a time series are unique per timestamp, so it alone is the keyset).
+    """
+
+    cursor_kind: ClassVar[str]
+    # DRF drops an inherited field set to None: the day fields do not apply here.
+    start = None  # type: ignore[assignment]  # DRF's documented way to remove a parent's field
+    end = None  # type: ignore[assignment]  # as above
+    start_datetime = OffsetDateTimeField(
+        help_text="First instant, inclusive (ISO 8601 with offset; send + as %2B)."
+    )
+    end_datetime = OffsetDateTimeField(
+        help_text=f"End instant, exclusive. The range spans at most {MAX_SERIES_RANGE_DAYS} days."
+    )
+    cursor = serializers.CharField(
+        required=False,
+        help_text="Opaque `nextCursor` of the previous page, sent with the same range.",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        start: datetime = attrs.pop("start_datetime")
+        end: datetime = attrs.pop("end_datetime")
+        if end <= start:
+            raise serializers.ValidationError({"end_datetime": "Must be after start_datetime."})
+        if (end - start).total_seconds() > MAX_SERIES_RANGE_DAYS * 86400:
+            raise serializers.ValidationError(
+                {"end_datetime": f"The range may span at most {MAX_SERIES_RANGE_DAYS} days."}
+            )
+        attrs |= {"start": start, "end": end}
+        if "cursor" in attrs:
+            try:
+                position = time_from_cursor(self.cursor_kind, attrs.pop("cursor"))
+            except InvalidCursor:
+                position = None
+            if position is None or not start <= position < end:
+                raise serializers.ValidationError(
+                    {"cursor": "Not a cursor this endpoint issued for this range."}
+                )
+            attrs["position"] = position
+        return attrs

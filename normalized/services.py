@@ -35,7 +35,7 @@ from core import bus, raw_store
 from core.db import person_lock
 from core.messages import NormalizedMetricsMessage, normalized_metrics_subject
 from ingestion.models import RawEvent
-from normalized import contracts, mappers
+from normalized import contracts, mappers, timeseries
 from normalized.models import DeletedDocument
 from privacy.selectors import user_erased
 
@@ -81,10 +81,11 @@ class NormalizeResult:
     skipped_erased: int = 0
     violations: list[str] = field(default_factory=list)  # "[index] loc: type", no values
     invalid: dict[int, str] = field(default_factory=dict)  # index -> "loc: type", no values
+    samples_written: int = 0  # time series (heart rate): samples have no ids to list
 
     @property
     def stored_as_rows(self) -> bool:
-        return self.collection in mappers.TABLES
+        return self.collection in mappers.TABLES or self.collection == timeseries.COLLECTION
 
 
 def document_bytes(document: Mapping[str, Any]) -> bytes:
@@ -368,6 +369,17 @@ def normalize_documents(
         except contracts.ContractViolation as exc:
             result.invalid[index] = exc.errors_summary
     result.valid = len(parsed)
+    if collection == timeseries.COLLECTION and parsed:
+        # Heart rate samples have no id: their own table and upsert (normalized/timeseries.py).
+        samples = timeseries.samples_write(
+            user_id=user_id, documents=parsed, object_keys=object_keys, observed=observed,
+            now=timezone.now(),
+        )  # fmt: skip
+        result.invalid |= samples.unmappable
+        result.samples_written = samples.written
+        result.skipped_stale = samples.stale
+        result.skipped_erased = samples.erased
+        result.days = samples.days
     mapping = mappers.TABLES.get(collection)
     if mapping is not None and parsed:
         now = timezone.now()
@@ -539,6 +551,7 @@ def raw_objects_forget(*, object_keys: Sequence[str]) -> int:
     if not object_keys:
         return 0
     changed = 0
+    changed += timeseries.samples_forget_raw(object_keys=object_keys)
     for model in {mapping.model for mapping in mappers.TABLES.values()}:
         changed += model._default_manager.filter(raw_object_key__in=list(object_keys)).update(
             raw_object_key=""

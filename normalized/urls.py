@@ -18,4 +18,9 @@ urlpatterns = [
         apis.OuraSleepPeriodListApi.as_view(),
         name="oura-sleep-period-list",
     ),
+    path(
+        "health/<user_id:user_id>/oura/heartrate",
+        apis.OuraHeartRateListApi.as_view(),
+        name="oura-heart-rate-list",
+    ),
 ]

@@ -15,6 +15,7 @@ from ingestion.rate_budget import purge_old_slots
 from ingestion.subscription_services import subscriptions_renew
 from jobs.services import jobs_reconcile
 from jobs.watchdog import watchdog_run
+from normalized.timeseries import heartrate_partitions_ensure
 from privacy.services import erasures_resume
 
 
@@ -80,6 +81,14 @@ def watchdog() -> TaskResult:
     return TaskResult(counts=report.counts(), complete=not report.subscriptions_unrepaired)
 
 
+def heartrate_partitions() -> TaskResult:
+    """The coming months' heart rate partitions, and one for each month found in DEFAULT."""
+    report = heartrate_partitions_ensure()
+    return TaskResult(
+        counts={"partitions_created": len(report.created), "months_drained": len(report.drained)}
+    )
+
+
 TASKS: dict[str, UpkeepTask] = {
     task.name: task
     for task in (
@@ -89,5 +98,8 @@ TASKS: dict[str, UpkeepTask] = {
         UpkeepTask("purge_expired", "UPKEEP_PURGE_EXPIRED_CRON", purge_expired),
         UpkeepTask("resume_erasures", "UPKEEP_RESUME_ERASURES_CRON", resume_erasures),
         UpkeepTask("watchdog", "UPKEEP_WATCHDOG_CRON", watchdog),
+        UpkeepTask(
+            "heartrate_partitions", "UPKEEP_HEARTRATE_PARTITIONS_CRON", heartrate_partitions
+        ),
     )
 }

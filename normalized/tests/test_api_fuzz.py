@@ -61,6 +61,7 @@ KNOWN_OPERATIONS = {
     "oura_daily_list",
     "oura_activity_list",
     "oura_sleep_period_list",
+    "oura_heart_rate_list",
     "oura_webhook_challenge",
     "oura_webhook_deliver",
 }
@@ -208,9 +209,11 @@ def _pinned(op_id: str, operation: Any, seed: dict[str, str]) -> Any:
                 case.query = {**(case.query or {}), "cursor": cursor}
                 return case
 
-            kind = {"oura_daily_list": "daily", "oura_sleep_period_list": "sleep"}.get(
-                op_id, "activities"
-            )
+            kind = {
+                "oura_daily_list": "daily",
+                "oura_sleep_period_list": "sleep",
+                "oura_heart_rate_list": "heartrate",  # keyset-shaped: reads `t`, ignores `i`
+            }.get(op_id, "activities")
             return st.tuples(known_user, _cursors(kind)).map(with_cursor)
         return known_user
     return None  # the webhook delivery: signed in its own test below
@@ -232,7 +235,11 @@ def _cursors(kind: str) -> st.SearchStrategy[str]:
     day = st.fixed_dictionaries({"d": st.dates().map(date.isoformat) | anything})
     keyset = st.fixed_dictionaries({"t": moments | anything, "i": st.integers() | anything})
     own, other = (day, keyset) if kind == "daily" else (keyset, day)
-    kinds = st.just(kind) | st.sampled_from(["daily", "activities", "sleep"]) | st.text(max_size=9)
+    kinds = (
+        st.just(kind)
+        | st.sampled_from(["daily", "activities", "sleep", "heartrate"])
+        | st.text(max_size=9)
+    )
     return st.builds(encode_cursor, kinds, own | other)
 
 
