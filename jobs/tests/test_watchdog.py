@@ -223,6 +223,25 @@ def test_a_person_whose_data_is_current_gets_no_job(subscribed) -> None:
     assert not WatchdogFinding.objects.exists()
 
 
+def test_an_active_backfill_reaching_today_covers_a_silent_person(subscribed) -> None:
+    now = timezone.now()
+    conn, _ = connect_user(subscribed, user_id="backfilling", history_days=10)
+    OuraConnection.objects.filter(pk=conn.pk).update(connected_at=now - timedelta(days=20))
+    history = job_start(
+        user_id="backfilling", start=now.date() - timedelta(days=700), end=now.date(),
+        data_types=None, requested_by="test",
+    ).job  # fmt: skip
+
+    report = watchdog_run(now=now)
+
+    assert report.catch_ups == []
+    assert list(IngestionJob.objects.values_list("job_id", flat=True)) == [history.job_id]
+    covered = WatchdogFinding.objects.filter(user_id="backfilling")
+    # Every default type is in the history job; none is left without a job.
+    assert set(covered.values_list("action", "job_id")) == {("already_covered", history.job_id)}
+    assert set(covered.values_list("data_type", flat=True)) == set(WATCHED_TYPES)
+
+
 def test_catch_ups_per_run_are_bounded_and_the_longest_silent_go_first(subscribed) -> None:
     oura = subscribed
     now = timezone.now()
