@@ -78,6 +78,18 @@ oura_request_duration_seconds = Histogram(
     ["endpoint", "status"],
     buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+# Coalesced webhook fetches (normalized/coalesce.py): how each webhook's document was read,
+# and what each range request that stood in for several by-id fetches came to.
+oura_webhook_documents_total = Counter(
+    "oura_webhook_documents_total",
+    "Webhook documents read from Oura, by how (by_id, or from a coalesced range request).",
+    ["via"],
+)
+oura_range_fetches_total = Counter(
+    "oura_range_fetches_total",
+    "Coalesced range requests for webhooks, by outcome (ok, failed, needs_reauth).",
+    ["outcome"],
+)
 http_responses_total = Counter(
     "http_responses_total",
     "Responses of the web process, by route (URL name, or unmatched) and status class.",

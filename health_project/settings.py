@@ -203,6 +203,9 @@ OURA_MAX_RETRIES = env_int("OURA_MAX_RETRIES", 5, minimum=0)
 # Oura's documented limit: 5000 requests per 5-minute window per application.
 OURA_APP_RATE_LIMIT = env_int("OURA_APP_RATE_LIMIT", 5000, minimum=1)
 OURA_APP_RATE_WINDOW_S = env_int("OURA_APP_RATE_WINDOW_S", 300, minimum=1)
+# Several webhooks of one batch for one user and type are read with one range request
+# (normalized/coalesce.py); false fetches every document by id.
+OURA_COALESCE_FETCHES = env_bool("OURA_COALESCE_FETCHES", True)
 OURA_OAUTH_STATE_TTL_S = env_int("OURA_OAUTH_STATE_TTL_S", 600, minimum=30)
 # The circuit breaker per Oura endpoint class (ingestion/circuit_breaker.py): open after
 # this many consecutive 5xx/timeouts, refuse calls for OPEN_S (doubling after each failed

@@ -10,8 +10,9 @@ Registered in core/consumers.py as `normalizer` (`python manage.py run_consumer 
   Every document is validated and the page is upserted in one transaction.
 
 `handle_raw_batch(messages, executor)` is what the runner calls with a whole fetched batch:
-the webhook creates/updates of the batch are fetched in parallel and then stored and upserted
-in one transaction (one commit instead of one per message); every other message goes through
+the webhook creates/updates of the batch are fetched in parallel (several of one user and type
+with one range request, normalized/coalesce.py) and then stored and upserted in one
+transaction (one commit instead of one per message); every other message goes through
 `handle_raw_message` unchanged.
 
 Failures are mapped to Retriable / Poison in `_classified`, the one place that knows which
@@ -26,12 +27,12 @@ import json
 import logging
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.db import transaction
 from django.utils import timezone
@@ -48,7 +49,11 @@ from core.messages import (
     RawWebhookEnvelope,
     WebhookNotification,
 )
-from core.metrics import normalize_duration_ms, webhook_to_row_seconds
+from core.metrics import (
+    normalize_duration_ms,
+    oura_webhook_documents_total,
+    webhook_to_row_seconds,
+)
 from core.pseudonyms import person_hash
 from ingestion.data_types import WEBHOOK_TYPES
 from ingestion.models import OuraConnection
@@ -62,7 +67,7 @@ from ingestion.oura_client import (
 )
 from ingestion.rate_budget import BudgetExhausted, Prepaid
 from ingestion.selectors import connections_by_user
-from normalized import contracts, services
+from normalized import coalesce, contracts, services
 
 logger = logging.getLogger(__name__)
 
@@ -160,12 +165,17 @@ def handle_raw_batch(
     """The runner's batch entry point: one result per message (None or its exception).
 
     Per message and in parallel on `executor`: webhook creates/updates are parsed, looked up
-    and fetched (`fetch_webhook`); every other message (backfill pages, deletes, unknown
+    and fetched (`fetch_webhook`; several of one user and type from one range request made
+    before, `WebhookBatch.fetch_ranges`); every other message (backfill pages, deletes, unknown
     subjects) is handled whole by `handle_raw_message`, exactly as without batching. Then the
     fetched documents are written together (`write_webhook_documents`).
     """
 
     shared = WebhookBatch.prepare(messages)
+    if shared is not None:
+        # Several webhooks of one user and type: one range request first, in parallel, and
+        # their first passes take their documents from it (normalized/coalesce.py).
+        shared.fetch_ranges(executor)
 
     def first_pass(item: tuple[bytes, MessageMeta]) -> FetchedWebhook | None:
         # On a worker thread: this message's work belongs to its own trace.
@@ -209,46 +219,113 @@ def handle_raw_batch(
 @dataclass(frozen=True)
 class WebhookBatch:
     """What the webhook messages of one fetched batch share, looked up once before their
-    parallel fetches: the connections (one query) and the Oura budget units (one statement).
+    parallel fetches: the connections (one query), the Oura budget units (one statement) and
+    the coalesced range requests of several webhooks of one user and type (`fetch_ranges`).
     """
 
     by_user: dict[str, OuraConnection]
     by_provider_user: dict[str, OuraConnection]
     prepaid: Prepaid
+    groups: dict[coalesce.GroupKey, list[coalesce.Member]] = field(default_factory=dict)
+    ranges: dict[coalesce.GroupKey, coalesce.RangeFetch] = field(default_factory=dict)
+    # A group's first message's consume span: its range request is traced there.
+    trace_contexts: dict[str, Context | None] = field(default_factory=dict)
 
     @classmethod
     def prepare(cls, messages: Sequence[tuple[bytes, MessageMeta]]) -> WebhookBatch | None:
         envelopes: list[RawWebhookEnvelope] = []
+        trace_contexts: dict[str, Context | None] = {}
         for data, meta in messages:
             if meta.subject != WEBHOOK_SUBJECT:
                 continue
             try:
-                envelopes.append(RawWebhookEnvelope.from_bytes(data))
+                envelope = RawWebhookEnvelope.from_bytes(data)
             except ValidationError:
                 continue  # poison: fetch_webhook parses it again and says why
-        return cls.of(envelopes) if envelopes else None
+            envelopes.append(envelope)
+            trace_contexts.setdefault(str(envelope.event_id), meta.trace_context)
+        if not envelopes:
+            return None
+        return cls.of(envelopes, coalesced=coalesce.enabled(), trace_contexts=trace_contexts)
 
     @classmethod
-    def of(cls, envelopes: Sequence[RawWebhookEnvelope]) -> WebhookBatch:
+    def of(
+        cls,
+        envelopes: Sequence[RawWebhookEnvelope],
+        *,
+        coalesced: bool = False,
+        trace_contexts: dict[str, Context | None] | None = None,
+    ) -> WebhookBatch:
         by_user, by_provider_user = connections_by_user(
             user_ids={envelope.user_id for envelope in envelopes if envelope.user_id},
             provider_user_ids={envelope.notification.user_id for envelope in envelopes},
         )
         fetches = 0
+        candidates: list[tuple[str, coalesce.Member]] = []
         for envelope in envelopes:
             conn = _find_connection(by_user, by_provider_user, envelope)
+            notification = envelope.notification
+            collection = WEBHOOK_TYPES.get(notification.data_type)
             if (
-                envelope.notification.event_type != "delete"
-                and envelope.notification.data_type in WEBHOOK_TYPES
+                notification.event_type != "delete"
+                and collection is not None
                 and conn is not None
                 and conn.status == OuraConnection.Status.ACTIVE
             ):
                 fetches += 1
-        return cls(by_user, by_provider_user, Prepaid.take(fetches))
+                event_time = _event_time(notification.event_time)
+                if event_time is not None:
+                    candidates.append(
+                        (collection, coalesce.Member(
+                            event_id=str(envelope.event_id), object_id=notification.object_id,
+                            event_time=event_time, connection=conn,
+                        ))
+                    )  # fmt: skip
+        groups = coalesce.plan(candidates) if coalesced else {}
+        # One request per group instead of one per member; the members a range does not
+        # hold are fetched by id with units of the shared budget.
+        fetches -= sum(len(members) - 1 for members in groups.values())
+        return cls(
+            by_user, by_provider_user, Prepaid.take(fetches), groups,
+            trace_contexts=trace_contexts or {},
+        )  # fmt: skip
 
     def connection(self, envelope: RawWebhookEnvelope) -> OuraConnection | None:
         # Each message its own instance: a token refresh updates the one it was given.
         return copy.copy(_find_connection(self.by_user, self.by_provider_user, envelope))
+
+    def fetch_ranges(self, executor: Executor) -> None:
+        """One range request per group, in parallel; `fetch_webhook` reads `ranges`."""
+        keys = list(self.groups)
+        if not keys:
+            return
+
+        def fetch(key: coalesce.GroupKey) -> coalesce.RangeFetch:
+            first = self.groups[key][0]
+            with tracing.attached(self.trace_contexts.get(first.event_id)):
+                # Its own copy of the connection, like each message (a refresh updates it).
+                return coalesce.fetch_range(key, copy.copy(first.connection), self.prepaid)
+
+        for key, result in zip(keys, run_on_workers(executor, fetch, keys), strict=True):
+            if isinstance(result, Exception):
+                # Not Oura's answer (e.g. Postgres away while taking a budget unit): no range,
+                # so each member fetches by id and fails or succeeds as it would have.
+                logger.warning(
+                    "oura_range_fetch_error",
+                    extra={"collection": key.collection, "error_type": type(result).__name__},
+                )
+                continue
+            self.ranges[key] = result
+
+    def range_for(
+        self, collection: str, conn: OuraConnection, event_time: datetime | None
+    ) -> coalesce.RangeFetch | None:
+        """The range request that stands for this webhook's fetch, if its group had one."""
+        if event_time is None or not self.ranges:
+            return None
+        member = coalesce.Member(event_id="", object_id="", event_time=event_time, connection=conn)
+        key = coalesce.group_key(collection, member)
+        return self.ranges.get(key) if key is not None else None
 
 
 def _find_connection(
@@ -319,10 +396,24 @@ def fetch_webhook(
         return None
 
     observed_at = timezone.now()  # before the fetch: the state we get is at least this new
+    event_time = _event_time(notification.event_time)
+    ranged = batch.range_for(collection, conn, event_time)
+    document: Mapping[str, Any] | None = None
     try:
-        document = get_client().get_document(
-            conn, collection, notification.object_id, prepaid=batch.prepaid
-        )
+        if ranged is not None:
+            if ranged.needs_reauth:  # the user's token, which this message's fetch needs too
+                raise NeedsReauth("refused on the group's range request")
+            document = ranged.documents.get(notification.object_id)
+            if document is not None:
+                observed_at = ranged.observed_at  # the range was read before this instant
+                started = min(started, ranged.started)
+        oura_webhook_documents_total.labels(via="by_id" if document is None else "range").inc()
+        if document is None:
+            # Not coalesced, not in the range (older, deleted meanwhile) or the range request
+            # failed: by id, as ever, so it fails or succeeds as it would have.
+            document = get_client().get_document(
+                conn, collection, notification.object_id, prepaid=batch.prepaid
+            )
     except NeedsReauth:
         # The client already marked the connection needs_reauth and audited it once. Only the
         # person can fix this; retrying would loop and dead letters would fill with one
@@ -344,7 +435,7 @@ def fetch_webhook(
             collection=collection,
             object_id=notification.object_id,
             event_type=notification.event_type,
-            event_time=_event_time(notification.event_time),
+            event_time=event_time,
             document=document,
         ),
         started=started,

@@ -245,8 +245,11 @@ def test_one_failed_put_retries_only_its_message_and_the_others_of_the_batch_com
 
 
 def test_a_batch_looks_up_its_connections_once_and_takes_its_oura_budget_in_one_statement(
-    oura: OuraSimulator, executor: ThreadPoolExecutor
+    oura: OuraSimulator, executor: ThreadPoolExecutor, settings: Any
 ) -> None:
+    # One request per webhook here; several of one user and type read by one range request
+    # are test_coalesced_fetches.py's.
+    settings.OURA_COALESCE_FETCHES = False
     first, second = connect_user(oura, "user-1"), connect_user(oura, "user-2")
     envelopes = new_documents(oura, first, "workout", 3, date(2024, 9, 1))
     envelopes += new_documents(oura, second, "workout", 3, date(2024, 9, 1))
@@ -266,8 +269,9 @@ def test_a_batch_looks_up_its_connections_once_and_takes_its_oura_budget_in_one_
 
 
 def test_a_429_in_a_batch_stops_the_rest_of_the_batch_from_calling_oura(
-    oura: OuraSimulator,
+    oura: OuraSimulator, settings: Any
 ) -> None:
+    settings.OURA_COALESCE_FETCHES = False  # by id; test_coalesced_fetches.py: 429 on a range
     conn = connect_user(oura)
     envelopes = new_documents(oura, conn, "workout", 5, date(2024, 10, 1))
     oura.config.rate_limit_per_token = 2  # the third fetch gets a 429 with a long Retry-After
