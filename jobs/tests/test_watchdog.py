@@ -17,6 +17,7 @@ from django.db import connection as db_connection
 from django.db import models
 from django.test import Client
 from django.utils import timezone
+from prometheus_client import REGISTRY
 
 from audit.models import AuditEntry
 from core.pseudonyms import person_hash
@@ -264,6 +265,11 @@ def test_catch_ups_per_run_are_bounded_and_the_longest_silent_go_first(subscribe
     ]  # fmt: skip
 
 
+def repairs(kind: str) -> float:
+    value = REGISTRY.get_sample_value("watchdog_repairs_total", {"reason": f"subscription_{kind}"})
+    return value or 0.0
+
+
 def test_expired_and_missing_subscriptions_are_found_and_synced_by_the_scheduled_task(
     subscribed,
 ) -> None:
@@ -272,6 +278,8 @@ def test_expired_and_missing_subscriptions_are_found_and_synced_by_the_scheduled
     oura.expire_subscription(expired["id"])
     with oura.store.lock:  # cancelled at Oura (a 410 does that); our mirror still has it
         del oura.store.subscriptions[gone["id"]]
+
+    repairs_before = {reason: repairs(reason) for reason in ("expired", "missing")}
 
     record = upkeep_run(task="watchdog", tick=None)
 
@@ -293,6 +301,9 @@ def test_expired_and_missing_subscriptions_are_found_and_synced_by_the_scheduled
     assert AuditEntry.objects.filter(
         action=AuditEntry.Action.UPKEEP_RUN, details__task="watchdog"
     ).exists()
+    assert {reason: repairs(reason) - repairs_before[reason] for reason in repairs_before} == {
+        "expired": 1, "missing": 1,
+    }  # fmt: skip
 
     again = watchdog_run()
     assert (again.subscriptions_expired, again.subscriptions_missing) == (0, 0)
