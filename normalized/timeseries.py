@@ -182,8 +182,9 @@ def heartrate_partitions_ensure(
     """Partitions for this month and the next `months_ahead`, and for every month that has
     rows in the DEFAULT partition (moved into their month's new partition). Idempotent.
 
-    Each month is its own transaction: the move locks DEFAULT (writes routed there wait), so
-    it is held one month at a time. The work is the SQL function of migration 0005.
+    Each month is its own transaction: while a partition is made, heart rate writes wait
+    (reads go on), so they wait one month's move at a time. The work is the SQL function of
+    migration 0005.
     """
     current = _month_start(today or datetime.now(UTC).date())
     wanted = {_add_months(current, offset) for offset in range(months_ahead + 1)}

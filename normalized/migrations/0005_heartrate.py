@@ -58,9 +58,13 @@ BEGIN
     IF to_regclass(format('health.%I', name)) IS NOT NULL THEN
         RETURN false;
     END IF;
+    -- Writers wait at the parent (reads go on) until the new partition is committed. A weaker
+    -- lock (ATTACH's own SHARE UPDATE EXCLUSIVE) lets an INSERT that started meanwhile route
+    -- by the old partition list and then fail the DEFAULT's new constraint; tested by
+    -- test_a_write_racing_the_drain_of_its_month_waits_and_lands_in_the_new_partition.
     -- Parent first, then the default: the order an INSERT routed to the default takes them,
-    -- so the two cannot deadlock. Writers routed elsewhere are not blocked.
-    LOCK TABLE health.oura_heartrate_samples IN SHARE UPDATE EXCLUSIVE MODE;
+    -- so the two cannot deadlock.
+    LOCK TABLE ONLY health.oura_heartrate_samples IN EXCLUSIVE MODE;
     LOCK TABLE health.oura_heartrate_samples_default IN ACCESS EXCLUSIVE MODE;
     EXECUTE format(
         'CREATE TABLE health.%I (LIKE health.oura_heartrate_samples '

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.cache import cache
-from django.db import connection
+from django.db import connection, connections
 
 from normalized import contracts, mappers, services
 from normalized.models import HeartRateSample
@@ -213,6 +216,75 @@ def test_maintenance_creates_coming_months_moves_default_rows_out_and_is_idempot
     again = heartrate_partitions_ensure(today=date(2031, 11, 20))
     assert (again.created, again.drained) == ([], [])
     assert dict(heartrate_partitions()) == bounds
+
+
+def _lock_waiters() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        (count,) = cursor.fetchone()
+    return int(count)
+
+
+def _wait_for_lock_waiters(count: int) -> None:
+    deadline = time.monotonic() + 20
+    while _lock_waiters() < count:
+        assert time.monotonic() < deadline, f"fewer than {count} sessions waiting on a lock"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def may_2013_partition_dropped_after() -> Iterator[None]:
+    # A transactional test's DDL outlives it; other tests expect old months in DEFAULT.
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS health.oura_heartrate_samples_y2013m05")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("may_2013_partition_dropped_after")
+def test_a_write_racing_the_drain_of_its_month_waits_and_lands_in_the_new_partition() -> None:
+    normalize("user-1", [sample(datetime(2013, 5, 2, tzinfo=UTC))])  # May 2013: in DEFAULT
+    errors: list[str] = []
+
+    def in_thread(name: str, work: Callable[[], object]) -> threading.Thread:
+        def run() -> None:
+            try:
+                work()
+            except Exception as exc:  # the test reports it below
+                errors.append(f"{name}: {exc!r}")
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    # A reader holds DEFAULT, so the drain stops right before its move, holding the parent.
+    reader = connections.create_connection("default")
+    try:
+        with reader.cursor() as cursor:
+            cursor.execute("BEGIN")
+            cursor.execute("SELECT count(*) FROM health.oura_heartrate_samples_default")
+        drain = in_thread("drain", heartrate_partitions_ensure)
+        _wait_for_lock_waiters(1)
+        # A page for the same month starts now, with the old partition list in view.
+        write = in_thread(
+            "write", lambda: normalize("user-2", [sample(datetime(2013, 5, 3, tzinfo=UTC))])
+        )
+        _wait_for_lock_waiters(2)
+        with reader.cursor() as cursor:
+            cursor.execute("COMMIT")
+    finally:
+        reader.close()
+    drain.join(20)
+    write.join(20)
+
+    assert errors == []
+    assert partition_of("user-1", datetime(2013, 5, 2, tzinfo=UTC)).endswith("_y2013m05")
+    assert partition_of("user-2", datetime(2013, 5, 3, tzinfo=UTC)).endswith("_y2013m05")
 
 
 def test_a_one_day_read_scans_only_that_months_partition() -> None:
