@@ -1,4 +1,5 @@
-"""REST v1 reads of normalized Oura data: daily summaries, workouts and sessions, sleep periods.
+"""REST v1 reads of normalized Oura data: daily summaries, workouts and sessions, sleep
+periods, sleep time, tags, rest mode periods.
 
 Views are thin: check the key may see the user (404 otherwise, before anything else so a bad
 request cannot tell whether the user exists), validate the query, call a selector, and send
@@ -28,7 +29,7 @@ from access.permissions import HasScope, ensure_user_access
 from access.throttling import ApiKeyRateThrottle
 from core.identifiers import USER_ID_MAX_LENGTH, USER_ID_PATTERN
 from core.serializers import ErrorSerializer
-from normalized import dtos
+from normalized import dtos, selectors, serializers
 from normalized.selectors import activity_list, daily_page_json, heartrate_list, sleep_period_list
 from normalized.serializers import (
     MAX_SERIES_RANGE_DAYS,
@@ -136,9 +137,10 @@ class OuraDailyListApi(_HealthReadApi):
     @extend_schema(
         operation_id="oura_daily_list",
         summary="A person's daily Oura summaries",
-        description="One entry per day in [start, end] that has a readiness, sleep or "
-        "activity summary, in ascending day order. A part Oura has not produced for a day is "
-        "null. `sleep.mainPeriod` summarises the night's long_sleep period.",
+        description="One entry per day in [start, end] that has any daily summary "
+        "(readiness, sleep, activity, stress, SpO2, resilience, cardiovascular age, VO2 max), "
+        "in ascending day order. A part Oura has not produced for a day is null. "
+        "`sleep.mainPeriod` summarises the night's long_sleep period.",
         parameters=[USER_ID, FilterSerializer],
         responses={200: dtos.OuraDailyPage, **_errors()},
         tags=["health data"],
@@ -232,6 +234,108 @@ class OuraSleepPeriodListApi(_HealthReadApi):
             request, user_id, self.FilterSerializer, sleep_period_list,
             page=dtos.OuraSleepPeriodPage, item=dtos.OuraSleepPeriod,
             sort_key=attrgetter("bedtime_start"),
+        )  # fmt: skip
+
+
+# --- Sleep time, tags and rest mode -------------------------------------------------------
+
+
+def _day_keyset_page(
+    request: Request,
+    user_id: str,
+    filter_class: type[serializers.DayKeysetRangeFilterSerializer],
+    selector: Callable[..., QuerySet[Any]],
+    *,
+    page: type[Any],
+    item: type[Any],
+) -> HttpResponse:
+    """`_keyset_page` for lists ordered by (day, id)."""
+    ensure_user_access(request, user_id)
+    filters = filter_class(data=request.query_params)
+    filters.is_valid(raise_exception=True)
+    query = filters.validated_data
+    limit: int = query["limit"]
+    rows = list(
+        selector(
+            user_id=user_id, start=query["start"], end=query["end"], after=query.get("position")
+        )[: limit + 1]
+    )
+    last = rows[limit - 1] if len(rows) > limit else None
+    return _json(
+        page(
+            data=[item.model_validate(row) for row in rows[:limit]],
+            next_cursor=None
+            if last is None
+            else serializers.day_keyset_cursor(filter_class.cursor_kind, last.day, last.pk),
+        )
+    )
+
+
+class OuraSleepTimeListApi(_HealthReadApi):
+    class FilterSerializer(serializers.DayKeysetRangeFilterSerializer):
+        cursor_kind = "sleep_time"
+        limit = limit_field(default=100, maximum=1000)
+
+    @extend_schema(
+        operation_id="oura_sleep_time_list",
+        summary="A person's bedtime recommendations",
+        description="Oura's sleep time (its recommended bedtime window) for the days in "
+        "[start, end], ordered by day, then id.",
+        parameters=[USER_ID, FilterSerializer],
+        responses={200: dtos.OuraSleepTimePage, **_errors()},
+        tags=["health data"],
+    )
+    def get(self, request: Request, user_id: str) -> HttpResponse:
+        return _day_keyset_page(
+            request, user_id, self.FilterSerializer, selectors.sleep_time_list,
+            page=dtos.OuraSleepTimePage, item=dtos.OuraSleepTime,
+        )  # fmt: skip
+
+
+class OuraTagListApi(_HealthReadApi):
+    # One list for enhanced tags and Oura's deprecated plain tags, each saying which (`kind`),
+    # as /activities does for workouts and sessions. A client asks "what did this person tag
+    # when", and a person whose older app wrote plain tags has them only on the deprecated
+    # route; two endpoints would make every client read both and merge them by time itself.
+    class FilterSerializer(KeysetRangeFilterSerializer):
+        cursor_kind = "tags"
+        limit = limit_field(default=100, maximum=1000)
+
+    @extend_schema(
+        operation_id="oura_tag_list",
+        summary="A person's tags",
+        description="Tags the person added in the Oura app (enhanced tags, and the deprecated "
+        "plain tags with `kind` tag) whose start day is in [start, end], ordered by start "
+        "time, then id.",
+        parameters=[USER_ID, FilterSerializer],
+        responses={200: dtos.OuraTagPage, **_errors()},
+        tags=["health data"],
+    )
+    def get(self, request: Request, user_id: str) -> HttpResponse:
+        return _keyset_page(
+            request, user_id, self.FilterSerializer, selectors.tag_list,
+            page=dtos.OuraTagPage, item=dtos.OuraTag, sort_key=attrgetter("start"),
+        )  # fmt: skip
+
+
+class OuraRestModePeriodListApi(_HealthReadApi):
+    class FilterSerializer(serializers.DayKeysetRangeFilterSerializer):
+        cursor_kind = "rest_mode_periods"
+        limit = limit_field(default=100, maximum=1000)
+
+    @extend_schema(
+        operation_id="oura_rest_mode_period_list",
+        summary="A person's rest mode periods",
+        description="Rest mode periods that overlap [start, end]: started on or before `end` "
+        "and ended on or after `start`, or still on. Ordered by start day, then id.",
+        parameters=[USER_ID, FilterSerializer],
+        responses={200: dtos.OuraRestModePeriodPage, **_errors()},
+        tags=["health data"],
+    )
+    def get(self, request: Request, user_id: str) -> HttpResponse:
+        return _day_keyset_page(
+            request, user_id, self.FilterSerializer, selectors.rest_mode_period_list,
+            page=dtos.OuraRestModePeriodPage, item=dtos.OuraRestModePeriod,
         )  # fmt: skip
 
 

@@ -37,17 +37,31 @@ __all__ = [
     "OuraActivityContributors",
     "OuraActivityPage",
     "OuraDailyActivity",
+    "OuraDailyCardiovascularAge",
     "OuraDailyEntry",
     "OuraDailyPage",
     "OuraDailyReadiness",
+    "OuraDailyResilience",
     "OuraDailySleep",
+    "OuraDailySpO2",
+    "OuraDailyStress",
     "OuraHeartRatePage",
     "OuraHeartRateSample",
     "OuraMainSleepPeriod",
     "OuraReadinessContributors",
+    "OuraResilienceContributors",
+    "OuraRestModeEpisode",
+    "OuraRestModePeriod",
+    "OuraRestModePeriodPage",
     "OuraSleepContributors",
     "OuraSleepPeriod",
     "OuraSleepPeriodPage",
+    "OuraSleepTime",
+    "OuraSleepTimePage",
+    "OuraSleepTimeWindow",
+    "OuraTag",
+    "OuraTagPage",
+    "OuraVO2Max",
     "blank_is_null",
     "fields_of",
     "normalized_metrics_subject",
@@ -161,6 +175,47 @@ class OuraDailyActivity(ApiModel):
     contributors: OuraActivityContributors
 
 
+class OuraDailyStress(ApiModel):
+    stress_high: int | None = Field(
+        description="Seconds in Oura's high stress zone (the day's top quartile)."
+    )
+    recovery_high: int | None = Field(
+        description="Seconds in Oura's high recovery zone (the day's bottom quartile)."
+    )
+    day_summary: OptionalText = Field(
+        description="restored, normal or stressful; null when Oura had too little data."
+    )
+
+
+class OuraDailySpO2(ApiModel):
+    spo2_percentage: float | None = Field(
+        description="Average blood oxygen saturation during the night, percent."
+    )
+    breathing_disturbance_index: int | None = Field(
+        description="Breathing disturbance index, 0-100, from the night's SpO2 drops."
+    )
+
+
+class OuraResilienceContributors(ApiModel):
+    sleep_recovery: float | None = Field(description="0-100.")
+    daytime_recovery: float | None = Field(description="0-100.")
+    stress: float | None = Field(description="0-100.")
+
+
+class OuraDailyResilience(ApiModel):
+    level: str = Field(description="limited, adequate, solid, strong or exceptional.")
+    contributors: OuraResilienceContributors
+
+
+class OuraDailyCardiovascularAge(ApiModel):
+    vascular_age: int | None = Field(description="Predicted vascular age, years (18-100).")
+    pulse_wave_velocity: float | None = Field(description="Metres per second.")
+
+
+class OuraVO2Max(ApiModel):
+    vo2_max: int = Field(description="Estimated VO2 max, ml/kg/min.")
+
+
 class OuraDailyEntry(ApiModel):
     """One day of a person's Oura summaries; a part is null when Oura has none for the day."""
 
@@ -168,6 +223,12 @@ class OuraDailyEntry(ApiModel):
     readiness: OuraDailyReadiness | None
     sleep: OuraDailySleep | None
     activity: OuraDailyActivity | None
+    # Added with issue #18, after the first three so that their keys keep their place.
+    stress: OuraDailyStress | None
+    spo2: OuraDailySpO2 | None
+    resilience: OuraDailyResilience | None
+    cardiovascular_age: OuraDailyCardiovascularAge | None
+    vo2_max: OuraVO2Max | None
 
 
 class OuraDailyPage(ApiModel):
@@ -209,6 +270,90 @@ def blank_is_null(model: type[ApiModel], field: str) -> bool:
     return any(
         isinstance(item, BeforeValidator) and item.func is _blank_as_none
         for item in model.model_fields[field].metadata
+    )
+
+
+# --- Sleep time, tags and rest mode ------------------------------------------------------
+
+
+class OuraSleepTimeWindow(ApiModel):
+    day_tz: int = Field(description="The person's UTC offset on that day, seconds.")
+    start_offset: int = Field(
+        description="Start of the window, seconds from midnight of `day` (negative: before it)."
+    )
+    end_offset: int = Field(description="End of the window, seconds from midnight of `day`.")
+
+
+class OuraSleepTime(ApiModel):
+    """Oura's bedtime recommendation for a day."""
+
+    id: str = Field(validation_alias="oura_id", description="Oura's sleep time id.")
+    day: date
+    optimal_bedtime: OuraSleepTimeWindow | None = Field(
+        description="The bedtime window Oura found best; null until it has enough nights."
+    )
+    recommendation: OptionalText = Field(
+        description="e.g. earlier_bedtime, follow_optimal_bedtime, improve_efficiency."
+    )
+    status: OptionalText = Field(
+        description="e.g. optimal_found, only_recommended_found, not_enough_nights."
+    )
+
+
+class OuraSleepTimePage(ApiModel):
+    data: list[OuraSleepTime] = Field(description="Ordered by day, then id.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to read the next page; null on the last page."
+    )
+
+
+class OuraTag(ApiModel):
+    """A tag the person added in the Oura app: an enhanced tag, or a deprecated plain tag."""
+
+    id: str = Field(validation_alias="oura_id", description="Oura's tag id.")
+    kind: Literal["enhanced_tag", "tag"] = Field(
+        description="enhanced_tag, or tag for Oura's deprecated plain tags."
+    )
+    day: date = Field(description="Oura's day the tag starts on.")
+    start: datetime = Field(description="When the tag starts (its moment if it has no end).")
+    end: datetime | None = Field(description="When it ends; null for a tag without duration.")
+    end_day: date | None
+    tag_type_code: OptionalText = Field(
+        description="Oura's tag type, e.g. tag_generic_fasting, or custom; null for text-only "
+        "tags and deprecated tags."
+    )
+    custom_name: OptionalText = Field(description="The name of a custom tag.")
+    comment: OptionalText = Field(description="The person's note (a deprecated tag's text).")
+    tags: list[str] = Field(description="A deprecated tag's tag codes; empty for enhanced tags.")
+
+
+class OuraTagPage(ApiModel):
+    data: list[OuraTag] = Field(description="Ordered by start, then id.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to read the next page; null on the last page."
+    )
+
+
+class OuraRestModeEpisode(ApiModel):
+    tags: list[str] = Field(description="Oura's tag codes, e.g. tag_generic_cold.")
+    timestamp: datetime
+
+
+class OuraRestModePeriod(ApiModel):
+    """A span the person had rest mode on."""
+
+    id: str = Field(validation_alias="oura_id", description="Oura's rest mode period id.")
+    start_day: date = Field(validation_alias="day")
+    end_day: date | None = Field(description="null while rest mode is still on.")
+    start_time: datetime | None
+    end_time: datetime | None
+    episodes: list[OuraRestModeEpisode]
+
+
+class OuraRestModePeriodPage(ApiModel):
+    data: list[OuraRestModePeriod] = Field(description="Ordered by start day, then id.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to read the next page; null on the last page."
     )
 
 
@@ -301,6 +446,9 @@ JSON_SCHEMAS: dict[str, type[BaseModel]] = {
     "oura-daily-entry": OuraDailyEntry,
     "oura-activity": OuraActivity,
     "oura-sleep-period": OuraSleepPeriod,
+    "oura-sleep-time": OuraSleepTime,
+    "oura-tag": OuraTag,
+    "oura-rest-mode-period": OuraRestModePeriod,
     "oura-heartrate-sample": OuraHeartRateSample,
     **BUS_SCHEMAS,
 }

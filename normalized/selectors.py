@@ -6,7 +6,10 @@ nor repeated:
 
 - daily tables: (user_id, day), unique per table;
 - activities: (user_id, start, id), index activity_start_idx;
-- sleep periods: (bedtime_start, id) within the user's days (index sleep_period_day_idx).
+- sleep periods: (bedtime_start, id) within the user's days (index sleep_period_day_idx);
+- sleep time and rest mode periods: (day, id), indexes sleep_time_day_idx and
+  rest_mode_period_day_idx;
+- tags: (user_id, start, id), index tag_start_idx.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import get_args
 from django.db import connection
 from django.db.models import Q, QuerySet
 
-from normalized import dtos
+from normalized import dtos, models
 from normalized.models import Activity, HeartRateSample, SleepPeriod
 
 # --- Daily --------------------------------------------------------------------------------
@@ -32,7 +35,8 @@ from normalized.models import Activity, HeartRateSample, SleepPeriod
 # Every key and column comes from the DTOs (normalized/dtos.py), so the JSON cannot drift from
 # the schemas; tests check that it parses to what the pydantic models write. Differences in
 # form only: an integral float may be written `1` rather than `1.0` (the same JSON number).
-# Every column read is in the covering indexes of migration 0003 (index-only scans).
+# Every column read is in the covering indexes of migration 0003 or in the unique
+# constraints of migration 0004 (index-only scans).
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -102,7 +106,43 @@ def _contributors(model: type[dtos.ApiModel], table: str) -> str:
     )
 
 
+def _more_daily_parts() -> list[tuple[str, str, str, str]]:
+    """The daily types of issue #18 as (CTE name, entry key, table, the part's JSON).
+
+    Each table has one row per person and day, so each joins the page as readiness does. The
+    tables' unique (user_id, day) constraints INCLUDE these columns (migration 0004).
+    """
+    resilience = _object(
+        [
+            *_summary(dtos.OuraDailyResilience, "t"),
+            ("contributors", _object(_summary(dtos.OuraResilienceContributors, "t"))),
+        ]
+    )
+    parts: list[tuple[str, str, type[models.NormalizedRow], str]] = [
+        ("st", "stress", models.DailyStress, _object(_summary(dtos.OuraDailyStress, "t"))),
+        ("o2", "spo2", models.DailySpO2, _object(_summary(dtos.OuraDailySpO2, "t"))),
+        ("rs", "resilience", models.DailyResilience, resilience),
+        (
+            "cv",
+            "cardiovascular_age",
+            models.DailyCardiovascularAge,
+            _object(_summary(dtos.OuraDailyCardiovascularAge, "t")),
+        ),
+        ("vo", "vo2_max", models.VO2Max, _object(_summary(dtos.OuraVO2Max, "t"))),
+    ]
+    return [
+        (
+            cte,
+            dtos.OuraDailyEntry.model_fields[field].alias or field,
+            connection.ops.quote_name(model._meta.db_table),
+            part,
+        )
+        for cte, field, model, part in parts
+    ]
+
+
 def _daily_page_sql() -> str:
+    more = _more_daily_parts()
     readiness = _object(
         [
             *_summary(dtos.OuraDailyReadiness, "t"),
@@ -129,9 +169,23 @@ def _daily_page_sql() -> str:
             ("readiness", "r.j"),
             ("sleep", f"CASE WHEN s.day IS NULL THEN NULL ELSE {sleep} END"),
             ("activity", "a.j"),
+            *((key, f"{cte}.j") for cte, key, _, _ in more),
         ]
     )
     window = "t.user_id = %(user_id)s AND t.day BETWEEN %(start)s AND %(end)s"
+    more_ctes = "".join(
+        # Names and expressions from our models and DTOs, no request data.
+        f"\n        {cte} AS (\n            SELECT t.day, {part} AS j FROM {table} t"  # noqa: S608
+        f"\n            WHERE {window} ORDER BY t.day LIMIT %(fetch)s\n        ),"
+        for cte, _, table, part in more
+    )
+    more_days = "".join(
+        f" UNION SELECT day FROM {cte}"  # noqa: S608 - names from our models, no request data
+        for cte, *_ in more
+    )
+    more_joins = "".join(
+        f"\n                LEFT JOIN {cte} ON {cte}.day = d.day" for cte, *_ in more
+    )
     sleep_scalars = dtos.fields_of(dtos.OuraDailySleep, without=("contributors", "main_period"))
     sleep_columns = ", ".join(
         ["t.day", "t.contributors", *(f"t.{_ident(column)}" for _, _, column in sleep_scalars)]
@@ -147,8 +201,8 @@ def _daily_page_sql() -> str:
         ), a AS (
             SELECT t.day, {activity} AS j FROM health.oura_daily_activity t
             WHERE {window} ORDER BY t.day LIMIT %(fetch)s
-        ), days AS (
-            SELECT day FROM r UNION SELECT day FROM s UNION SELECT day FROM a
+        ),{more_ctes} days AS (
+            SELECT day FROM r UNION SELECT day FROM s UNION SELECT day FROM a{more_days}
             ORDER BY day LIMIT %(fetch)s
         ), d AS (
             SELECT day FROM days ORDER BY day LIMIT %(limit)s
@@ -167,7 +221,7 @@ def _daily_page_sql() -> str:
                 LEFT JOIN r ON r.day = d.day
                 LEFT JOIN s ON s.day = d.day
                 LEFT JOIN a ON a.day = d.day
-                LEFT JOIN p ON p.day = d.day
+                LEFT JOIN p ON p.day = d.day{more_joins}
             ),
             (SELECT day FROM days ORDER BY day OFFSET %(limit)s LIMIT 1)
     """  # noqa: S608 - no request data in the text, see above
@@ -186,11 +240,11 @@ def daily_page_json(*, user_id: str, start: date, end: date, limit: int) -> Dail
     """The first `limit` days in [start, end] that have a row in any daily table, as JSON.
 
     Each table has at most one row per day, so the first `limit + 1` rows of each table cover
-    every day up to and including the (limit + 1)-th day of their union: three bounded index
-    range scans find the page and tell whether another follows, with no COUNT. The main sleep
-    period of each day is the long_sleep one, else the longest, else the first recorded:
-    Oura's daily sleep score describes the long_sleep period, and naps would be a misleading
-    summary of the night.
+    every day up to and including the (limit + 1)-th day of their union: one bounded index
+    range scan per daily table finds the page and tells whether another follows, with no
+    COUNT. The main sleep period of each day is the long_sleep one, else the longest, else the
+    first recorded: Oura's daily sleep score describes the long_sleep period, and naps would be
+    a misleading summary of the night.
     """
     params: dict[str, str | date | int] = {
         "user_id": user_id,
@@ -240,6 +294,62 @@ def sleep_period_list(
             Q(bedtime_start__gt=after_start) | Q(bedtime_start=after_start, id__gt=after_id)
         )
     return rows.order_by("bedtime_start", "id")
+
+
+# --- Sleep time, tags and rest mode -------------------------------------------------------
+
+
+def sleep_time_list(
+    *,
+    user_id: str,
+    start: date,
+    end: date,
+    after: tuple[date, int] | None = None,
+) -> QuerySet[models.SleepTime]:
+    """Sleep time recommendations whose day is in [start, end], after the (day, id) key."""
+    rows = models.SleepTime.objects.filter(user_id=user_id, day__gte=start, day__lte=end)
+    if after is not None:
+        after_day, after_id = after
+        rows = rows.filter(Q(day__gt=after_day) | Q(day=after_day, id__gt=after_id))
+    return rows.order_by("day", "id")
+
+
+def tag_list(
+    *,
+    user_id: str,
+    start: date,
+    end: date,
+    after: tuple[datetime, int] | None = None,
+) -> QuerySet[models.Tag]:
+    """Enhanced and plain tags whose start day is in [start, end], after the (start, id) key."""
+    rows = models.Tag.objects.filter(user_id=user_id, day__gte=start, day__lte=end)
+    if after is not None:
+        after_start, after_id = after
+        rows = rows.filter(Q(start__gt=after_start) | Q(start=after_start, id__gt=after_id))
+    return rows.order_by("start", "id")
+
+
+def rest_mode_period_list(
+    *,
+    user_id: str,
+    start: date,
+    end: date,
+    after: tuple[date, int] | None = None,
+) -> QuerySet[models.RestModePeriod]:
+    """Rest mode periods that overlap [start, end], after the (start day, id) key.
+
+    Overlap rather than "starts in the range": rest mode spans days or weeks, and a client
+    asking about a range wants the period that was on during it, also one that began before
+    it or is still on (no end day). A person has few periods, so the scan of those that
+    started by `end` stays small.
+    """
+    rows = models.RestModePeriod.objects.filter(user_id=user_id, day__lte=end).filter(
+        Q(end_day__isnull=True) | Q(end_day__gte=start)
+    )
+    if after is not None:
+        after_day, after_id = after
+        rows = rows.filter(Q(day__gt=after_day) | Q(day=after_day, id__gt=after_id))
+    return rows.order_by("day", "id")
 
 
 # --- Heart rate ---------------------------------------------------------------------------

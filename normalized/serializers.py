@@ -164,6 +164,34 @@ class KeysetRangeFilterSerializer(RangeFilterSerializer):
         return keyset_from_cursor(self.cursor_kind, cursor)
 
 
+def day_keyset_cursor(kind: str, day: date, row_id: int) -> str:
+    return encode_cursor(kind, {"d": day.isoformat(), "i": row_id})
+
+
+def day_keyset_from_cursor(kind: str, cursor: str) -> tuple[date, int]:
+    position = decode_cursor(kind, cursor)
+    day_text, row_id = position.get("d"), position.get("i")
+    # Only the form we issue: a YYYY-MM-DD string and an integer id.
+    if not isinstance(day_text, str) or not _ISO_DAY.match(day_text):
+        raise InvalidCursor
+    if not isinstance(row_id, int) or isinstance(row_id, bool):
+        raise InvalidCursor
+    try:
+        return date.fromisoformat(day_text), row_id
+    except ValueError:
+        raise InvalidCursor from None
+
+
+class DayKeysetRangeFilterSerializer(RangeFilterSerializer):
+    """Validated data: start, end, limit and `position`, the (day, id) of the last row seen,
+    for lists ordered by day (sleep time, rest mode periods)."""
+
+    cursor_kind: ClassVar[str]
+
+    def decode_position(self, cursor: str, start: date, end: date) -> tuple[date, int]:
+        return day_keyset_from_cursor(self.cursor_kind, cursor)
+
+
 # --- Time ranges (heart rate) -------------------------------------------------------------
 
 MAX_SERIES_RANGE_DAYS = 31  # a month of samples, at most two monthly partitions

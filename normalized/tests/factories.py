@@ -6,7 +6,21 @@ from datetime import UTC, date, datetime, timedelta
 
 import factory
 
-from normalized.models import Activity, DailyActivity, DailyReadiness, DailySleep, SleepPeriod
+from normalized.models import (
+    Activity,
+    DailyActivity,
+    DailyCardiovascularAge,
+    DailyReadiness,
+    DailyResilience,
+    DailySleep,
+    DailySpO2,
+    DailyStress,
+    RestModePeriod,
+    SleepPeriod,
+    SleepTime,
+    Tag,
+    VO2Max,
+)
 
 
 class NormalizedRowFactory(factory.django.DjangoModelFactory):
@@ -136,3 +150,99 @@ class ActivityFactory(NormalizedRowFactory):
     source = "autodetected"
     label = ""
     metrics = factory.LazyFunction(dict)
+
+
+# --- The types of issue #18 ---------------------------------------------------------------
+
+
+class DailyStressFactory(NormalizedRowFactory):
+    class Meta:
+        model = DailyStress
+
+    day = factory.Sequence(lambda n: date(2024, 1, 1) + timedelta(days=n))
+    stress_high = 1800
+    recovery_high = 7200
+    day_summary = "normal"
+
+
+class DailySpO2Factory(NormalizedRowFactory):
+    class Meta:
+        model = DailySpO2
+
+    day = factory.Sequence(lambda n: date(2024, 1, 1) + timedelta(days=n))
+    spo2_percentage = 97.5
+    breathing_disturbance_index = 12
+
+
+class DailyResilienceFactory(NormalizedRowFactory):
+    class Meta:
+        model = DailyResilience
+
+    day = factory.Sequence(lambda n: date(2024, 1, 1) + timedelta(days=n))
+    level = "adequate"
+    sleep_recovery = 46.2
+    daytime_recovery = 49.3
+    stress = 34.5
+
+
+class DailyCardiovascularAgeFactory(NormalizedRowFactory):
+    class Meta:
+        model = DailyCardiovascularAge
+
+    day = factory.Sequence(lambda n: date(2024, 1, 1) + timedelta(days=n))
+    oura_id = factory.LazyAttribute(lambda o: o.day.isoformat())
+    vascular_age = 39
+    pulse_wave_velocity = None
+
+
+class VO2MaxFactory(NormalizedRowFactory):
+    class Meta:
+        model = VO2Max
+
+    day = factory.Sequence(lambda n: date(2024, 1, 1) + timedelta(days=n))
+    vo2_max = 45
+    timestamp = factory.LazyAttribute(
+        lambda o: datetime.combine(o.day, datetime.min.time(), UTC) + timedelta(hours=14)
+    )
+
+
+class SleepTimeFactory(NormalizedRowFactory):
+    class Meta:
+        model = SleepTime
+
+    day = factory.Sequence(lambda n: date(2024, 1, 1) + timedelta(days=n))
+    optimal_bedtime = None
+    recommendation = "earlier_bedtime"
+    status = "only_recommended_found"
+
+
+class TagFactory(NormalizedRowFactory):
+    class Meta:
+        model = Tag
+
+    kind = Tag.Kind.ENHANCED_TAG
+    day = date(2024, 1, 1)
+    start = factory.LazyAttribute(
+        lambda o: datetime.combine(o.day, datetime.min.time(), UTC) + timedelta(hours=20)
+    )
+    end = None
+    end_day = None
+    tag_type_code = "tag_generic_fasting"
+    custom_name = ""
+    comment = ""
+    tags = factory.LazyFunction(list)
+
+
+class RestModePeriodFactory(NormalizedRowFactory):
+    class Meta:
+        model = RestModePeriod
+
+    day = date(2024, 1, 1)
+    end_day = factory.LazyAttribute(lambda o: o.day + timedelta(days=2))
+    start_time = factory.LazyAttribute(
+        lambda o: datetime.combine(o.day, datetime.min.time(), UTC) + timedelta(hours=9)
+    )
+    end_time = factory.LazyAttribute(
+        lambda o: datetime.combine(o.end_day, datetime.min.time(), UTC) + timedelta(hours=9)
+    )
+    episodes = factory.LazyFunction(list)

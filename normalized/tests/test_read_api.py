@@ -19,13 +19,28 @@ from jsonschema import Draft202012Validator
 from access.models import ApiKey
 from access.services import api_key_revoke
 from normalized import dtos
-from normalized.models import DailyActivity, DailyReadiness, DailySleep, SleepPeriod
+from normalized.models import (
+    DailyActivity,
+    DailyCardiovascularAge,
+    DailyReadiness,
+    DailyResilience,
+    DailySleep,
+    DailySpO2,
+    DailyStress,
+    SleepPeriod,
+    VO2Max,
+)
 from normalized.tests.factories import (
     ActivityFactory,
     DailyActivityFactory,
+    DailyCardiovascularAgeFactory,
     DailyReadinessFactory,
+    DailyResilienceFactory,
     DailySleepFactory,
+    DailySpO2Factory,
+    DailyStressFactory,
     SleepPeriodFactory,
+    VO2MaxFactory,
 )
 
 pytestmark = pytest.mark.django_db
@@ -585,6 +600,17 @@ def _rows_of_every_kind() -> None:
     for n in range(5):
         DailySleepFactory(day=date(2024, 3, 1) + timedelta(days=n))
         SleepPeriodFactory(day=date(2024, 3, 1) + timedelta(days=n))
+    # The daily types of issue #18: with the first three, alone, blanks, nulls and NaN.
+    DailyStressFactory(day=date(2024, 2, 1))
+    DailyStressFactory(day=date(2024, 2, 5), stress_high=None, day_summary="")
+    DailySpO2Factory(day=date(2024, 2, 1), spo2_percentage=0.1 + 0.2)
+    DailySpO2Factory(day=date(2024, 2, 6), spo2_percentage=None, breathing_disturbance_index=None)
+    DailyResilienceFactory(day=date(2024, 2, 1), stress=float("nan"))
+    DailyResilienceFactory(day=date(2024, 3, 2), sleep_recovery=None)
+    DailyCardiovascularAgeFactory(day=date(2024, 2, 1), pulse_wave_velocity=7.25)
+    DailyCardiovascularAgeFactory(day=date(2024, 2, 7))
+    VO2MaxFactory(day=date(2024, 2, 1))
+    VO2MaxFactory(day=date(2024, 2, 8), vo2_max=51)
 
 
 def _pydantic_page(body: dict[str, Any]) -> bytes:
@@ -605,6 +631,11 @@ def _pydantic_page(body: dict[str, Any]) -> bytes:
         sleep = DailySleep.objects.filter(user_id="user-a", day=day).first()
         activity = DailyActivity.objects.filter(user_id="user-a", day=day).first()
         period = main_period(day)
+        stress = DailyStress.objects.filter(user_id="user-a", day=day).first()
+        spo2 = DailySpO2.objects.filter(user_id="user-a", day=day).first()
+        resilience = DailyResilience.objects.filter(user_id="user-a", day=day).first()
+        cv_age = DailyCardiovascularAge.objects.filter(user_id="user-a", day=day).first()
+        vo2_max = VO2Max.objects.filter(user_id="user-a", day=day).first()
         entries.append(
             dtos.OuraDailyEntry(
                 day=day,
@@ -623,6 +654,18 @@ def _pydantic_page(body: dict[str, Any]) -> bytes:
                 activity=None
                 if activity is None
                 else dtos.OuraDailyActivity.model_validate(activity),
+                stress=None if stress is None else dtos.OuraDailyStress.model_validate(stress),
+                spo2=None if spo2 is None else dtos.OuraDailySpO2.model_validate(spo2),
+                resilience=None
+                if resilience is None
+                else dtos.OuraDailyResilience(
+                    level=resilience.level,
+                    contributors=dtos.OuraResilienceContributors.model_validate(resilience),
+                ),
+                cardiovascular_age=None
+                if cv_age is None
+                else dtos.OuraDailyCardiovascularAge.model_validate(cv_age),
+                vo2_max=None if vo2_max is None else dtos.OuraVO2Max.model_validate(vo2_max),
             )
         )
     page = dtos.OuraDailyPage(data=entries, next_cursor=body["nextCursor"])
@@ -661,11 +704,18 @@ def test_daily_page_json_validates_against_the_dto_json_schemas(client_for):
 
     body = client_for().get(url("user-a", "daily"), {**RANGE, "limit": 366}).json()
 
-    assert len(body["data"]) == 9
+    assert len(body["data"]) == 13
     Draft202012Validator(page_schema, format_checker=checker).validate(body)
+    parts = {
+        "readiness": "OuraDailyReadiness", "sleep": "OuraDailySleep",
+        "activity": "OuraDailyActivity", "stress": "OuraDailyStress", "spo2": "OuraDailySpO2",
+        "resilience": "OuraDailyResilience", "cardiovascularAge": "OuraDailyCardiovascularAge",
+        "vo2Max": "OuraVO2Max",
+    }  # fmt: skip
     for entry in body["data"]:
         Draft202012Validator(entry_schema, format_checker=checker).validate(entry)
-        for part in ("readiness", "sleep", "activity"):
+        assert set(entry) == {"day", *parts}
+        for part, definition in parts.items():
             if entry[part] is not None:  # every declared key is sent, and nothing else
-                declared = entry_schema["$defs"][f"OuraDaily{part.title()}"]["properties"]
+                declared = entry_schema["$defs"][definition]["properties"]
                 assert set(entry[part]) == set(declared)
