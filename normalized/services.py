@@ -393,7 +393,7 @@ def normalize_documents(
             values |= {
                 "user_id": user_id,
                 "raw_object_key": object_keys[index],
-                "normalizer_version": mappers.NORMALIZER_VERSION,
+                "normalizer_version": mapping.version,
                 "updated_at": now,
                 "source_observed_at": observed[index],
             }
@@ -526,6 +526,7 @@ def normalized_publish(
     ids = sorted(set(ids))
     if not ids:
         return False
+    mapping = mappers.TABLES.get(collection)
     message = NormalizedMetricsMessage(
         user_id=user_id,
         provider="oura",
@@ -533,7 +534,7 @@ def normalized_publish(
         change=change,
         days=sorted(set(days)),
         ids=ids,
-        normalizer_version=mappers.NORMALIZER_VERSION,
+        normalizer_version=mapping.version if mapping is not None else mappers.NORMALIZER_VERSION,
         occurred_at=timezone.now(),
     )
     digest = hashlib.sha256("|".join(ids).encode()).hexdigest()[:16]
