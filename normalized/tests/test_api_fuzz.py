@@ -213,6 +213,9 @@ def _pinned(op_id: str, operation: Any, seed: dict[str, str]) -> Any:
                 "oura_daily_list": "daily",
                 "oura_sleep_period_list": "sleep",
                 "oura_heart_rate_list": "heartrate",  # keyset-shaped: reads `t`, ignores `i`
+                "oura_sleep_time_list": "sleep_time",
+                "oura_tag_list": "tags",
+                "oura_rest_mode_period_list": "rest_mode_periods",
             }.get(op_id, "activities")
             return st.tuples(known_user, _cursors(kind)).map(with_cursor)
         return known_user
@@ -234,10 +237,19 @@ def _cursors(kind: str) -> st.SearchStrategy[str]:
     anything = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
     day = st.fixed_dictionaries({"d": st.dates().map(date.isoformat) | anything})
     keyset = st.fixed_dictionaries({"t": moments | anything, "i": st.integers() | anything})
-    own, other = (day, keyset) if kind == "daily" else (keyset, day)
+    day_keyset = st.fixed_dictionaries(
+        {"d": st.dates().map(date.isoformat) | anything, "i": st.integers() | anything}
+    )
+    own, other = {
+        "daily": (day, keyset),
+        "sleep_time": (day_keyset, keyset),
+        "rest_mode_periods": (day_keyset, keyset),
+    }.get(kind, (keyset, day))
     kinds = (
         st.just(kind)
-        | st.sampled_from(["daily", "activities", "sleep", "heartrate"])
+        | st.sampled_from(
+            ["daily", "activities", "sleep", "heartrate", "sleep_time", "tags", "rest_mode_periods"]
+        )
         | st.text(max_size=9)
     )
     return st.builds(encode_cursor, kinds, own | other)
