@@ -7,6 +7,9 @@ object holding Oura's response (`{"data": [...]}`). Their documents go through
 `services.normalize_documents`, the normalizer's own validation, mapping and upsert, and the
 changes are announced like the normalizer's; so tombstones (a deleted document never comes
 back), erasures (an erased person gets no rows) and newest-wins hold exactly as for live data.
+Heart rate, the time series, goes the same way (normalize_documents hands it to
+normalized/timeseries.py); it has no TableMapping, and its rows carry the global
+`mappers.NORMALIZER_VERSION`.
 
 Which observation time a rebuilt document carries. The upsert replaces a row only with a
 document observed at the same time or later, and the raw index does not keep that time (a
@@ -35,7 +38,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django.db import transaction
@@ -44,8 +47,8 @@ from django.db.models import Count, Max, Q, QuerySet
 from core import raw_store
 from ingestion.data_types import ALIASES, DATA_TYPES, canonical
 from ingestion.models import RawEvent
-from normalized import contracts, mappers, services
-from normalized.models import NormalizedRow
+from normalized import contracts, mappers, services, timeseries
+from normalized.models import HeartRateSample
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +61,16 @@ class NothingToRebuild(ValueError):
     """The selection names a type that is unknown or has no rows to rebuild."""
 
 
+def rebuildable() -> list[str]:
+    """Every type stored as rows: the document tables, and heart rate's time series."""
+    return sorted([*mappers.TABLES, timeseries.COLLECTION])
+
+
 def collections_to_rebuild(types: Sequence[str]) -> list[str]:
-    """Registry names of `types` (aliases accepted), or every type stored as rows."""
+    """Registry names of `types` (aliases accepted); none named: every document table.
+
+    Heart rate only when named, as in a backfill: it is most of the raw data by far.
+    """
     if not types:
         return sorted(mappers.TABLES)
     names = sorted({canonical(name) for name in types})
@@ -68,20 +79,20 @@ def collections_to_rebuild(types: Sequence[str]) -> list[str]:
         raise NothingToRebuild(
             f"unknown data type(s): {', '.join(unknown)}; known: {', '.join(sorted(DATA_TYPES))}"
         )
-    without_rows = [name for name in names if name not in mappers.TABLES]
+    without_rows = [name for name in names if name not in rebuildable()]
     if without_rows:
         raise NothingToRebuild(
-            f"no table mapping (normalized.mappers.TABLES), so no rows to rebuild, for: "
-            f"{', '.join(without_rows)}; types with rows: {', '.join(sorted(mappers.TABLES))}"
+            f"kept raw only, no rows to rebuild: {', '.join(without_rows)}; "
+            f"types with rows: {', '.join(rebuildable())}"
         )
     return names
 
 
 @dataclass(frozen=True)
 class Selection:
-    collections: Sequence[str]  # registry names, each in mappers.TABLES
+    collections: Sequence[str]  # registry names, each in rebuildable()
     user_id: str | None = None
-    since: date | None = None  # the documents' own day (Oura's `day`), inclusive
+    since: date | None = None  # the documents' own day (Oura's `day`; UTC for heart rate)
     until: date | None = None
     # Only objects that are the source of a row with normalizer_version < this.
     older_than_version: int | None = None
@@ -181,7 +192,9 @@ def rows_older_than(selection: Selection) -> tuple[int, int]:
     return total, without_raw
 
 
-def _table(collection: str) -> QuerySet[NormalizedRow]:
+def _table(collection: str) -> QuerySet[Any]:
+    if collection == timeseries.COLLECTION:
+        return HeartRateSample.objects.all()
     mapping = mappers.TABLES[collection]
     rows = mapping.model._default_manager.all()
     if mapping.kind:  # two collections share the table
@@ -189,15 +202,22 @@ def _table(collection: str) -> QuerySet[NormalizedRow]:
     return rows
 
 
-def _rows(collection: str, selection: Selection) -> QuerySet[NormalizedRow]:
+def _rows(collection: str, selection: Selection) -> QuerySet[Any]:
     rows = _table(collection)
     if selection.user_id is not None:
         rows = rows.filter(user_id=selection.user_id)
-    return rows.filter(_days(selection))
+    return rows.filter(_days(collection, selection))
 
 
-def _days(selection: Selection) -> Q:
+def _days(collection: str, selection: Selection) -> Q:
     days = Q()
+    if collection == timeseries.COLLECTION:  # samples have instants, their days are UTC days
+        if selection.since is not None:
+            days &= Q(timestamp__gte=datetime.combine(selection.since, time.min, UTC))
+        if selection.until is not None:
+            next_day = selection.until + timedelta(days=1)
+            days &= Q(timestamp__lt=datetime.combine(next_day, time.min, UTC))
+        return days
     if selection.since is not None:
         days &= Q(day__gte=selection.since)
     if selection.until is not None:
@@ -239,8 +259,8 @@ def _sources(batch: Sequence[RawEvent], selection: Selection) -> dict[tuple[str,
         )
         aggregates: dict[str, Any] = {"observed_at": Max("source_observed_at")}
         if selection.older_than_version is not None:
-            older = Q(normalizer_version__lt=selection.older_than_version) & _days(selection)
-            aggregates["older"] = Count("pk", filter=older)
+            older = Q(normalizer_version__lt=selection.older_than_version)
+            aggregates["older"] = Count("user_id", filter=older & _days(collection, selection))
         summary: list[Mapping[str, Any]] = list(
             rows.values("raw_object_key").annotate(**aggregates)
         )
@@ -283,9 +303,12 @@ def _in_days(collection: str, document: dict[str, Any], selection: Selection) ->
     if selection.since is None and selection.until is None:
         return True
     try:
-        day = mappers.document_day(contracts.parse_document(collection, document))
+        parsed = contracts.parse_document(collection, document)
     except contracts.ContractViolation:
         return True  # let the normalizer say why it is invalid
+    day = mappers.document_day(parsed)
+    if day is None and isinstance(parsed, contracts.HeartRateRow):
+        day = parsed.timestamp.astimezone(UTC).date()
     if day is None:
         return True
     return (selection.since is None or day >= selection.since) and (

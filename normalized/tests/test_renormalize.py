@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from io import StringIO
 from typing import Any
 
@@ -25,7 +25,7 @@ from jobs.backfill import backfill_run
 from jobs.services import job_start
 from jobs.tests.conftest import HISTORY_END, broker, connect_user  # noqa: F401 - broker: a fixture used by name
 from normalized import mappers, services
-from normalized.models import DailyReadiness, DeletedDocument, SleepPeriod
+from normalized.models import DailyReadiness, DeletedDocument, HeartRateSample, SleepPeriod
 from normalized.renormalize import NothingToRebuild, collections_to_rebuild
 from normalized.tests.normalizer_helpers import (
     delete_durable,
@@ -255,6 +255,41 @@ def test_an_unknown_type_is_refused_and_an_alias_means_its_registry_name() -> No
 
     assert outcome("vo2_max") == outcome("vO2_max")
     assert "vo2_max" not in str(outcome("vo2_max"))
+
+
+@pytest.mark.usefixtures("broker")
+def test_heart_rate_samples_are_rebuilt_for_the_days_asked_when_the_version_moves(
+    oura: OuraSimulator, spec: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connect_user(oura, user_id="carol", history_days=15)
+    job = job_start(
+        user_id="carol", start=HISTORY_END - timedelta(days=9), end=HISTORY_END,
+        data_types=["heartrate"], requested_by="test",
+    ).job  # fmt: skip
+    assert backfill_run(job_id=job.job_id) == "succeeded"
+    assert run(spec).dead_lettered == 0
+    samples = HeartRateSample.objects.filter(user_id="carol").order_by("timestamp")
+    fields = ("timestamp", "bpm", "source", "raw_object_key", "source_observed_at")
+    before = list(samples.values(*fields))
+    # Heart rate has no TableMapping: its writer (normalized/timeseries.py) writes the global.
+    monkeypatch.setattr(mappers, "NORMALIZER_VERSION", 2)
+    day = HISTORY_END - timedelta(days=3)
+    oura.reset_requests()
+
+    renormalize(
+        "--type", "heartrate", "--older-than-version", "2",
+        "--since", day.isoformat(), "--until", day.isoformat(),
+    )  # fmt: skip
+
+    assert oura.requests == []
+    assert list(samples.values(*fields)) == before
+    start = datetime.combine(day, time.min, UTC)
+    on_the_day = {"timestamp__gte": start, "timestamp__lt": start + timedelta(days=1)}
+    assert samples.filter(**on_the_day).exists()
+    assert versions(HeartRateSample, user_id="carol", **on_the_day) == {2}
+    assert versions(HeartRateSample, user_id="carol", timestamp__lt=start) == {1}
+    after = on_the_day["timestamp__lt"]
+    assert versions(HeartRateSample, user_id="carol", timestamp__gte=after) == {1}
 
 
 # --- S3 ---------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--type", action="append", default=[], dest="types", metavar="TYPE",
             help="A data type by its registry name or an alias (repeatable). Default: every "
-            "type stored as rows.",
+            "type with a document table; heartrate (the time series) only when named.",
         )  # fmt: skip
         parser.add_argument("--since", type=_day, help="First document day, inclusive.")
         parser.add_argument("--until", type=_day, help="Last document day, inclusive.")
