@@ -314,6 +314,21 @@ def test_a_missing_object_is_counted_and_the_rest_is_rebuilt(
     assert f"{stranded} selected rows are still below version 2" in output
 
 
+def test_an_erased_person_gets_nothing_back_and_the_others_are_rebuilt(
+    oura: OuraSimulator, alice: OuraConnection, spec: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backfill_and_normalize(oura, spec, "bob")
+    call_command("erase_user", "alice", stdout=StringIO())
+    bump(monkeypatch, "daily_readiness")
+
+    output = renormalize("--type", "daily_readiness", "--older-than-version", "2")
+
+    assert not DailyReadiness.objects.filter(user_id="alice").exists()
+    assert versions(DailyReadiness) == {2}
+    assert DailyReadiness.objects.filter(user_id="bob").count() == DAYS
+    assert "done, up to raw event id" in output
+
+
 @pytest.mark.services
 def test_with_s3_down_it_stops_clearly_and_writes_nothing(
     alice: OuraConnection, monkeypatch: pytest.MonkeyPatch, stack: Stack
