@@ -3,22 +3,23 @@
     python -m devstack up --root .devstack-bench-read
     eval "$(python -m devstack env --root .devstack-bench-read | grep export)"
     python manage.py provision
-    python -m bench.read_api --load          # load once (about 15 M rows), then measure
+    python -m bench.read_api --load          # load once (about 33 M rows), then measure
     python -m bench.read_api                 # measure again on the loaded data
     python -m devstack down --root .devstack-bench-read
 
 A root of its own: the webhook bench stops `.devstack-bench` when it ends.
 
 Loads `--users` x `--days` rows into each daily table (readiness, daily sleep, daily
-activity) and one long_sleep period per user and day, with generate_series in day-major
-order, as a real fleet writes them: each person's year is spread over the whole table, not
-packed on a few pages. Then, for random users, it times
+activity, stress, SpO2, resilience, cardiovascular age, VO2 max) and one long_sleep period per
+user and day, with generate_series in day-major order, as a real fleet writes them: each
+person's year is spread over the whole table, not packed on a few pages. Then, for random
+users, it times
 - GET /v1/health/{user}/oura/daily?start=..&end=..&limit=366 through Django's test client
   (URL routing, API-key authentication, throttle, validation, the one statement that writes
   the page's JSON in Postgres),
 - that statement alone over the same connection, and
-- the same rows as four plain SELECTs returning rows, not JSON (columns from the DTOs, same
-  filters, order and limits): the floor the view sits on.
+- the same rows as plain SELECTs returning rows, one per table, not JSON (columns from the
+  DTOs, same filters, order and limits): the floor the view sits on.
 
 Refuses to load into a database that already holds other normalized rows unless --load is
 given; --load truncates the normalized tables, so point it at the bench stack only.
@@ -57,6 +58,12 @@ TABLES = (
     "oura_daily_sleep",
     "oura_daily_activity",
     "oura_sleep_periods",
+    # The daily types of issue #18, which join the same page.
+    "oura_daily_stress",
+    "oura_daily_spo2",
+    "oura_daily_resilience",
+    "oura_daily_cardiovascular_age",
+    "oura_vo2_max",
 )
 
 _COMMON = "'u' || u, 'bench-' || u || '-' || d, 'bench/' || u || '/' || d, 1, now()"
@@ -113,6 +120,40 @@ LOAD_SQL = {
             50 + u %% 10, 45, 40 + d %% 20, 14.5, 60 + (u + d) %% 40
         FROM generate_series(0, %(days)s - 1) d, generate_series(1, %(users)s) u
     """,
+    "oura_daily_stress": f"""
+        INSERT INTO health.oura_daily_stress (user_id, oura_id, raw_object_key,
+            normalizer_version, updated_at, day, stress_high, recovery_high, day_summary)
+        SELECT {_COMMON}, %(start)s::date + d, 900 * ((u + d) %% 8), 900 * ((u * d) %% 12),
+            (ARRAY['restored', 'normal', 'stressful'])[1 + (u + d) %% 3]
+        FROM generate_series(0, %(days)s - 1) d, generate_series(1, %(users)s) u
+    """,
+    "oura_daily_spo2": f"""
+        INSERT INTO health.oura_daily_spo2 (user_id, oura_id, raw_object_key,
+            normalizer_version, updated_at, day, spo2_percentage, breathing_disturbance_index)
+        SELECT {_COMMON}, %(start)s::date + d, 94 + ((u * d) %% 500) / 100.0, (u + d) %% 30
+        FROM generate_series(0, %(days)s - 1) d, generate_series(1, %(users)s) u
+    """,
+    "oura_daily_resilience": f"""
+        INSERT INTO health.oura_daily_resilience (user_id, oura_id, raw_object_key,
+            normalizer_version, updated_at, day, level, sleep_recovery, daytime_recovery, stress)
+        SELECT {_COMMON}, %(start)s::date + d,
+            (ARRAY['limited', 'adequate', 'solid', 'strong', 'exceptional'])[1 + (u + d) %% 5],
+            30 + ((u * d) %% 600) / 10.0, 40 + ((u + d) %% 500) / 10.0, 20 + (d %% 600) / 10.0
+        FROM generate_series(0, %(days)s - 1) d, generate_series(1, %(users)s) u
+    """,
+    "oura_daily_cardiovascular_age": f"""
+        INSERT INTO health.oura_daily_cardiovascular_age (user_id, oura_id, raw_object_key,
+            normalizer_version, updated_at, day, vascular_age, pulse_wave_velocity)
+        SELECT {_COMMON}, %(start)s::date + d, 25 + (u + d / 30) %% 40, 6 + (u %% 30) / 10.0
+        FROM generate_series(0, %(days)s - 1) d, generate_series(1, %(users)s) u
+    """,
+    "oura_vo2_max": f"""
+        INSERT INTO health.oura_vo2_max (user_id, oura_id, raw_object_key,
+            normalizer_version, updated_at, day, vo2_max, timestamp)
+        SELECT {_COMMON}, %(start)s::date + d, 30 + (u + d / 7) %% 30,
+            (%(start)s::date + d)::timestamptz + interval '14 hours'
+        FROM generate_series(0, %(days)s - 1) d, generate_series(1, %(users)s) u
+    """,
 }
 
 
@@ -121,7 +162,7 @@ def _columns(model: type[dtos.ApiModel], without: tuple[str, ...] = ()) -> str:
 
 
 def plain_sql(user: str, start: date, end: date, limit: int) -> list[tuple[str, dict]]:
-    """The same rows and columns the page is written from, as four plain SELECTs returning
+    """The same rows and columns the page is written from, as plain SELECTs returning
     rows (no JSON): the floor the view sits on. Columns come from the DTOs like the view's."""
     params = {"user": user, "start": start, "end": end, "fetch": limit + 1}
     window = "user_id = %(user)s AND day BETWEEN %(start)s AND %(end)s"
@@ -129,6 +170,16 @@ def plain_sql(user: str, start: date, end: date, limit: int) -> list[tuple[str, 
         ("oura_daily_readiness", _columns(dtos.OuraDailyReadiness)),
         ("oura_daily_sleep", _columns(dtos.OuraDailySleep, without=("main_period",))),
         ("oura_daily_activity", _columns(dtos.OuraDailyActivity)),
+        ("oura_daily_stress", _columns(dtos.OuraDailyStress)),
+        ("oura_daily_spo2", _columns(dtos.OuraDailySpO2)),
+        (
+            "oura_daily_resilience",
+            _columns(dtos.OuraDailyResilience, without=("contributors",))
+            + ", "
+            + _columns(dtos.OuraResilienceContributors),
+        ),
+        ("oura_daily_cardiovascular_age", _columns(dtos.OuraDailyCardiovascularAge)),
+        ("oura_vo2_max", _columns(dtos.OuraVO2Max)),
     ]
     queries = [
         (
