@@ -1,10 +1,14 @@
 """Bus consumers: a registry of what runs, and the one runner that runs any of them.
 
 Like sentry's `src/sentry/consumers/__init__.py`, each consumer is one registry entry (name →
-stream, durable name, filter subject, handler, batch size, AckWait, MaxDeliver, retry delays)
-and `python manage.py run_consumer <name>` runs it. The handler is a plain typed function,
-`handle(data, meta) -> None`, that can be tested by calling it with bytes; it says how it failed
-by raising:
+stream, durable name, filter subjects, handler, batch size, AckWait, MaxDeliver, retry delays)
+and `python manage.py run_consumer <process>` runs every entry of that process, each on its
+own thread (a "lane": the normalizer's webhooks and backfill pages are two durables, so a
+webhook never waits behind a backlog of pages). The app that owns a consumer registers it
+in its AppConfig.ready() with `register()`: this module, the ground layer, names none.
+
+The handler is a plain typed function, `handle(data, meta) -> None`, that can be tested by
+calling it with bytes; it says how it failed by raising:
 
 - `Retriable(reason, delay_s)`: a dependency is away (Oura, S3, NATS, Postgres). The message is
   nak'ed with a delay and comes back; after MaxDeliver - 1 deliveries it is dead-lettered.
@@ -43,6 +47,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, set_span_in_context
 
@@ -128,6 +133,23 @@ class ConsumerSpec:
     # breaker) stops the fetching, so messages wait in the stream without burning deliveries.
     pause: str = ""
     description: str = ""
+    # The `run_consumer` name that runs this entry ("" : its own name). Entries of one
+    # process run side by side, each on its own durable and thread.
+    process: str = ""
+    # Several subjects (JetStream 2.10 FilterSubjects); when set, `filter_subject` is unused.
+    filter_subjects: tuple[str, ...] = ()
+    # A durable that consumed this entry's subjects before it existed: on first creation this
+    # one starts after that durable's ack floor instead of at the stream's first message, so
+    # splitting a consumer neither loses nor replays a week of messages.
+    takes_over: str = ""
+
+    @property
+    def process_name(self) -> str:
+        return self.process or self.name
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        return self.filter_subjects or (self.filter_subject,)
 
     @property
     def dlq_subject(self) -> str:
@@ -154,53 +176,48 @@ class ConsumerSpec:
         index = min(max(num_delivered, 1), len(self.retry_delays_s)) - 1
         return self.retry_delays_s[index]
 
-    def consumer_config(self) -> ConsumerConfig:
+    def consumer_config(self, start_after: int = 0) -> ConsumerConfig:
+        """The durable's config; `start_after` (a stream sequence) only for its creation."""
+        many = len(self.filter_subjects) > 0
         return ConsumerConfig(
             durable_name=self.durable,
             description=self.description or None,
-            deliver_policy=DeliverPolicy.ALL,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_after else DeliverPolicy.ALL,
+            opt_start_seq=start_after + 1 if start_after else None,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait_s,
             max_deliver=self.max_deliver,
-            filter_subject=self.filter_subject,
+            filter_subject=None if many else self.filter_subject,
+            filter_subjects=list(self.filter_subjects) if many else None,
             max_ack_pending=self.max_ack_pending,
         )
 
 
-CONSUMERS: dict[str, ConsumerSpec] = {
-    spec.name: spec
-    for spec in (
-        ConsumerSpec(
-            name="normalizer",
-            stream="HEALTH_RAW",
-            durable="normalizer",
-            filter_subject="health.raw.oura.>",
-            handler="normalized.consumers:handle_raw_message",
-            # Webhook create/update messages of a batch share one transaction (one commit,
-            # one WAL flush); everything else goes through handle_raw_message, one by one.
-            batch_handler="normalized.consumers:handle_raw_batch",
-            # While Oura's data routes are down (their circuit breaker is open), fetch nothing.
-            pause="ingestion.circuit_breaker:normalizer_pause",
-            description="raw Oura webhooks and backfill pages -> normalized rows",
-            # A webhook costs one Oura fetch and one S3 PUT (~10-50 ms); 50 of them finish
-            # well inside AckWait, and a SIGTERM waits for at most one batch.
-            batch_size=50,
-            # Handling a webhook is mostly waiting (Oura, S3, Postgres commit, NATS ack), so a
-            # few threads per process multiply its throughput; correctness does not depend on
-            # the order within a batch (per-user advisory lock, observation times, tombstones).
-            concurrency=8,
-            # Only decides how soon a crashed process's messages go to another process: the
-            # runner sends progress heartbeats (+WPI) for every message it holds, so a slow
-            # Oura (5 retries, Retry-After up to 120 s) never causes a duplicate delivery.
-            ack_wait_s=30.0,
-            # With the delays below, 20 deliveries span about 2 h 10 min of retrying: longer
-            # than Oura's own webhook retry window (~1 h) and a typical S3/Postgres incident,
-            # short enough that a stuck message reaches a person the same morning.
-            max_deliver=20,
-            retry_delays_s=(1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0),
-        ),
-    )
-}
+CONSUMERS: dict[str, ConsumerSpec] = {}
+
+
+def register(*specs: ConsumerSpec) -> None:
+    """Add consumers to the registry (from the owning app's AppConfig.ready()).
+
+    Registering the same entry again is a no-op (ready() may run twice in tests); a second,
+    different entry under one name, or a second owner of a durable, is a bug and says so.
+    """
+    for spec in specs:
+        known = CONSUMERS.get(spec.name)
+        if known is not None and known != spec:
+            raise ValueError(f"consumer {spec.name!r} is registered twice, differently")
+        owners = [s.name for s in CONSUMERS.values() if s.durable == spec.durable]
+        if owners and owners != [spec.name]:
+            raise ValueError(f"durable {spec.durable!r} already belongs to {owners[0]!r}")
+        CONSUMERS[spec.name] = spec
+
+
+def processes() -> dict[str, list[ConsumerSpec]]:
+    """`run_consumer` names -> the entries each runs."""
+    out: dict[str, list[ConsumerSpec]] = {}
+    for spec in CONSUMERS.values():
+        out.setdefault(spec.process_name, []).append(spec)
+    return out
 
 
 def get_consumer(name: str) -> ConsumerSpec:
@@ -366,7 +383,8 @@ class PullConsumer:
             self._nc = await bus.connect(self._url, name=f"consumer-{self.spec.name}")
             self._js = self._nc.jetstream(timeout=5)
             # Create or update: every process of this consumer converges on the registry values.
-            await self._js.add_consumer(self.spec.stream, self.spec.consumer_config())
+            start_after = await self._takeover_floor()
+            await self._js.add_consumer(self.spec.stream, self.spec.consumer_config(start_after))
             self._sub = await self._js.pull_subscribe_bind(
                 durable=self.spec.durable, stream=self.spec.stream
             )
@@ -376,6 +394,31 @@ class PullConsumer:
             await self._disconnect()
             raise
         self._heartbeat = asyncio.create_task(self._beat())
+
+    async def _takeover_floor(self) -> int:
+        """The stream sequence this durable starts after when it is created by taking over
+        another durable's subjects (0: not a takeover, or nothing to take over)."""
+        assert self._js is not None
+        if not self.spec.takes_over:
+            return 0
+        try:
+            mine = await self._js.consumer_info(self.spec.stream, self.spec.durable)
+        except NotFoundError:
+            pass
+        else:
+            # It exists: its position stands, and its start (which JetStream does not let
+            # an update change) is restated as it was created.
+            config = mine.config
+            if config.deliver_policy == DeliverPolicy.BY_START_SEQUENCE and config.opt_start_seq:
+                return int(config.opt_start_seq) - 1
+            return 0
+        try:
+            previous = await self._js.consumer_info(self.spec.stream, self.spec.takes_over)
+        except NotFoundError:
+            return 0  # a fresh install: read the stream from its start
+        # Everything after the old durable's ack floor may still be unhandled; a message in
+        # that range that it did handle comes once more, which the handlers absorb.
+        return int(previous.ack_floor.stream_seq) if previous.ack_floor else 0
 
     async def _beat(self) -> None:
         interval = max(0.5, self.spec.ack_wait_s / 3)

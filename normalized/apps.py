@@ -5,7 +5,11 @@ class NormalizedConfig(AppConfig):
     name = "normalized"
 
     def ready(self) -> None:
+        from core.consumers import register
+        from normalized.bus_consumers import PAGES, WEBHOOKS
         from privacy import registry
+
+        register(WEBHOOKS, PAGES)
 
         for model in (
             "DailyReadiness", "DailySleep", "DailyActivity", "SleepPeriod", "Activity",

@@ -171,10 +171,16 @@ def publish(envelope: dict[str, Any], *, msg_id: str | None = None) -> None:
 
 
 def make_spec(**overrides: Any) -> ConsumerSpec:
-    """The normalizer with its own durable (tests do not share state) and short delays."""
+    """The normalizer with its own durable (tests do not share state) and short delays.
+
+    One durable for both lanes' subjects (webhooks and pages): the lanes share their handler,
+    and these tests are about what it does, not about which lane brings the message.
+    """
     values: dict[str, Any] = {
         "durable": f"test-normalizer-{uuid.uuid4().hex[:10]}",
         "retry_delays_s": (0.2,),
+        "filter_subject": "health.raw.oura.>",
+        "filter_subjects": (),
     }
     return dataclasses.replace(get_consumer("normalizer"), **(values | overrides))
 

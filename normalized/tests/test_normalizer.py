@@ -297,9 +297,11 @@ def consumer_process(subprocess_env: dict[str, str], oura: OuraSimulator, *args:
 
 def stopped_record(output: str) -> dict[str, Any]:
     """The consumer's last record, `consumer_stopped`, from its JSON log lines."""
+    # One record per lane; these tests send webhooks, the `normalizer` lane's.
     (record,) = [
         json.loads(line) for line in output.splitlines()
         if line.startswith("{") and '"consumer_stopped"' in line
+        and json.loads(line).get("consumer") == "normalizer"
     ]  # fmt: skip
     assert isinstance(record, dict)
     return record
