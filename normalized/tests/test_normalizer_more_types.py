@@ -34,6 +34,8 @@ from normalized.tests.normalizer_helpers import (
     webhook_envelope,
 )
 from oura_simulator import OuraSimulator
+from privacy.models import ErasureRequest
+from privacy.services import user_erase
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_streams")]
 
@@ -129,3 +131,21 @@ def test_a_deleted_enhanced_tag_leaves_no_row_and_the_plain_tag_of_the_same_id_s
 
     assert stats.acked == 1
     assert list(Tag.objects.values_list("kind", flat=True)) == ["tag"]
+
+
+def test_erasing_a_person_removes_their_rows_of_every_new_type(oura: OuraSimulator, spec) -> None:
+    conn = connect_user(oura)
+    other = connect_user(oura, user_id="user-2")
+    for person in (conn, other):
+        for collection in NEW_TYPES:
+            publish(page_envelope(person, collection, fixture_documents(collection)))
+    run(spec)
+    assert all(model.objects.filter(user_id=conn.user_id).exists() for model in NEW_TYPES.values())
+
+    done = user_erase(user_id=conn.user_id, actor="test")
+
+    assert done.status == ErasureRequest.Status.DONE
+    assert done.receipt["verification"]["found"] == 0
+    for model in NEW_TYPES.values():
+        assert not model.objects.filter(user_id=conn.user_id).exists(), model.__name__
+        assert model.objects.filter(user_id=other.user_id).exists(), model.__name__
