@@ -137,3 +137,14 @@ def make_api_key(db: None) -> Callable[..., str]:
         ).secret
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _forget_coalescing_hit_rates() -> Iterator[None]:
+    """Each test starts with no memory of how well range requests served (normalized/
+    coalesce.py keeps it per process): one test's misses must not turn another's ranges off."""
+    from normalized import coalesce
+
+    coalesce.forget_hit_rates()
+    yield
+    coalesce.forget_hit_rates()

@@ -404,6 +404,8 @@ def fetch_webhook(
             if ranged.needs_reauth:  # the user's token, which this message's fetch needs too
                 raise NeedsReauth("refused on the group's range request")
             document = ranged.documents.get(notification.object_id)
+            if not ranged.failed:
+                coalesce.note(collection, hit=document is not None)
             if document is not None:
                 observed_at = ranged.observed_at  # the range was read before this instant
                 started = min(started, ranged.started)
