@@ -97,7 +97,7 @@ def test_store_values_are_read_at_scrape_time(clean_streams: None) -> None:
             js = nc.jetstream()
             await js.add_consumer(spec.stream, spec.consumer_config())
             for i in range(2):
-                await js.publish("health.raw.oura.webhook", f"{{\"n\": {i}}}".encode())
+                await js.publish("health.raw.oura.webhook", f'{{"n": {i}}}'.encode())
         finally:
             await nc.close()
 
