@@ -324,7 +324,10 @@ class NormalizedMetricsMessage(BusMessage):
     )
     change: Literal["upsert", "delete"]
     days: list[date] = Field(description="Days whose rows changed.")
-    ids: list[str] = Field(description="Oura document ids whose rows changed.")
+    ids: list[str] = Field(
+        description="Oura document ids whose rows changed; empty for a time series "
+        "(heartrate), whose samples have no ids: `days` names what changed."
+    )
     normalizer_version: int = Field(ge=1)
     occurred_at: AwareDatetime = Field(description="When the rows were committed.")
 

@@ -165,17 +165,18 @@ def handle_raw_batch(
     """The runner's batch entry point: one result per message (None or its exception).
 
     Per message and in parallel on `executor`: webhook creates/updates are parsed, looked up
-    and fetched (`fetch_webhook`; several of one user and type from one range request made
-    before, `WebhookBatch.fetch_ranges`); every other message (backfill pages, deletes, unknown
-    subjects) is handled whole by `handle_raw_message`, exactly as without batching. Then the
-    fetched documents are written together (`write_webhook_documents`).
+    and fetched (`fetch_webhook`); every other message (backfill pages, deletes, unknown
+    subjects) is handled whole by `handle_raw_message`, exactly as without batching. Several
+    webhooks of one user and type are read with one range request (normalized/coalesce.py),
+    made alongside the other messages' fetches; their own first passes follow, taking their
+    documents from it. Then the fetched documents are written together
+    (`write_webhook_documents`).
     """
 
     shared = WebhookBatch.prepare(messages)
-    if shared is not None:
-        # Several webhooks of one user and type: one range request first, in parallel, and
-        # their first passes take their documents from it (normalized/coalesce.py).
-        shared.fetch_ranges(executor)
+    grouped = shared.grouped_indexes(messages) if shared is not None else []
+    grouped_set = set(grouped)
+    others = [index for index in range(len(messages)) if index not in grouped_set]
 
     def first_pass(item: tuple[bytes, MessageMeta]) -> FetchedWebhook | None:
         # On a worker thread: this message's work belongs to its own trace.
@@ -199,7 +200,24 @@ def handle_raw_batch(
                 )
         return fetched
 
-    firsts = run_on_workers(executor, first_pass, messages)
+    def range_or_first_pass(task: coalesce.GroupKey | int) -> object:
+        if isinstance(task, coalesce.GroupKey):
+            assert shared is not None  # only a batch with groups has range tasks
+            return shared.fetch_range(task)
+        return first_pass(messages[task])
+
+    # The range requests alongside the other messages' first passes (one round trip to Oura
+    # for both), then the first passes of the messages they stand for.
+    range_keys: list[coalesce.GroupKey | int] = list(shared.groups) if shared is not None else []
+    done = run_on_workers(executor, range_or_first_pass, range_keys + list(others))
+    if shared is not None:
+        shared.keep_ranges(range_keys, done[: len(range_keys)])
+    firsts: list[object] = [None] * len(messages)
+    for index, result in zip(others, done[len(range_keys) :], strict=True):
+        firsts[index] = result
+    served = run_on_workers(executor, first_pass, [messages[index] for index in grouped])
+    for index, result in zip(grouped, served, strict=True):
+        firsts[index] = result
     results: list[Exception | None] = [
         result if isinstance(result, Exception) else None for result in firsts
     ]
@@ -294,37 +312,56 @@ class WebhookBatch:
         # Each message its own instance: a token refresh updates the one it was given.
         return copy.copy(_find_connection(self.by_user, self.by_provider_user, envelope))
 
-    def fetch_ranges(self, executor: Executor) -> None:
-        """One range request per group, in parallel; `fetch_webhook` reads `ranges`."""
-        keys = list(self.groups)
-        if not keys:
-            return
+    def group_of(self, envelope: RawWebhookEnvelope) -> coalesce.GroupKey | None:
+        """The group whose range request stands for this webhook's fetch, if it has one."""
+        if not self.groups or envelope.notification.event_type == "delete":
+            return None
+        conn = _find_connection(self.by_user, self.by_provider_user, envelope)
+        collection = WEBHOOK_TYPES.get(envelope.notification.data_type)
+        event_time = _event_time(envelope.notification.event_time)
+        if conn is None or collection is None or event_time is None:
+            return None
+        member = coalesce.Member(event_id="", object_id="", event_time=event_time, connection=conn)
+        key = coalesce.group_key(collection, member)
+        return key if key in self.groups else None
 
-        def fetch(key: coalesce.GroupKey) -> coalesce.RangeFetch:
-            first = self.groups[key][0]
-            with tracing.attached(self.trace_contexts.get(first.event_id)):
-                # Its own copy of the connection, like each message (a refresh updates it).
-                return coalesce.fetch_range(key, copy.copy(first.connection), self.prepaid)
+    def grouped_indexes(self, messages: Sequence[tuple[bytes, MessageMeta]]) -> list[int]:
+        """The messages whose first pass waits for their group's range request."""
+        indexes = []
+        for index, (data, meta) in enumerate(messages):
+            if meta.subject != WEBHOOK_SUBJECT or not self.groups:
+                continue
+            try:
+                envelope = RawWebhookEnvelope.from_bytes(data)
+            except ValidationError:
+                continue
+            if self.group_of(envelope) is not None:
+                indexes.append(index)
+        return indexes
 
-        for key, result in zip(keys, run_on_workers(executor, fetch, keys), strict=True):
-            if isinstance(result, Exception):
+    def fetch_range(self, key: coalesce.GroupKey) -> coalesce.RangeFetch:
+        """One group's range request, on a worker thread, in its first message's trace."""
+        first = self.groups[key][0]
+        with tracing.attached(self.trace_contexts.get(first.event_id)):
+            # Its own copy of the connection, like each message (a refresh updates it).
+            return coalesce.fetch_range(key, copy.copy(first.connection), self.prepaid)
+
+    def keep_ranges(self, keys: Sequence[object], results: Sequence[object]) -> None:
+        """What the range requests came to, for the members' `fetch_webhook`."""
+        for key, result in zip(keys, results, strict=True):
+            if isinstance(key, coalesce.GroupKey) and isinstance(result, coalesce.RangeFetch):
+                self.ranges[key] = result
+            elif isinstance(key, coalesce.GroupKey):
                 # Not Oura's answer (e.g. Postgres away while taking a budget unit): no range,
                 # so each member fetches by id and fails or succeeds as it would have.
                 logger.warning(
                     "oura_range_fetch_error",
                     extra={"collection": key.collection, "error_type": type(result).__name__},
                 )
-                continue
-            self.ranges[key] = result
 
-    def range_for(
-        self, collection: str, conn: OuraConnection, event_time: datetime | None
-    ) -> coalesce.RangeFetch | None:
+    def range_for(self, envelope: RawWebhookEnvelope) -> coalesce.RangeFetch | None:
         """The range request that stands for this webhook's fetch, if its group had one."""
-        if event_time is None or not self.ranges:
-            return None
-        member = coalesce.Member(event_id="", object_id="", event_time=event_time, connection=conn)
-        key = coalesce.group_key(collection, member)
+        key = self.group_of(envelope) if self.ranges else None
         return self.ranges.get(key) if key is not None else None
 
 
@@ -397,7 +434,7 @@ def fetch_webhook(
 
     observed_at = timezone.now()  # before the fetch: the state we get is at least this new
     event_time = _event_time(notification.event_time)
-    ranged = batch.range_for(collection, conn, event_time)
+    ranged = batch.range_for(envelope)
     document: Mapping[str, Any] | None = None
     try:
         if ranged is not None:
@@ -626,7 +663,8 @@ def handle_page(data: bytes, meta: MessageMeta) -> None:
     logger.info(
         "normalized_page",
         extra={"event_id": str(envelope.event_id), "collection": envelope.collection,
-               "documents": len(documents), "written": len(result.written_ids),
+               "documents": len(documents),
+               "written": len(result.written_ids) or result.samples_written,
                "stale": result.skipped_stale, "deleted": result.skipped_deleted,
                "violations": len(result.violations)},
     )  # fmt: skip

@@ -523,8 +523,11 @@ def normalized_publish(
     redelivered message that republishes inside the duplicate window is dropped by JetStream.
     Returns False when there was nothing to say. Raises BusUnavailable.
     """
-    ids = sorted(set(ids))
-    if not ids:
+    ids, days = sorted(set(ids)), sorted(set(days))
+    # Time series samples have no ids: their announcement names the days alone.
+    series = collection == timeseries.COLLECTION
+    named = ids or ([day.isoformat() for day in days] if series else [])
+    if not named:
         return False
     mapping = mappers.TABLES.get(collection)
     message = NormalizedMetricsMessage(
@@ -532,12 +535,12 @@ def normalized_publish(
         provider="oura",
         data_type=collection,
         change=change,
-        days=sorted(set(days)),
+        days=days,
         ids=ids,
         normalizer_version=mapping.version if mapping is not None else mappers.NORMALIZER_VERSION,
         occurred_at=timezone.now(),
     )
-    digest = hashlib.sha256("|".join(ids).encode()).hexdigest()[:16]
+    digest = hashlib.sha256("|".join(named).encode()).hexdigest()[:16]
     bus.get_bus().publish(
         normalized_metrics_subject(user_id),
         message.to_bytes(),

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
+from audit.models import AuditEntry
 from core import raw_store
 from core.consumers import MessageMeta, Retriable
 from core.models import DeadLetter
-from ingestion import oura_client, rate_budget
+from ingestion import crypto, oura_client, rate_budget
 from ingestion.models import OuraConnection, RateLimitWindow, RawEvent
 from normalized.consumers import handle_raw_batch
 from normalized.models import Activity, DeletedDocument, SleepPeriod
@@ -344,3 +345,22 @@ def test_the_consumer_reads_a_backlog_of_one_users_morning_sync_with_one_request
     assert Activity.objects.filter(kind="workout").count() == 3
     assert SleepPeriod.objects.count() == 2
     assert sum(len(rows) for rows in snapshot().values()) == 7
+
+
+def test_a_token_refused_on_the_range_drops_the_group_once_without_by_id_fetches(
+    oura: OuraSimulator, executor: ThreadPoolExecutor
+) -> None:
+    conn = connect_user(oura)
+    envelopes = announced(oura, conn, "workout", 3)
+    assert conn.refresh_token_enc is not None
+    oura.revoke_token(crypto.decrypt(conn.refresh_token_enc))  # access and refresh token
+    before = len(oura.requests)
+
+    # Dropped, as each by-id fetch's NeedsReauth would drop it: only the person can fix it.
+    assert handle_raw_batch(as_batch(envelopes), executor) == [None] * 3
+
+    assert data_requests(oura, before) == ["/v2/usercollection/workout"]
+    conn.refresh_from_db()
+    assert conn.status == OuraConnection.Status.NEEDS_REAUTH
+    assert AuditEntry.objects.filter(action="connection.needs_reauth").count() == 1
+    assert not Activity.objects.exists()
