@@ -22,7 +22,7 @@ from core.models import DeadLetter
 from core.provisioning import ProvisionReport, provision_bucket
 from ingestion import oura_client
 from ingestion.models import OuraConnection, RawEvent
-from normalized import mappers, services
+from normalized import mappers, services, timeseries
 from normalized.consumers import handle_raw_message
 from normalized.models import (
     Activity,
@@ -195,7 +195,9 @@ def test_every_fixture_type_in_backfill_pages_lands_as_rows_with_the_right_value
         json.loads(m) for m in stream_messages(f"health.normalized.user.{conn.user_id}.metrics")
     ]
     # Every recorded type that has a table, the six above and those of issue #18.
-    assert {m["dataType"] for m in announced} == set(FIXTURE_PAGES) & set(mappers.TABLES)
+    # Heart rate too: its samples have no ids, so its announcement names days only.
+    rows_kept = set(mappers.TABLES) | {timeseries.COLLECTION}
+    assert {m["dataType"] for m in announced} == set(FIXTURE_PAGES) & rows_kept
     workout_message = next(m for m in announced if m["dataType"] == "workout")
     assert len(workout_message["ids"]) == 83
     assert set(workout_message) == {
