@@ -118,7 +118,21 @@ class SleepPeriod(NormalizedRow):
         constraints = [
             models.UniqueConstraint(fields=["user_id", "oura_id"], name="sleep_period_uniq")
         ]
-        indexes = [models.Index(fields=["user_id", "day"], name="sleep_period_day_idx")]
+        # The sleep list and the daily page's main period read a person's days from this
+        # index alone (index-only scans, migration 0006): the fleet writes day by day, so
+        # their rows are one heap page per day, and a cold year would be ~366 page reads.
+        indexes = [
+            models.Index(
+                fields=["user_id", "day"],
+                include=[
+                    "oura_id", "type", "bedtime_start", "bedtime_end", "total_sleep_duration",
+                    "deep_sleep_duration", "light_sleep_duration", "rem_sleep_duration",
+                    "awake_time", "time_in_bed", "efficiency", "latency", "average_heart_rate",
+                    "lowest_heart_rate", "average_hrv", "average_breath", "readiness_score", "id",
+                ],
+                name="sleep_period_read_idx",
+            )
+        ]  # fmt: skip
 
     def __str__(self) -> str:
         return f"sleep period {self.user_id} {self.day}"
@@ -148,7 +162,18 @@ class Activity(NormalizedRow):
         constraints = [
             models.UniqueConstraint(fields=["user_id", "kind", "oura_id"], name="activity_uniq")
         ]
-        indexes = [models.Index(fields=["user_id", "start", "id"], name="activity_start_idx")]
+        # The keyset order, covering what the activity list returns (index-only scans,
+        # migration 0006). `metrics` is small: summaries of at most three samples and a mood.
+        indexes = [
+            models.Index(
+                fields=["user_id", "start", "id"],
+                include=[
+                    "oura_id", "kind", "type", "day", "end", "intensity", "calories",
+                    "distance", "source", "label", "metrics",
+                ],
+                name="activity_start_read_idx",
+            )
+        ]  # fmt: skip
 
     def __str__(self) -> str:
         return f"activity {self.user_id} {self.start}"

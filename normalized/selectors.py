@@ -5,8 +5,8 @@ end of a year as at its start and rows that share a day or a start time are neit
 nor repeated:
 
 - daily tables: (user_id, day), unique per table;
-- activities: (user_id, start, id), index activity_start_idx;
-- sleep periods: (bedtime_start, id) within the user's days (index sleep_period_day_idx);
+- activities: (user_id, start, id), index activity_start_read_idx;
+- sleep periods: (bedtime_start, id) within the user's days (index sleep_period_read_idx);
 - sleep time and rest mode periods: (day, id), indexes sleep_time_day_idx and
   rest_mode_period_day_idx;
 - tags: (user_id, start, id), index tag_start_idx.
@@ -35,7 +35,7 @@ from normalized.models import Activity, HeartRateSample, SleepPeriod
 # Every key and column comes from the DTOs (normalized/dtos.py), so the JSON cannot drift from
 # the schemas; tests check that it parses to what the pydantic models write. Differences in
 # form only: an integral float may be written `1` rather than `1.0` (the same JSON number).
-# Every column read is in the covering indexes of migration 0003 or in the unique
+# Every column read is in the covering indexes of migrations 0003 and 0006 or in the unique
 # constraints of migration 0004 (index-only scans).
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -260,6 +260,13 @@ def daily_page_json(*, user_id: str, start: date, end: date, limit: int) -> Dail
 
 
 # --- Workouts, sessions and sleep periods -------------------------------------------------
+#
+# The lists select the DTOs' columns only (and the id of the keyset), not whole rows: their
+# indexes INCLUDE exactly these (migration 0006), so a page is an index-only scan of a few
+# adjacent leaf pages instead of a heap page per row, which matters when nothing is cached.
+
+_ACTIVITY_COLUMNS = [column for _, _, column in dtos.fields_of(dtos.OuraActivity)]
+_SLEEP_PERIOD_COLUMNS = [column for _, _, column in dtos.fields_of(dtos.OuraSleepPeriod)]
 
 
 def activity_list(
@@ -270,7 +277,9 @@ def activity_list(
     after: tuple[datetime, int] | None = None,
 ) -> QuerySet[Activity]:
     """Workouts and sessions whose Oura day is in [start, end], after the (start, id) key."""
-    rows = Activity.objects.filter(user_id=user_id, day__gte=start, day__lte=end)
+    rows = Activity.objects.only(*_ACTIVITY_COLUMNS).filter(
+        user_id=user_id, day__gte=start, day__lte=end
+    )
     if after is not None:
         after_start, after_id = after
         rows = rows.filter(Q(start__gt=after_start) | Q(start=after_start, id__gt=after_id))
@@ -285,8 +294,10 @@ def sleep_period_list(
     after: tuple[datetime, int] | None = None,
 ) -> QuerySet[SleepPeriod]:
     """Sleep periods whose Oura day is in [start, end], after the (bedtime_start, id) key."""
-    rows = SleepPeriod.objects.filter(user_id=user_id, day__gte=start, day__lte=end).exclude(
-        type="deleted"
+    rows = (
+        SleepPeriod.objects.only(*_SLEEP_PERIOD_COLUMNS)
+        .filter(user_id=user_id, day__gte=start, day__lte=end)
+        .exclude(type="deleted")
     )
     if after is not None:
         after_start, after_id = after
