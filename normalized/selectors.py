@@ -78,11 +78,16 @@ def _value(model: type[dtos.ApiModel], field: str, column: str, table: str) -> s
     return expression
 
 
-def _object(pairs: list[tuple[str, str]]) -> str:
-    """A compact JSON object of (key, SQL expression) pairs, in order (row_to_json writes no
-    spaces, unlike json_build_object)."""
+def _lateral(alias: str, pairs: list[tuple[str, str]]) -> str:
+    """`LATERAL (SELECT <expression> AS "<key>", ...) alias`, of which `row_to_json(alias)`
+    writes a compact JSON object of the pairs, in order (row_to_json writes no spaces, unlike
+    json_build_object). A pair's expression may name an earlier lateral: a nested object.
+
+    Laterals rather than a scalar `(SELECT row_to_json(o) FROM (SELECT ...) o)` per value:
+    Postgres flattens them into the row, where each scalar subquery was a subplan started
+    for every row and object (~5,000 per page), which was most of a warm page's time."""
     columns = ", ".join(f"{expression} AS {_ident(key)}" for key, expression in pairs)
-    return f"(SELECT row_to_json(o) FROM (SELECT {columns}) o)"  # noqa: S608 - names checked by _ident, no request data
+    return f"LATERAL (SELECT {columns}) {alias}"
 
 
 def _summary(
@@ -95,89 +100,95 @@ def _summary(
     ]
 
 
-def _contributors(model: type[dtos.ApiModel], table: str) -> str:
+def _contributors(model: type[dtos.ApiModel], table: str) -> list[tuple[str, str]]:
     # The stored JSON uses the Oura contract's snake_case keys; the stored values are integers
     # (the contracts are strict), so the cast holds. A missing key is null.
-    return _object(
-        [
-            (key, f"({table}.contributors ->> '{_ident(field)[1:-1]}')::bigint")
-            for field, key, _ in dtos.fields_of(model)
-        ]
-    )
+    return [
+        (key, f"({table}.contributors ->> '{_ident(field)[1:-1]}')::bigint")
+        for field, key, _ in dtos.fields_of(model)
+    ]
 
 
-def _more_daily_parts() -> list[tuple[str, str, str, str]]:
-    """The daily types of issue #18 as (CTE name, entry key, table, the part's JSON).
+def _more_daily_parts() -> list[tuple[str, str, str, list[str]]]:
+    """The daily types of issue #18 as (CTE name, entry key, table, the part's laterals; the
+    last one is the part's object).
 
     Each table has one row per person and day, so each joins the page as readiness does. The
     tables' unique (user_id, day) constraints INCLUDE these columns (migration 0004).
     """
-    resilience = _object(
-        [
-            *_summary(dtos.OuraDailyResilience, "t"),
-            ("contributors", _object(_summary(dtos.OuraResilienceContributors, "t"))),
-        ]
-    )
-    parts: list[tuple[str, str, type[models.NormalizedRow], str]] = [
-        ("st", "stress", models.DailyStress, _object(_summary(dtos.OuraDailyStress, "t"))),
-        ("o2", "spo2", models.DailySpO2, _object(_summary(dtos.OuraDailySpO2, "t"))),
+    resilience = [
+        _lateral("c", _summary(dtos.OuraResilienceContributors, "t")),
+        _lateral("o", [*_summary(dtos.OuraDailyResilience, "t"), ("contributors", "c")]),
+    ]
+    parts: list[tuple[str, str, type[models.NormalizedRow], list[str]]] = [
+        ("st", "stress", models.DailyStress, [_lateral("o", _summary(dtos.OuraDailyStress, "t"))]),
+        ("o2", "spo2", models.DailySpO2, [_lateral("o", _summary(dtos.OuraDailySpO2, "t"))]),
         ("rs", "resilience", models.DailyResilience, resilience),
         (
             "cv",
             "cardiovascular_age",
             models.DailyCardiovascularAge,
-            _object(_summary(dtos.OuraDailyCardiovascularAge, "t")),
+            [_lateral("o", _summary(dtos.OuraDailyCardiovascularAge, "t"))],
         ),
-        ("vo", "vo2_max", models.VO2Max, _object(_summary(dtos.OuraVO2Max, "t"))),
+        ("vo", "vo2_max", models.VO2Max, [_lateral("o", _summary(dtos.OuraVO2Max, "t"))]),
     ]
     return [
         (
             cte,
             dtos.OuraDailyEntry.model_fields[field].alias or field,
             connection.ops.quote_name(model._meta.db_table),
-            part,
+            laterals,
         )
-        for cte, field, model, part in parts
+        for cte, field, model, laterals in parts
     ]
 
 
 def _daily_page_sql() -> str:
     more = _more_daily_parts()
-    readiness = _object(
+    # Each part's object is row_to_json of its last lateral, `o`; contributors are `c`.
+    readiness = ", ".join(
         [
-            *_summary(dtos.OuraDailyReadiness, "t"),
-            ("contributors", _contributors(dtos.OuraReadinessContributors, "t")),
+            _lateral("c", _contributors(dtos.OuraReadinessContributors, "t")),
+            _lateral("o", [*_summary(dtos.OuraDailyReadiness, "t"), ("contributors", "c")]),
         ]
     )
-    activity = _object(
+    activity = ", ".join(
         [
-            *_summary(dtos.OuraDailyActivity, "t"),
-            ("contributors", _contributors(dtos.OuraActivityContributors, "t")),
+            _lateral("c", _contributors(dtos.OuraActivityContributors, "t")),
+            _lateral("o", [*_summary(dtos.OuraDailyActivity, "t"), ("contributors", "c")]),
         ]
     )
-    period = _object(_summary(dtos.OuraMainSleepPeriod, "t"))
-    sleep = _object(
+    period = _lateral("o", _summary(dtos.OuraMainSleepPeriod, "t"))
+    sleep = ", ".join(
         [
-            *_summary(dtos.OuraDailySleep, "s", without=("main_period",)),
-            ("contributors", _contributors(dtos.OuraSleepContributors, "s")),
-            ("mainPeriod", "p.j"),
+            _lateral("sc", _contributors(dtos.OuraSleepContributors, "s")),
+            _lateral(
+                "so",
+                [
+                    *_summary(dtos.OuraDailySleep, "s", without=("main_period",)),
+                    ("contributors", "sc"),
+                    ("mainPeriod", "p.j"),
+                ],
+            ),
         ]
     )
-    entry = _object(
+    entry = _lateral(
+        "e",
         [
             ("day", "d.day"),
             ("readiness", "r.j"),
-            ("sleep", f"CASE WHEN s.day IS NULL THEN NULL ELSE {sleep} END"),
+            ("sleep", "CASE WHEN s.day IS NULL THEN NULL ELSE row_to_json(so) END"),
             ("activity", "a.j"),
             *((key, f"{cte}.j") for cte, key, _, _ in more),
-        ]
+        ],
     )
     window = "t.user_id = %(user_id)s AND t.day BETWEEN %(start)s AND %(end)s"
     more_ctes = "".join(
         # Names and expressions from our models and DTOs, no request data.
-        f"\n        {cte} AS (\n            SELECT t.day, {part} AS j FROM {table} t"  # noqa: S608 - table and columns from our models
-        f"\n            WHERE {window} ORDER BY t.day LIMIT %(fetch)s\n        ),"
-        for cte, _, table, part in more
+        f"\n        {cte} AS (\n            SELECT t.day, row_to_json(o) AS j FROM {table} t, "  # noqa: S608 - table and columns from our models
+        f"{', '.join(laterals)}\n            WHERE {window} ORDER BY t.day LIMIT %(fetch)s\n"
+        "        ),"
+        for cte, _, table, laterals in more
     )
     more_days = "".join(
         f" UNION SELECT day FROM {cte}"  # noqa: S608 - names from our models, no request data
@@ -193,13 +204,13 @@ def _daily_page_sql() -> str:
     # Interpolated parts are SQL built above from the DTOs' names; values are parameters.
     return f"""
         WITH r AS (
-            SELECT t.day, {readiness} AS j FROM health.oura_daily_readiness t
+            SELECT t.day, row_to_json(o) AS j FROM health.oura_daily_readiness t, {readiness}
             WHERE {window} ORDER BY t.day LIMIT %(fetch)s
         ), s AS (
             SELECT {sleep_columns} FROM health.oura_daily_sleep t
             WHERE {window} ORDER BY t.day LIMIT %(fetch)s
         ), a AS (
-            SELECT t.day, {activity} AS j FROM health.oura_daily_activity t
+            SELECT t.day, row_to_json(o) AS j FROM health.oura_daily_activity t, {activity}
             WHERE {window} ORDER BY t.day LIMIT %(fetch)s
         ),{more_ctes} days AS (
             SELECT day FROM r UNION SELECT day FROM s UNION SELECT day FROM a{more_days}
@@ -207,7 +218,8 @@ def _daily_page_sql() -> str:
         ), d AS (
             SELECT day FROM days ORDER BY day LIMIT %(limit)s
         ), p AS (
-            SELECT DISTINCT ON (t.day) t.day, {period} AS j FROM health.oura_sleep_periods t
+            SELECT DISTINCT ON (t.day) t.day, row_to_json(o) AS j
+            FROM health.oura_sleep_periods t, {period}
             WHERE t.user_id = %(user_id)s
                 AND t.day BETWEEN %(start)s AND (SELECT max(day) FROM d)
                 AND t.type <> 'deleted'
@@ -216,12 +228,14 @@ def _daily_page_sql() -> str:
         )
         SELECT
             (
-                SELECT string_agg({entry}::text, ',' ORDER BY d.day)
+                SELECT string_agg(row_to_json(e)::text, ',' ORDER BY d.day)
                 FROM d
                 LEFT JOIN r ON r.day = d.day
                 LEFT JOIN s ON s.day = d.day
                 LEFT JOIN a ON a.day = d.day
-                LEFT JOIN p ON p.day = d.day{more_joins}
+                LEFT JOIN p ON p.day = d.day{more_joins},
+                {sleep},
+                {entry}
             ),
             (SELECT day FROM days ORDER BY day OFFSET %(limit)s LIMIT 1)
     """  # noqa: S608 - no request data in the text, see above
