@@ -240,6 +240,111 @@ def prepare_server_env() -> dict[str, str]:
     return env
 
 
+def measure(
+    env: dict[str, str],
+    *,
+    seconds: float = 15.0,
+    concurrency: int = 16,
+    server: str = "granian",
+    worker_class: str = "gthread",
+    workers: int = 3,
+    threads: int = 6,
+    relay_workers: int = 4,
+    relay_after_load: bool = False,
+    relay_nice: int = 10,
+    devstack_root: Path | None = None,
+    trivial: bool = True,
+    drain_limit_s: float = 600,
+) -> dict[str, Any]:
+    """One measurement on a fresh server: warm-up, the trivial phase (unless `trivial` is
+    false), the signed deliveries, then the relay's drain. `env` is prepare_server_env()'s.
+
+    Shared by this module's CLI and `bench.peers`, which runs it interleaved with the peer's.
+    """
+    from django.conf import settings
+
+    from ingestion.relay import relay_backlog_counts
+
+    port = _free_port()
+    if server == "granian":
+        # Rust HTTP/1.1 front, the WSGI app on `threads` blocking threads per worker.
+        command = [sys.executable, "-m", "granian", "--interface", "wsgi",
+                   "bench.webhooks:application", "--workers", str(workers),
+                   "--blocking-threads", str(threads), "--host", "127.0.0.1",
+                   "--port", str(port), "--no-log", "--http", "1"]  # fmt: skip
+        server_name = f"granian wsgi {workers}x{threads}"
+    else:
+        command = [sys.executable, "-m", "gunicorn", "bench.webhooks:application",
+                   "-k", worker_class, "-w", str(workers),
+                   "--threads", str(threads), "--keep-alive", "30",
+                   "-b", f"127.0.0.1:{port}", "--log-level", "warning"]  # fmt: skip
+        server_name = f"gunicorn {worker_class} {workers}x{threads}"
+    server_proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    relay: subprocess.Popen[bytes] | None = None
+    results: dict[str, Any] = {
+        "machine": f"{os.cpu_count()} cores",
+        "server": server_name,
+        "relay": ("after the load" if relay_after_load else "during the load")
+        + (f", nice {relay_nice}" if relay_nice else ""),
+        "concurrency": concurrency,
+    }
+    try:
+        _wait_http(port)
+        secret = settings.OURA_CLIENT_SECRET
+        run_load(port, _trivial_requests(2000), concurrency, 5)  # warm every worker
+        run_load(port, signed_deliveries(1000, secret), concurrency, 5)
+
+        relay_cmd = [sys.executable, "manage.py", "run_relay", "--interval", "0.2",
+                     "--workers", str(relay_workers),
+                     "--nice", str(relay_nice)]  # fmt: skip
+
+        def start_relay() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                relay_cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+
+        def wait_drained(limit_s: float) -> float:
+            began = time.monotonic()
+            while any(relay_backlog_counts().values()) and time.monotonic() - began < limit_s:
+                time.sleep(0.1)
+            return time.monotonic() - began
+
+        if not relay_after_load:
+            # A running service, as in production: started and idle (the warm-up's rows
+            # archived) before the load, so its start-up is not part of the measurement.
+            relay = start_relay()
+            wait_drained(120)
+        if trivial:
+            results["trivial"] = run_load(
+                port, _trivial_requests(200_000), concurrency, seconds, [server_proc.pid]
+            )
+        deliveries = signed_deliveries(int(seconds * 2500), secret)
+        services = service_pids(devstack_root)
+        if relay is not None:
+            services["relay"] = [relay.pid]
+        results["webhook"] = run_load(
+            port, deliveries, concurrency, seconds, [server_proc.pid], services
+        )
+        if relay is None:
+            relay = start_relay()
+        stopped = time.monotonic()
+        results["backlog_at_stop"] = relay_backlog_counts()
+        wait_drained(drain_limit_s)
+        results["drain_s"] = round(time.monotonic() - stopped, 1)
+        results["backlog_after_drain"] = relay_backlog_counts()
+    finally:
+        for proc in (relay, server_proc):
+            if proc is not None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.webhooks")
     parser.add_argument("--seconds", type=float, default=15.0)
@@ -264,89 +369,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     env = prepare_server_env()
-    from django.conf import settings
-
     from ingestion.relay import relay_backlog_counts
 
     relay_backlog_counts()
 
-    port = _free_port()
-    if args.server == "granian":
-        # Rust HTTP/1.1 front, the WSGI app on `--threads` blocking threads per worker.
-        command = [sys.executable, "-m", "granian", "--interface", "wsgi",
-                   "bench.webhooks:application", "--workers", str(args.workers),
-                   "--blocking-threads", str(args.threads), "--host", "127.0.0.1",
-                   "--port", str(port), "--no-log", "--http", "1"]  # fmt: skip
-        server_name = f"granian wsgi {args.workers}x{args.threads}"
-    else:
-        command = [sys.executable, "-m", "gunicorn", "bench.webhooks:application",
-                   "-k", args.worker_class, "-w", str(args.workers),
-                   "--threads", str(args.threads), "--keep-alive", "30",
-                   "-b", f"127.0.0.1:{port}", "--log-level", "warning"]  # fmt: skip
-        server_name = f"gunicorn {args.worker_class} {args.workers}x{args.threads}"
-    server = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    results = measure(
+        env,
+        seconds=args.seconds,
+        concurrency=args.concurrency,
+        server=args.server,
+        worker_class=args.worker_class,
+        workers=args.workers,
+        threads=args.threads,
+        relay_workers=args.relay_workers,
+        relay_after_load=args.relay_after_load,
+        relay_nice=args.relay_nice,
+        devstack_root=args.devstack_root,
     )
-    relay: subprocess.Popen[bytes] | None = None
-    results: dict[str, Any] = {
-        "machine": f"{os.cpu_count()} cores",
-        "server": server_name,
-        "relay": ("after the load" if args.relay_after_load else "during the load")
-        + (f", nice {args.relay_nice}" if args.relay_nice else ""),
-        "concurrency": args.concurrency,
-    }
-    try:
-        _wait_http(port)
-        secret = settings.OURA_CLIENT_SECRET
-        run_load(port, _trivial_requests(2000), args.concurrency, 5)  # warm every worker
-        run_load(port, signed_deliveries(1000, secret), args.concurrency, 5)
-
-        relay_cmd = [sys.executable, "manage.py", "run_relay", "--interval", "0.2",
-                     "--workers", str(args.relay_workers),
-                     "--nice", str(args.relay_nice)]  # fmt: skip
-
-        def start_relay() -> subprocess.Popen[bytes]:
-            return subprocess.Popen(
-                relay_cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-
-        def wait_drained(limit_s: float) -> float:
-            began = time.monotonic()
-            while any(relay_backlog_counts().values()) and time.monotonic() - began < limit_s:
-                time.sleep(0.1)
-            return time.monotonic() - began
-
-        if not args.relay_after_load:
-            # A running service, as in production: started and idle (the warm-up's rows
-            # archived) before the load, so its start-up is not part of the measurement.
-            relay = start_relay()
-            wait_drained(120)
-        results["trivial"] = run_load(
-            port, _trivial_requests(200_000), args.concurrency, args.seconds, [server.pid]
-        )
-        deliveries = signed_deliveries(int(args.seconds * 2500), secret)
-        services = service_pids(args.devstack_root)
-        if relay is not None:
-            services["relay"] = [relay.pid]
-        results["webhook"] = run_load(
-            port, deliveries, args.concurrency, args.seconds, [server.pid], services
-        )
-        if relay is None:
-            relay = start_relay()
-        stopped = time.monotonic()
-        results["backlog_at_stop"] = relay_backlog_counts()
-        wait_drained(600)
-        results["drain_s"] = round(time.monotonic() - stopped, 1)
-        results["backlog_after_drain"] = relay_backlog_counts()
-    finally:
-        for proc in (relay, server):
-            if proc is not None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-
     results["s3_put_per_s_1_thread"] = s3_put_rate(5, 1, size=1200)
     results["s3_put_per_s_4_threads"] = s3_put_rate(5, 4, size=1200)
     results["ratio_to_trivial"] = round(
