@@ -148,3 +148,14 @@ def _forget_coalescing_hit_rates() -> Iterator[None]:
     coalesce.forget_hit_rates()
     yield
     coalesce.forget_hit_rates()
+
+
+@pytest.fixture(autouse=True)
+def _stop_webhook_committer() -> Iterator[None]:
+    """The webhook path's group committer (ingestion/webhook_commit.py) keeps a thread and a
+    database connection per process; each test starts without one and leaves none behind
+    (a connection left open would keep the test database from being dropped)."""
+    from ingestion.webhook_commit import stop_group_committer
+
+    yield
+    stop_group_committer()

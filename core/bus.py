@@ -14,6 +14,8 @@ import json
 import logging
 import threading
 from collections.abc import Coroutine
+from concurrent.futures import CancelledError as FutureCancelled
+from concurrent.futures import Future as ConcurrentFuture
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
@@ -165,6 +167,25 @@ class Bus:
         failed is reported, never raised, so the caller records the rest. `headers[i]`, when
         given, are message i's own extra headers (its trace context: a batch spans traces).
         """
+        if not messages:
+            return []
+        future = self.publish_many_nowait(messages, timeout=timeout, headers=headers)
+        try:
+            return future.result(timeout + 2)
+        except (FutureTimeout, FutureCancelled):
+            future.cancel()
+            return [False] * len(messages)
+
+    def publish_many_nowait(
+        self,
+        messages: list[tuple[str, bytes, str]],
+        *,
+        timeout: float = 2.0,
+        headers: list[dict[str, str]] | None = None,
+    ) -> ConcurrentFuture[list[bool]]:
+        """publish_many without waiting: the future completes on the bus's loop once every
+        ack (or failure) is in, within `timeout` + 1 s. For callers that do other work, or
+        answer many waiters, while JetStream acknowledges."""
         extra = headers or [{} for _ in messages]
 
         async def one(subject: str, payload: bytes, msg_id: str, more: dict[str, str]) -> bool:
@@ -175,18 +196,15 @@ class Bus:
             return True
 
         async def every() -> list[bool]:
-            return list(
-                await asyncio.gather(
-                    *(one(*message, more) for message, more in zip(messages, extra, strict=True))
-                )
+            acks = asyncio.gather(
+                *(one(*message, more) for message, more in zip(messages, extra, strict=True))
             )
+            try:
+                return list(await asyncio.wait_for(acks, timeout + 1))
+            except TimeoutError:  # the connection itself hangs (first connect, say)
+                return [False] * len(messages)
 
-        if not messages:
-            return []
-        try:
-            return self._run(every(), timeout + 1)
-        except BusUnavailable:
-            return [False] * len(messages)
+        return asyncio.run_coroutine_threadsafe(every(), self._loop)
 
     def ping(self, timeout: float = 2.0) -> None:
         async def _ping() -> None:

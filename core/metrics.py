@@ -41,6 +41,11 @@ webhook_invalid_total = Counter(
 webhook_duplicate_total = Counter(
     "webhook_duplicate_total", "Webhook deliveries answered 409 duplicate_event.", ["provider"]
 )
+webhook_commit_batch_size = Histogram(
+    "webhook_commit_batch_size",
+    "Deliveries written by one statement of the webhook path's group commit (per process).",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 normalize_duration_ms = Histogram(
     "normalize_duration_ms",
     "Time to normalize one raw message, in milliseconds.",

@@ -246,6 +246,10 @@ if PRODUCTION and len(PERSON_HASH_KEY) < 32:
 WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 16 * 1024, minimum=1024)
 WEBHOOK_TIMESTAMP_TOLERANCE_S = env_int("WEBHOOK_TIMESTAMP_TOLERANCE_S", 300, minimum=1)
 WEBHOOK_RATE_LIMIT_PER_MINUTE = env_int("WEBHOOK_RATE_LIMIT_PER_MINUTE", 60000, minimum=1)
+# Concurrent deliveries of one process share one statement, commit and bus hand-off
+# (ingestion/webhook_commit.py). Off: each request writes and publishes on its own (for
+# comparing the two; the answers are the same).
+WEBHOOK_GROUP_COMMIT = env_bool("WEBHOOK_GROUP_COMMIT", True)
 API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", 600, minimum=1)
 # An API key created without an explicit expiry expires after this many days.
 API_KEY_DEFAULT_EXPIRY_DAYS = env_int("API_KEY_DEFAULT_EXPIRY_DAYS", 90, minimum=1)

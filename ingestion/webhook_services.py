@@ -1,9 +1,11 @@
 """Oura webhook deliveries: verify, de-duplicate, store durably, publish.
 
 The request path is `webhook_accept`: verify the signature and the body, then one Postgres
-statement writes the raw event (with the whole envelope inline) and one audit entry, and
-after the commit the envelope is published to JetStream. Postgres is the first durable copy:
-a 202 is only ever given after the commit, and the relay (ingestion/relay.py) archives to S3,
+statement writes the raw event (with the whole envelope inline) and one audit entry, unless
+the account's person was erased, and after the commit the envelope is published to
+JetStream. Concurrent requests of one process share that statement and one hand-off to the
+bus (group commit, ingestion/webhook_commit.py). Postgres is the first durable copy: a 202 is
+only ever given after the commit, and the relay (ingestion/relay.py) archives to S3,
 publishes again what the request path could not (or may not have) and records both. See
 docs/phase-3/webhooks.md.
 """
@@ -15,20 +17,19 @@ import hashlib
 import hmac
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
-from audit.models import AuditEntry
 from core import bus, tracing
 from core.messages import (
     EVENT_TYPES,
@@ -41,8 +42,17 @@ from core.messages import (
 from core.messages import WEBHOOK_SUBJECT as WEBHOOK_SUBJECT  # re-exported for callers
 from core.metrics import webhook_accepted_total, webhook_duplicate_total, webhook_invalid_total
 from core.pseudonyms import person_hash
-from ingestion.models import OuraConnection, RawEvent
-from privacy.selectors import oura_account_erased
+from ingestion.webhook_commit import (
+    PUBLISH_TIMEOUT_S,
+    RESULT_TIMEOUT_S,
+    RecordedEvent,
+    RecordRequest,
+    group_committer,
+    publish_breaker_open,
+    publish_failed,
+    webhook_record_batch,
+)
+from ingestion.webhook_commit import reset_publish_breaker as reset_publish_breaker
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +74,6 @@ _WSGI_NAMES = {
 # Event ids are uuid5(namespace, dedupe key): a retried delivery gets the same event id, so
 # JetStream's Nats-Msg-Id de-duplication holds across our own retries and the relay's.
 EVENT_ID_NAMESPACE = uuid.UUID("5b0e4c1e-7a53-4c0f-9d1f-0c8e3b7a4f21")
-# After a failed publish, skip publishing on the request path for this long: during a NATS
-# outage every request would otherwise wait for the full publish timeout. The relay
-# publishes what was skipped.
-PUBLISH_TIMEOUT_S = 1.0
-PUBLISH_BREAKER_S = 5.0
 # The re-serialised signature forms need the body parsed before it is authenticated. Oura's
 # notifications are ~200 bytes, so only bodies up to this size get that second chance: an
 # unauthenticated sender cannot make us parse (or re-serialise) anything large.
@@ -114,16 +119,6 @@ class VerifiedDelivery:
     headers: dict[str, str]
     signature: SignatureMatch
     event_time: datetime | None
-
-
-@dataclass(frozen=True)
-class RecordedEvent:
-    pk: int
-    event_id: uuid.UUID
-    status: str
-    data_type: str
-    publish_subject: str
-    envelope: bytes
 
 
 # --- verification -----------------------------------------------------------------------
@@ -339,88 +334,11 @@ def envelope_bytes(envelope: Mapping[str, Any]) -> bytes:
     return json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-# --- the write: one statement ----------------------------------------------------------
-
-# db_table is `health"."name` (core/db.py): quoting it as a whole gives "health"."name".
-_RAW = f'"{RawEvent._meta.db_table}"'
-_AUDIT = f'"{AuditEntry._meta.db_table}"'
-_CONNECTIONS = f'"{OuraConnection._meta.db_table}"'
+# --- the write: one statement (ingestion/webhook_commit.py) --------------------------------
 
 
-def _sql_literal(value: str) -> str:
-    # Only for our own enum values below, which never contain a quote; checked anyway.
-    if not value.replace(".", "").replace("_", "").isalnum():
-        raise ValueError(f"not a plain enum value: {value!r}")
-    return f"'{value}'"
-
-
-_ACCEPTED, _ORPHAN, _DROPPED = (
-    _sql_literal(RawEvent.Status.ACCEPTED), _sql_literal(RawEvent.Status.ORPHAN),
-    _sql_literal(RawEvent.Status.DROPPED),
-)  # fmt: skip
-
-# One round trip, one implicit transaction (autocommit): look up the owner, insert the raw
-# event, and insert its audit entry only if the insert happened. Compared with BEGIN + three
-# statements + COMMIT this saves four round trips and the ORM's per-query Python, which on a
-# 2-core machine is most of the request's cost.
-#
-# - Status by owner: no connection -> orphan; revoked -> dropped (not published); anything
-#   else (active, needs_reauth) -> accepted, published: the normalizer decides what a stale
-#   token means.
-# - The envelope's last two keys, "status" and "user_id" (sort_keys order), depend on the
-#   owner, so Python sends the rest and Postgres appends them with to_json(), whose escaping
-#   of a string is the same as json.dumps(ensure_ascii=False). A test re-serialises stored
-#   envelopes to check the bytes are exactly envelope_bytes() of the same dict.
-# - ON CONFLICT DO NOTHING: a concurrent duplicate waits on the unique index until the
-#   first copy commits, then conflicts, returns no row, and the audit CTE inserts nothing
-#   (it selects FROM ins). A data-modifying CTE always runs, referenced or not.
-_RECORD_SQL = f"""
-WITH owner AS (
-    SELECT CASE WHEN c.status IS NULL THEN {_ORPHAN}
-                WHEN c.status = {_sql_literal(OuraConnection.Status.REVOKED)} THEN {_DROPPED}
-                ELSE {_ACCEPTED} END AS status,
-           coalesce(c.user_id, '') AS user_id
-    FROM (SELECT 1) AS one
-    LEFT JOIN {_CONNECTIONS} AS c ON c.provider_user_id = %(provider_user_id)s
-), ins AS (
-    INSERT INTO {_RAW} (
-        event_id, provider, kind, status, dedupe_key, user_id, provider_user_id, data_type,
-        event_type, object_id, event_time, received_at, envelope, object_key, sha256,
-        publish_subject, trace_parent)
-    SELECT %(event_id)s, %(provider)s, %(kind)s, owner.status, %(dedupe_key)s, owner.user_id,
-        %(provider_user_id)s, %(data_type)s, %(event_type)s, %(object_id)s, %(event_time)s,
-        %(received_at)s,
-        %(envelope_head)s || convert_to(
-            to_json(owner.status)::text || ',"user_id":' || to_json(owner.user_id)::text || '}}',
-            'UTF8'),
-        '', '', CASE WHEN owner.status = {_ACCEPTED} THEN %(subject)s ELSE '' END,
-        %(trace_parent)s
-    FROM owner
-    ON CONFLICT DO NOTHING
-    RETURNING id, status, envelope, publish_subject, user_id
-), audit AS (
-    INSERT INTO {_AUDIT} (
-        occurred_at, action, actor, user_id, person_ref, provider, event_id, details)
-    SELECT %(received_at)s,
-        CASE ins.status
-            WHEN {_ACCEPTED} THEN {_sql_literal(AuditEntry.Action.WEBHOOK_RECEIVED)}
-            WHEN {_ORPHAN} THEN {_sql_literal(AuditEntry.Action.WEBHOOK_ORPHANED)}
-            ELSE {_sql_literal(AuditEntry.Action.WEBHOOK_DROPPED)} END,
-        'webhook:oura', '', %(person_ref)s, %(provider)s, %(event_id)s,
-        jsonb_build_object('data_type', %(data_type)s::text,
-                           'event_type', %(event_type)s::text, 'status', ins.status)
-    FROM ins
-)
-SELECT id, status, envelope, publish_subject FROM ins
-"""  # noqa: S608 - table names from _meta, literals are our own enum values
-
-
-def webhook_record(*, delivery: VerifiedDelivery, received_at: datetime) -> RecordedEvent:
-    """One statement, so one transaction: the raw event with its envelope, and one audit
-    entry (event id and counts, never payload).
-
-    Raises DuplicateEvent (nothing written) when the dedupe key is already known.
-    """
+def webhook_record_request(*, delivery: VerifiedDelivery, received_at: datetime) -> RecordRequest:
+    """What the statement needs of one verified delivery."""
     notification = delivery.notification
     dedupe_key = webhook_dedupe_key(notification=notification)
     event_id = webhook_event_id(dedupe_key=dedupe_key)
@@ -443,55 +361,43 @@ def webhook_record(*, delivery: VerifiedDelivery, received_at: datetime) -> Reco
             form=delivery.signature.form,
         ),
     ).to_bytes()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _RECORD_SQL,
-            {
-                "provider_user_id": notification["user_id"],
-                "event_id": event_id,
-                "provider": PROVIDER,
-                "kind": RawEvent.Kind.WEBHOOK.value,
-                "dedupe_key": dedupe_key,
-                "data_type": notification["data_type"],
-                "event_type": notification["event_type"],
-                "object_id": notification["object_id"],
-                "event_time": delivery.event_time,
-                "received_at": received_at,
-                # Everything up to the closing brace, then the key that sorts next.
-                "envelope_head": envelope_rest[:-1] + b',"status":',
-                "subject": WEBHOOK_SUBJECT,
-                # The entry names the Oura account by its keyed hash, not our user id (which
-                # only this statement learns): docs/phase-3/privacy.md, "The audit log".
-                "person_ref": person_hash(notification["user_id"], namespace="oura"),
-                # The relay archives and republishes this row in the request's trace.
-                "trace_parent": tracing.current_traceparent(),
-            },
-        )
-        row = cursor.fetchone()
-    if row is None:
-        raise DuplicateEvent(event_id)
-    pk, status, envelope, subject = row
-    return RecordedEvent(
-        pk=int(pk),
+    return RecordRequest(
         event_id=event_id,
-        status=str(status),
+        dedupe_key=dedupe_key,
+        provider_user_id=notification["user_id"],
         data_type=notification["data_type"],
-        publish_subject=str(subject),
-        envelope=bytes(envelope),
+        event_type=notification["event_type"],
+        object_id=notification["object_id"],
+        event_time=delivery.event_time,
+        received_at=received_at,
+        # Everything up to the closing brace, then the key that sorts next.
+        envelope_head=envelope_rest[:-1] + b',"status":',
+        # The audit entry names the Oura account by its keyed hash, not our user id (which
+        # only the statement learns): docs/phase-3/privacy.md, "The audit log". The same
+        # hash keys the account's erasure tombstone.
+        person_ref=person_hash(notification["user_id"], namespace="oura"),
+        # The relay archives and republishes this row in the request's trace.
+        trace_parent=tracing.current_traceparent(),
     )
 
 
+def webhook_record(*, delivery: VerifiedDelivery, received_at: datetime) -> RecordedEvent:
+    """One statement on this thread's connection, so one transaction: the raw event with its
+    envelope, and one audit entry (event id and counts, never payload).
+
+    Raises DuplicateEvent when the dedupe key is already known and ErasedAccount when the
+    account's person was erased; nothing is written then.
+    """
+    request = webhook_record_request(delivery=delivery, received_at=received_at)
+    (outcome,) = webhook_record_batch([request], provider=PROVIDER, subject=WEBHOOK_SUBJECT)
+    if outcome == "duplicate":
+        raise DuplicateEvent(request.event_id)
+    if outcome == "erased":
+        raise ErasedAccount
+    return outcome
+
+
 # --- publishing -------------------------------------------------------------------------
-
-_breaker_lock = threading.Lock()
-_publish_skipped_until = 0.0
-
-
-def reset_publish_breaker() -> None:
-    """Publish on the next request again (tests that restart NATS call this)."""
-    global _publish_skipped_until
-    with _breaker_lock:
-        _publish_skipped_until = 0.0
 
 
 def webhook_publish(*, event: RecordedEvent) -> bool:
@@ -502,8 +408,7 @@ def webhook_publish(*, event: RecordedEvent) -> bool:
     (see ingestion/relay.py). Marking it here cost a second statement and a second version
     of the row on every webhook, for a record the relay has to make anyway.
     """
-    global _publish_skipped_until
-    if not event.publish_subject or time.monotonic() < _publish_skipped_until:
+    if not event.publish_subject or publish_breaker_open():
         return False
     try:
         bus.get_bus().publish(
@@ -513,8 +418,7 @@ def webhook_publish(*, event: RecordedEvent) -> bool:
             timeout=PUBLISH_TIMEOUT_S,
         )
     except bus.BusUnavailable:
-        with _breaker_lock:
-            _publish_skipped_until = time.monotonic() + PUBLISH_BREAKER_S
+        publish_failed()
         logger.warning("webhook_publish_deferred", extra={"event_id": str(event.event_id)})
         return False
     return True
@@ -532,13 +436,45 @@ def _publish_after_commit(event: RecordedEvent, person: str) -> None:
         )
 
 
+def _record_and_publish(request: RecordRequest) -> RecordedEvent:
+    """The request path's write: handed to this process's group committer, which writes it
+    with whatever other deliveries are waiting and publishes it after the commit.
+
+    Inside a caller's transaction (never the view's; a test's or a script's) the delivery is
+    written on the caller's connection instead, and published only once that commits: a
+    statement of another connection could neither see the caller's rows nor be undone with
+    them.
+    """
+    if connection.in_atomic_block or not settings.WEBHOOK_GROUP_COMMIT:
+        (outcome,) = webhook_record_batch([request], provider=PROVIDER, subject=WEBHOOK_SUBJECT)
+        if isinstance(outcome, RecordedEvent):
+            event = outcome
+            # on_commit, not "right after": nothing may reach the bus before the row is
+            # really committed.
+            transaction.on_commit(lambda: _publish_after_commit(event, request.person_ref))
+    else:
+        # The message's baggage names the person by keyed hash only (the audit's person_ref);
+        # the committer publishes in the context captured here.
+        with tracing.person_in_baggage(request.person_ref):
+            future = group_committer(provider=PROVIDER, subject=WEBHOOK_SUBJECT).submit(request)
+        try:
+            outcome, _published = future.result(RESULT_TIMEOUT_S)
+        except FutureTimeout:
+            raise OperationalError("the webhook committer did not answer") from None
+    if outcome == "duplicate":
+        raise DuplicateEvent(request.event_id)
+    if outcome == "erased":
+        raise ErasedAccount
+    return outcome
+
+
 def webhook_accept(
     *, body: bytes, headers: Mapping[str, str], received_at: datetime | None = None
 ) -> RecordedEvent:
     """Verify, record and (after the commit) publish one delivery.
 
-    Raises WebhookRejected or DuplicateEvent; database errors propagate (the caller answers
-    503 so that Oura retries).
+    Raises WebhookRejected, ErasedAccount or DuplicateEvent; database errors propagate (the
+    caller answers 503 so that Oura retries).
     """
     received_at = received_at or timezone.now()
     try:
@@ -547,22 +483,20 @@ def webhook_accept(
         webhook_invalid_total.labels(provider=PROVIDER, reason=exc.reason).inc()
         logger.info("webhook_rejected", extra={"reason": exc.reason})
         raise
-    if oura_account_erased(delivery.notification["user_id"]):
-        # The person was erased: store nothing, say nothing that names them. Answered 200 so
-        # that Oura does not retry (the delivery is handled: by not keeping it).
+    try:
+        event = _record_and_publish(
+            webhook_record_request(delivery=delivery, received_at=received_at)
+        )
+    except ErasedAccount:
+        # The person was erased: nothing was stored, and nothing said names them. Answered
+        # 200 so that Oura does not retry (the delivery is handled: by not keeping it).
         webhook_invalid_total.labels(provider=PROVIDER, reason="erased_account").inc()
         logger.info("webhook_for_erased_account")
-        raise ErasedAccount
-    try:
-        event = webhook_record(delivery=delivery, received_at=received_at)
+        raise
     except DuplicateEvent as exc:
         webhook_duplicate_total.labels(provider=PROVIDER).inc()
         logger.info("webhook_duplicate", extra={"event_id": str(exc.event_id)})
         raise
-    # on_commit, not "right after the block": if a caller ever wraps this in a larger
-    # transaction, nothing may reach the bus before the row is really committed.
-    person = person_hash(delivery.notification["user_id"], namespace="oura")
-    transaction.on_commit(lambda: _publish_after_commit(event, person))
     webhook_accepted_total.labels(provider=PROVIDER).inc()
     logger.info(
         "webhook_accepted",

@@ -17,7 +17,8 @@ from nats.js.errors import NotFoundError
 
 from core import bus
 from ingestion.models import OuraConnection, RawEvent
-from ingestion.webhook_services import RecordedEvent, webhook_record, webhook_verify
+from ingestion.webhook_commit import RecordedEvent
+from ingestion.webhook_services import webhook_record, webhook_verify
 
 URL = "/v1/webhooks/oura"
 

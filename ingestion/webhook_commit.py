@@ -1,0 +1,488 @@
+"""Storing and publishing accepted webhook deliveries, many requests to one statement.
+
+`webhook_record_batch` writes verified deliveries in ONE statement (so one transaction, one
+commit): per delivery it looks up the owner and the erasure tombstone, inserts the raw event
+with its envelope and, for each row really inserted, one audit entry. A batch of one is the
+single-delivery case; the request path hands its delivery to the `GroupCommitter` instead,
+whose thread writes every delivery that arrived while the previous batch was being written,
+then publishes the batch's envelopes to JetStream with one hand-off to the bus's event loop
+and answers each waiting request once its ack (or failure) is known.
+
+Why (issue #19): per accepted webhook the request path cost one statement with its parse,
+plan and commit (a WAL flush, and the audit chain's lock is held across it), the ORM's and
+the driver's per-statement Python, and a publish round trip with two thread hand-offs. On a
+2-core machine that was most of the CPU per webhook. Concurrent requests of one process now
+share them: batches form by themselves under load (a batch is whatever queued while the
+last one ran) and add no wait when idle (a lone delivery is written at once).
+
+What a 202 promises is unchanged: the request waits for its batch's commit and for its
+message's publish attempt, exactly as it waited for its own before.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind
+
+from audit.models import AuditEntry
+from core import bus, tracing
+from core.metrics import webhook_commit_batch_size
+from ingestion.models import OuraConnection, RawEvent
+from privacy.models import ErasureTombstone
+
+logger = logging.getLogger(__name__)
+
+# After a failed publish, skip publishing on the request path for this long: during a NATS
+# outage every request would otherwise wait for the full publish timeout. The relay
+# publishes what was skipped.
+PUBLISH_TIMEOUT_S = 1.0
+PUBLISH_BREAKER_S = 5.0
+# A batch larger than this waits for the next statement: bounds one statement's size and the
+# time the audit chain's lock is held by one commit.
+MAX_BATCH = 64
+# The committer's own database connection is closed after this long without deliveries, so
+# an idle process holds none (and a test database can be dropped at the end of a run).
+IDLE_CLOSE_S = 2.0
+# A request never waits longer than this for its batch: the database and publish timeouts
+# end a batch well before; this only guards against a committer thread that died.
+RESULT_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class RecordRequest:
+    """One verified delivery, as the statement needs it (webhook_services builds these)."""
+
+    event_id: uuid.UUID
+    dedupe_key: str
+    provider_user_id: str
+    data_type: str
+    event_type: str
+    object_id: str
+    event_time: datetime | None
+    received_at: datetime
+    # The envelope's JSON up to the key "status", whose value and "user_id" only the
+    # statement knows (the owner's).
+    envelope_head: bytes
+    # The Oura account's keyed hash: the audit entry's person_ref and the tombstone's key.
+    person_ref: str
+    trace_parent: str
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    pk: int
+    event_id: uuid.UUID
+    status: str
+    data_type: str
+    publish_subject: str
+    envelope: bytes
+
+
+# What became of one delivery: stored, already known (a redelivery), or not kept because its
+# account's person was erased.
+Outcome = RecordedEvent | Literal["duplicate", "erased"]
+
+
+# --- the statement ----------------------------------------------------------------------
+
+# db_table is `health"."name` (core/db.py): quoting it as a whole gives "health"."name".
+_RAW = f'"{RawEvent._meta.db_table}"'
+_AUDIT = f'"{AuditEntry._meta.db_table}"'
+_CONNECTIONS = f'"{OuraConnection._meta.db_table}"'
+_TOMBSTONES = f'"{ErasureTombstone._meta.db_table}"'
+
+
+def _sql_literal(value: str) -> str:
+    # Only for our own enum values below, which never contain a quote; checked anyway.
+    if not value.replace(".", "").replace("_", "").isalnum():
+        raise ValueError(f"not a plain enum value: {value!r}")
+    return f"'{value}'"
+
+
+_ACCEPTED, _ORPHAN, _DROPPED = (
+    _sql_literal(RawEvent.Status.ACCEPTED), _sql_literal(RawEvent.Status.ORPHAN),
+    _sql_literal(RawEvent.Status.DROPPED),
+)  # fmt: skip
+
+# One statement, one implicit transaction (autocommit), for any number of deliveries with
+# distinct event ids (the caller folds repeats of one id into one):
+#
+# - Status by owner: no connection -> orphan; revoked -> dropped (not published); anything
+#   else (active, needs_reauth) -> accepted, published: the normalizer decides what a stale
+#   token means. An erasure tombstone for the account -> nothing is written at all.
+# - The envelope's last two keys, "status" and "user_id" (sort_keys order), depend on the
+#   owner, so Python sends the rest and Postgres appends them with to_json(), whose escaping
+#   of a string is the same as json.dumps(ensure_ascii=False). A test re-serialises stored
+#   envelopes to check the bytes are exactly envelope_bytes() of the same dict.
+# - ON CONFLICT DO NOTHING: a concurrent duplicate waits on the unique index until the
+#   first copy commits, then conflicts, returns no row, and gets no audit entry (the audit
+#   CTE selects FROM ins). A data-modifying CTE always runs, referenced or not.
+# - Audit entries are inserted in raw event id order, so a batch's entries take their places
+#   in the audit chain (health.audit_log_chain) in the order their events were stored.
+# - The last SELECT answers for every input row, in input order: its stored row, or none,
+#   with whether the account is erased (none and not erased means a duplicate).
+_RECORD_SQL = f"""
+WITH input AS (
+    SELECT * FROM unnest(
+        %(event_id)s::uuid[], %(dedupe_key)s::text[], %(provider_user_id)s::text[],
+        %(data_type)s::text[], %(event_type)s::text[], %(object_id)s::text[],
+        %(event_time)s::timestamptz[], %(received_at)s::timestamptz[],
+        %(envelope_head)s::bytea[], %(person_ref)s::text[], %(trace_parent)s::text[]
+    ) WITH ORDINALITY AS i(event_id, dedupe_key, provider_user_id, data_type, event_type,
+        object_id, event_time, received_at, envelope_head, person_ref, trace_parent, ord)
+), owned AS (
+    SELECT input.*,
+           CASE WHEN c.status IS NULL THEN {_ORPHAN}
+                WHEN c.status = {_sql_literal(OuraConnection.Status.REVOKED)} THEN {_DROPPED}
+                ELSE {_ACCEPTED} END AS status,
+           coalesce(c.user_id, '') AS user_id,
+           t.ref IS NOT NULL AS erased
+    FROM input
+    LEFT JOIN {_CONNECTIONS} AS c ON c.provider_user_id = input.provider_user_id
+    LEFT JOIN {_TOMBSTONES} AS t ON t.ref = input.person_ref
+), ins AS (
+    INSERT INTO {_RAW} (
+        event_id, provider, kind, status, dedupe_key, user_id, provider_user_id, data_type,
+        event_type, object_id, event_time, received_at, envelope, object_key, sha256,
+        publish_subject, trace_parent)
+    SELECT event_id, %(provider)s, %(kind)s, status, dedupe_key, user_id, provider_user_id,
+        data_type, event_type, object_id, event_time, received_at,
+        envelope_head || convert_to(
+            to_json(status)::text || ',"user_id":' || to_json(user_id)::text || '}}', 'UTF8'),
+        '', '', CASE WHEN status = {_ACCEPTED} THEN %(subject)s ELSE '' END, trace_parent
+    FROM owned
+    WHERE NOT erased
+    ORDER BY ord
+    ON CONFLICT DO NOTHING
+    RETURNING id, event_id, status, envelope, publish_subject
+), audit AS (
+    INSERT INTO {_AUDIT} (
+        occurred_at, action, actor, user_id, person_ref, provider, event_id, details)
+    SELECT owned.received_at,
+        CASE ins.status
+            WHEN {_ACCEPTED} THEN {_sql_literal(AuditEntry.Action.WEBHOOK_RECEIVED)}
+            WHEN {_ORPHAN} THEN {_sql_literal(AuditEntry.Action.WEBHOOK_ORPHANED)}
+            ELSE {_sql_literal(AuditEntry.Action.WEBHOOK_DROPPED)} END,
+        'webhook:oura', '', owned.person_ref, %(provider)s, ins.event_id,
+        jsonb_build_object('data_type', owned.data_type, 'event_type', owned.event_type,
+                           'status', ins.status)
+    FROM ins JOIN owned USING (event_id)
+    ORDER BY ins.id
+)
+SELECT ins.id, ins.status, ins.envelope, ins.publish_subject, owned.erased
+FROM owned LEFT JOIN ins USING (event_id)
+ORDER BY owned.ord
+"""  # noqa: S608 - table names from _meta, literals are our own enum values
+
+
+def webhook_record_batch(
+    requests: Sequence[RecordRequest], *, provider: str, subject: str
+) -> list[Outcome]:
+    """Write `requests` (distinct event ids) in one statement on this thread's connection.
+
+    Returns one outcome per request, in order. Database errors propagate: then nothing of the
+    batch was written.
+    """
+    if not requests:
+        return []
+    if len({r.event_id for r in requests}) != len(requests):
+        raise ValueError("a batch holds each event id once")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _RECORD_SQL,
+            {
+                "event_id": [r.event_id for r in requests],
+                "dedupe_key": [r.dedupe_key for r in requests],
+                "provider_user_id": [r.provider_user_id for r in requests],
+                "data_type": [r.data_type for r in requests],
+                "event_type": [r.event_type for r in requests],
+                "object_id": [r.object_id for r in requests],
+                "event_time": [r.event_time for r in requests],
+                "received_at": [r.received_at for r in requests],
+                "envelope_head": [r.envelope_head for r in requests],
+                "person_ref": [r.person_ref for r in requests],
+                "trace_parent": [r.trace_parent for r in requests],
+                "provider": provider,
+                "kind": RawEvent.Kind.WEBHOOK.value,
+                "subject": subject,
+            },
+        )
+        rows = cursor.fetchall()
+    outcomes: list[Outcome] = []
+    for request, (pk, status, envelope, publish_subject, erased) in zip(
+        requests, rows, strict=True
+    ):
+        if pk is not None:
+            outcomes.append(
+                RecordedEvent(
+                    pk=int(pk),
+                    event_id=request.event_id,
+                    status=str(status),
+                    data_type=request.data_type,
+                    publish_subject=str(publish_subject),
+                    envelope=bytes(envelope),
+                )
+            )
+        else:
+            outcomes.append("erased" if erased else "duplicate")
+    return outcomes
+
+
+# --- the publish breaker ----------------------------------------------------------------
+
+_breaker_lock = threading.Lock()
+_publish_skipped_until = 0.0
+
+
+def reset_publish_breaker() -> None:
+    """Publish on the next request again (tests that restart NATS call this)."""
+    global _publish_skipped_until
+    with _breaker_lock:
+        _publish_skipped_until = 0.0
+
+
+def publish_breaker_open() -> bool:
+    return time.monotonic() < _publish_skipped_until
+
+
+def publish_failed() -> None:
+    """Skip publishing for PUBLISH_BREAKER_S: the relay publishes what is skipped."""
+    global _publish_skipped_until
+    with _breaker_lock:
+        _publish_skipped_until = time.monotonic() + PUBLISH_BREAKER_S
+
+
+# --- group commit -----------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    request: RecordRequest
+    # The request's trace context (with the person's baggage): the publish span's parent.
+    trace_context: Context
+    future: Future[tuple[Outcome, bool]] = field(default_factory=Future)
+
+
+class GroupCommitter:
+    """One thread per process that writes and publishes what the request threads hand in."""
+
+    def __init__(self, *, provider: str, subject: str) -> None:
+        self._provider = provider
+        self._subject = subject
+        self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="webhook-commit")
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def submit(self, request: RecordRequest) -> Future[tuple[Outcome, bool]]:
+        """Queue one delivery. The future gives its outcome and whether it was published."""
+        pending = _Pending(request=request, trace_context=otel_context.get_current())
+        self._queue.put(pending)
+        return pending.future
+
+    def stop(self) -> None:
+        """Finish what is queued, close the connection and end the thread (tests, shutdown)."""
+        self._queue.put(_STOP)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=IDLE_CLOSE_S)
+            except queue.Empty:
+                connection.close()  # idle: hold no connection (a no-op when none is open)
+                continue
+            batch = [first]
+            # Whatever queued while the last batch was written: no added wait, ever.
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(p is _STOP for p in batch)
+            batch = [p for p in batch if p is not _STOP]
+            try:
+                # As Django does before each request: drop a connection that errored or
+                # outlived CONN_MAX_AGE, and health-check the next one before its first use
+                # (after a Postgres restart the old socket is dead).
+                connection.close_if_unusable_or_obsolete()
+                self._commit(batch)
+            except BaseException as exc:  # never leave a request waiting on a dead batch
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(exc)
+                logger.exception("webhook_commit_failed")
+            if stop:
+                connection.close()
+                return
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        if not batch:
+            return
+        # Repeats of one notification inside a batch: the first is written, the others are
+        # its duplicates (or erased with it).
+        leaders: dict[uuid.UUID, _Pending] = {}
+        for pending in batch:
+            leaders.setdefault(pending.request.event_id, pending)
+        requests = [p.request for p in leaders.values()]
+        webhook_commit_batch_size.observe(len(requests))
+        outcomes: list[Outcome | BaseException]
+        with tracing.batch_span(
+            "webhook group commit",
+            [p.trace_context for p in leaders.values()],
+            {"messaging.batch.message_count": len(requests)},
+        ):
+            try:
+                outcomes = list(
+                    webhook_record_batch(requests, provider=self._provider, subject=self._subject)
+                )
+            except (OperationalError, InterfaceError) as exc:
+                # The connection is gone or going: answer 503 to all, reconnect next batch.
+                connection.close()
+                for pending in batch:
+                    pending.future.set_exception(exc)
+                return
+            except DatabaseError:
+                # Something in one delivery that Postgres refused: write the others alone,
+                # so one bad row fails only its own request.
+                outcomes = self._one_by_one(requests)
+        by_id = dict(zip(leaders, outcomes, strict=True))
+        to_publish: list[tuple[_Pending, RecordedEvent]] = []
+        for pending in batch:
+            outcome = by_id[pending.request.event_id]
+            if isinstance(outcome, BaseException):
+                pending.future.set_exception(outcome)
+            elif pending is not leaders[pending.request.event_id]:
+                pending.future.set_result(
+                    ("duplicate" if isinstance(outcome, RecordedEvent) else outcome, False)
+                )
+            elif (
+                isinstance(outcome, RecordedEvent)
+                and outcome.publish_subject
+                and not publish_breaker_open()
+            ):
+                to_publish.append((pending, outcome))
+            else:
+                pending.future.set_result((outcome, False))
+        if to_publish:
+            self._publish(to_publish)
+
+    def _one_by_one(self, requests: list[RecordRequest]) -> list[Outcome | BaseException]:
+        outcomes: list[Outcome | BaseException] = []
+        for request in requests:
+            try:
+                outcomes.extend(
+                    webhook_record_batch([request], provider=self._provider, subject=self._subject)
+                )
+            except DatabaseError as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def _publish(self, items: list[tuple[_Pending, RecordedEvent]]) -> None:
+        """Publish without waiting here: the next batch is written while JetStream acks this
+        one; each request is answered from the bus's loop when its ack (or failure) is in."""
+        spans = []
+        messages = []
+        headers = []
+        for pending, event in items:
+            # The publish span is the request's child, as when the request published itself;
+            # the message's headers carry it (and the person's baggage) to the consumer.
+            span = tracing.tracer().start_span(
+                f"{tracing.subject_template(event.publish_subject)} publish",
+                context=pending.trace_context,
+                kind=SpanKind.PRODUCER,
+                attributes=tracing.message_span_attributes(
+                    subject=event.publish_subject, msg_id=str(event.event_id)
+                ),
+            )
+            carrier: dict[str, str] = {}
+            propagate.inject(
+                carrier, context=trace.set_span_in_context(span, pending.trace_context)
+            )
+            spans.append(span)
+            messages.append((event.publish_subject, event.envelope, str(event.event_id)))
+            headers.append(carrier)
+        try:
+            acks = bus.get_bus().publish_many_nowait(
+                messages, headers=headers, timeout=PUBLISH_TIMEOUT_S
+            )
+        except Exception as exc:  # no bus at all: the events are committed, the relay publishes
+            self._published(items, spans, [False] * len(items), type(exc).__name__)
+            return
+
+        def done(result: Future[list[bool]]) -> None:
+            try:
+                published = result.result()
+            except BaseException as exc:  # timed out or cancelled: not published
+                self._published(items, spans, [False] * len(items), type(exc).__name__)
+                return
+            self._published(items, spans, published, "")
+
+        acks.add_done_callback(done)
+
+    @staticmethod
+    def _published(
+        items: list[tuple[_Pending, RecordedEvent]],
+        spans: list[trace.Span],
+        published: list[bool],
+        error_type: str,
+    ) -> None:
+        if not all(published):
+            publish_failed()
+        for (pending, event), span, ok in zip(items, spans, published, strict=True):
+            if not ok:
+                span.set_status(trace.StatusCode.ERROR)
+                logger.warning(
+                    "webhook_publish_deferred",
+                    extra={"event_id": str(event.event_id), "error_type": error_type or "nack"},
+                )
+            span.end()
+            pending.future.set_result((event, ok))
+
+
+# A sentinel in the queue: finish and stop.
+_STOP = _Pending(
+    request=RecordRequest(
+        event_id=uuid.UUID(int=0), dedupe_key="", provider_user_id="", data_type="",
+        event_type="", object_id="", event_time=None, received_at=datetime.min,
+        envelope_head=b"", person_ref="", trace_parent="",
+    ),
+    trace_context=Context(),
+)  # fmt: skip
+
+_committer: GroupCommitter | None = None
+_committer_lock = threading.Lock()
+
+
+def group_committer(*, provider: str, subject: str) -> GroupCommitter:
+    """This process's committer, started on first use (so after any fork)."""
+    global _committer
+    with _committer_lock:
+        if _committer is None or not _committer.alive():
+            _committer = GroupCommitter(provider=provider, subject=subject)
+        return _committer
+
+
+def stop_group_committer() -> None:
+    """Stop this process's committer, if any (the test session's end; a later use restarts)."""
+    global _committer
+    with _committer_lock:
+        committer, _committer = _committer, None
+    if committer is not None:
+        committer.stop()
