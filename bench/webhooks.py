@@ -70,9 +70,11 @@ def _application() -> Any:
 
     django.setup()
     settings.ROOT_URLCONF = "bench.webhooks"  # this module's `urlpatterns` below
-    from django.core.wsgi import get_wsgi_application
+    # The application `make run` serves (its lean route for the webhook included), over this
+    # module's URL conf.
+    from health_project.wsgi import application
 
-    return get_wsgi_application()
+    return application
 
 
 def __getattr__(name: str) -> Any:

@@ -104,6 +104,23 @@ class RedactFilter(logging.Filter):
 
 # Set by core.request_id.RequestIdMiddleware for the duration of one HTTP request.
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+# Fields a view adds to its request's one access-log line (core/request_id.py), so that a
+# hot path says what it did in that line instead of a second record of its own.
+access_log_fields_var: ContextVar[dict[str, Any] | None] = ContextVar(
+    "access_log_fields", default=None
+)
+
+
+def annotate_access_log(**fields: Any) -> bool:
+    """Add ids, counts or outcomes (never payload) to the current request's access line.
+
+    False outside an HTTP request (nothing is recorded then: log a record of your own).
+    """
+    current = access_log_fields_var.get()
+    if current is None:
+        return False
+    current.update(fields)
+    return True
 
 
 def current_request_id() -> str | None:

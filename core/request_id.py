@@ -8,7 +8,8 @@ anything else (spaces, quotes, control or non-ASCII characters, a JSON fragment)
 replaced, so the logs never quote what a caller chose to inject.
 
 The same middleware writes the access log: one `http_request` record per request, with the
-path's user id replaced by its keyed hash and no query string (it may carry an OAuth code).
+path's user id replaced by its keyed hash and no query string (it may carry an OAuth code),
+and whatever ids or outcomes the view added with core.observability.annotate_access_log.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponseBase
 
-from core.observability import redact, request_id_var
+from core.observability import access_log_fields_var, redact, request_id_var
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ class RequestIdMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         request_id = accepted_request_id(request.headers.get(REQUEST_ID_HEADER))
         token = request_id_var.set(request_id)
+        fields: dict[str, object] = {}
+        fields_token = access_log_fields_var.set(fields)
         started = time.perf_counter()
         try:
             response = self.get_response(request)
@@ -60,6 +63,8 @@ class RequestIdMiddleware:
                     "path": redact(request.path),
                     "status": response.status_code,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    # What the view added (core.observability.annotate_access_log).
+                    **fields,
                 },
             )
             return response
@@ -67,3 +72,4 @@ class RequestIdMiddleware:
             # Also when an exception gets through: the thread's next request, or a record
             # logged between requests, must not inherit this id.
             request_id_var.reset(token)
+            access_log_fields_var.reset(fields_token)

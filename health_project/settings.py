@@ -341,6 +341,25 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 
+# What a browser needs and a signed machine-to-machine call does not: the paths in
+# LEAN_PATHS are served without these (health_project/wsgi.py). Only paths whose views use
+# no session, user, CSRF token, page or static file belong in LEAN_PATHS.
+BROWSER_MIDDLEWARE = frozenset(
+    {
+        "whitenoise.middleware.WhiteNoiseMiddleware",
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.middleware.csrf.CsrfViewMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "django_otp.middleware.OTPMiddleware",
+        "core.staff_admin.SessionMaxAgeMiddleware",
+        "django.contrib.messages.middleware.MessageMiddleware",
+        "django.middleware.clickjacking.XFrameOptionsMiddleware",
+        "csp.middleware.CSPMiddleware",
+        "axes.middleware.AxesMiddleware",
+    }
+)
+LEAN_PATHS = ("/v1/webhooks/oura",)
+
 ROOT_URLCONF = "health_project.urls"
 WSGI_APPLICATION = "health_project.wsgi.application"
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+import psycopg
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -201,26 +202,29 @@ def webhook_record_batch(
         return []
     if len({r.event_id for r in requests}) != len(requests):
         raise ValueError("a batch holds each event id once")
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _RECORD_SQL,
-            {
-                "event_id": [r.event_id for r in requests],
-                "dedupe_key": [r.dedupe_key for r in requests],
-                "provider_user_id": [r.provider_user_id for r in requests],
-                "data_type": [r.data_type for r in requests],
-                "event_type": [r.event_type for r in requests],
-                "object_id": [r.object_id for r in requests],
-                "event_time": [r.event_time for r in requests],
-                "received_at": [r.received_at for r in requests],
-                "envelope_head": [r.envelope_head for r in requests],
-                "person_ref": [r.person_ref for r in requests],
-                "trace_parent": [r.trace_parent for r in requests],
-                "provider": provider,
-                "kind": RawEvent.Kind.WEBHOOK.value,
-                "subject": subject,
-            },
-        )
+    params = {
+        "event_id": [r.event_id for r in requests],
+        "dedupe_key": [r.dedupe_key for r in requests],
+        "provider_user_id": [r.provider_user_id for r in requests],
+        "data_type": [r.data_type for r in requests],
+        "event_type": [r.event_type for r in requests],
+        "object_id": [r.object_id for r in requests],
+        "event_time": [r.event_time for r in requests],
+        "received_at": [r.received_at for r in requests],
+        "envelope_head": [r.envelope_head for r in requests],
+        "person_ref": [r.person_ref for r in requests],
+        "trace_parent": [r.trace_parent for r in requests],
+        "provider": provider,
+        "kind": RawEvent.Kind.WEBHOOK.value,
+        "subject": subject,
+    }
+    connection.ensure_connection()
+    # A server-side binding cursor on Django's own connection (so inside a caller's
+    # transaction it is that transaction), with the statement prepared once per connection:
+    # Django's cursors bind client-side, which sends this statement's text with every value
+    # quoted into it and has Postgres parse and plan it on every call.
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(_RECORD_SQL, params, prepare=True)
         rows = cursor.fetchall()
     outcomes: list[Outcome] = []
     for request, (pk, status, envelope, publish_subject, erased) in zip(

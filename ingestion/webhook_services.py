@@ -41,6 +41,7 @@ from core.messages import (
 )
 from core.messages import WEBHOOK_SUBJECT as WEBHOOK_SUBJECT  # re-exported for callers
 from core.metrics import webhook_accepted_total, webhook_duplicate_total, webhook_invalid_total
+from core.observability import annotate_access_log
 from core.pseudonyms import person_hash
 from ingestion.webhook_commit import (
     PUBLISH_TIMEOUT_S,
@@ -334,6 +335,10 @@ def envelope_bytes(envelope: Mapping[str, Any]) -> bytes:
     return json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+# The labelled child, looked up once (labels() per call costs a lock and a dict lookup).
+_accepted_total = webhook_accepted_total.labels(provider=PROVIDER)
+
+
 # --- the write: one statement (ingestion/webhook_commit.py) --------------------------------
 
 
@@ -497,12 +502,13 @@ def webhook_accept(
         webhook_duplicate_total.labels(provider=PROVIDER).inc()
         logger.info("webhook_duplicate", extra={"event_id": str(exc.event_id)})
         raise
-    webhook_accepted_total.labels(provider=PROVIDER).inc()
-    logger.info(
-        "webhook_accepted",
-        extra={"event_id": str(event.event_id), "data_type": event.data_type,
-               "status": event.status},
-    )  # fmt: skip
+    _accepted_total.inc()
+    accepted = {"event_id": str(event.event_id), "data_type": event.data_type,
+                "event_status": event.status}  # fmt: skip
+    # One log line per delivery: the request's access line carries these (at ~1,000
+    # deliveries a second a second record each was a tenth of the request's CPU).
+    if not annotate_access_log(**accepted):
+        logger.info("webhook_accepted", extra=accepted)
     return event
 
 

@@ -14,7 +14,7 @@ from django.urls import path
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from core.observability import current_request_id
+from core.observability import annotate_access_log, current_request_id
 from core.request_id import accepted_request_id
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,13 @@ def _fails(request: HttpRequest) -> HttpResponse:
     raise RuntimeError("boom")
 
 
-urlpatterns = [path("v1/logs-an-event", _logs_an_event), path("v1/fails", _fails)]
+def _annotates(request: HttpRequest) -> HttpResponse:
+    annotate_access_log(event_id="e-1", rows=3)
+    return JsonResponse({})
+
+
+urlpatterns = [path("v1/logs-an-event", _logs_an_event), path("v1/fails", _fails),
+               path("v1/annotates", _annotates)]  # fmt: skip
 
 pytestmark = [pytest.mark.urls(__name__), pytest.mark.django_db]
 
@@ -138,3 +144,16 @@ def test_one_record_is_exactly_one_line_on_the_console(console: io.StringIO) -> 
     assert [json.loads(line)["name"] for line in lines] == [
         "core.tests.test_logging", "django.request", "_granian", "py.warnings"
     ]  # fmt: skip
+
+
+def test_what_a_view_annotates_is_in_its_access_line_and_not_in_the_next_request(
+    client: Client, console: io.StringIO
+) -> None:
+    client.get("/v1/annotates", headers={"X-Request-ID": "req-5"})
+    client.get("/v1/logs-an-event", headers={"X-Request-ID": "req-6"})
+    first, second = [r for r in _records(console) if r["message"] == "http_request"]
+    assert (first["request_id"], first["event_id"], first["rows"]) == ("req-5", "e-1", 3)
+    assert second["request_id"] == "req-6"
+    assert "event_id" not in second
+    # Outside a request there is no access line to add to: the caller is told.
+    assert annotate_access_log(event_id="e-2") is False

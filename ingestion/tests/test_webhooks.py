@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -107,6 +108,24 @@ def test_valid_delivery_is_stored_audited_and_published_with_its_event_id(client
     assert message.msg_id == event_id
     assert message.data == bytes(row.envelope)
     assert webhook_accepted_total.labels(provider="oura")._value.get() == accepted_before + 1
+
+
+def test_an_accepted_delivery_logs_one_line_its_access_line_with_the_event_id(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    connect()
+    raw, headers = signed(notification())
+    with caplog.at_level(logging.INFO):
+        response = post(client, raw, headers)
+    assert response.status_code == 202
+    mine = [r for r in caplog.records if r.levelno >= logging.INFO and r.name.startswith(
+        ("ingestion", "core.request_id"))]  # fmt: skip
+    assert [r.getMessage() for r in mine] == ["http_request"]
+    (line,) = mine
+    assert line.__dict__["event_id"] == response.json()["eventId"]
+    assert line.__dict__["event_status"] == "accepted"
+    assert line.__dict__["data_type"] == "sleep"
+    assert "oura-user-1" not in json.dumps({k: str(v) for k, v in line.__dict__.items()})
 
 
 def test_the_relay_records_a_published_delivery_without_a_second_message(

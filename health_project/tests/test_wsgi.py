@@ -1,0 +1,82 @@
+"""The WSGI entry serves Oura's deliveries through a lean middleware chain and everything else
+through the whole one (health_project/wsgi.py), and the two answer alike where it matters."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+from health_project.wsgi import application
+from ingestion.models import RawEvent
+from ingestion.tests.webhook_helpers import URL, connect, notification, signed
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def call(
+    path: str, *, method: str = "GET", body: bytes = b"", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, list[str]], bytes]:
+    """One request through `application`, as a WSGI server makes it."""
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "",
+        "SERVER_NAME": "testserver", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
+        "CONTENT_LENGTH": str(len(body)), "CONTENT_TYPE": "application/json",
+    }  # fmt: skip
+    for name, value in (headers or {}).items():
+        environ["HTTP_" + name.upper().replace("-", "_")] = value
+    answer: dict[str, Any] = {}
+
+    def start_response(status: str, response_headers: list[tuple[str, str]], *_: Any) -> None:
+        answer["status"] = int(status.split()[0])
+        answer["headers"] = {}
+        for name, value in response_headers:
+            answer["headers"].setdefault(name.lower(), []).append(value)
+
+    content = b"".join(application(environ, start_response))
+    return answer["status"], answer["headers"], content
+
+
+def test_a_delivery_is_answered_on_the_lean_chain_with_the_same_headers_that_matter() -> None:
+    connect()
+    raw, headers = signed(notification())
+    status, response_headers, content = call(
+        URL, method="POST", body=raw,
+        headers=headers | {"cookie": "sessionid=abc; csrftoken=def", "x-request-id": "req-7"},
+    )  # fmt: skip
+
+    assert status == 202
+    assert json.loads(content)["eventId"] == str(RawEvent.objects.get().event_id)
+    assert response_headers["x-request-id"] == ["req-7"]
+    assert response_headers["x-content-type-options"] == ["nosniff"]
+    assert response_headers["content-length"] == [str(len(content))]
+    # Nothing of the browser half ran: no session or CSRF cookie, no CSP or frame header.
+    assert "set-cookie" not in response_headers
+    assert "content-security-policy" not in response_headers
+    assert "x-frame-options" not in response_headers
+    assert "vary" not in response_headers
+
+
+def test_a_bad_delivery_gets_the_error_shape_on_the_lean_chain() -> None:
+    status, response_headers, content = call(URL, method="POST", body=b"{", headers={})
+    assert status == 400
+    assert json.loads(content)["error"] == "invalid_signature"
+    assert response_headers["x-request-id"]
+
+
+def test_every_other_path_goes_through_the_whole_chain() -> None:
+    status, response_headers, _ = call("/admin/login/")
+    assert status == 200
+    # The browser half ran: CSRF cookie, CSP and frame headers.
+    assert any(c.strip().startswith("csrftoken=") for c in response_headers["set-cookie"])
+    assert "content-security-policy" in response_headers
+    assert response_headers["x-frame-options"] == ["DENY"]
+
+
+def test_only_machine_paths_are_lean() -> None:
+    # A lean path must not need a session, user, CSRF token or page: today only the webhook.
+    assert tuple(settings.LEAN_PATHS) == (URL,)
