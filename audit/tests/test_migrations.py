@@ -42,3 +42,20 @@ def test_existing_rows_survive_the_move_and_are_chained_in_id_order() -> None:
     assert audit_chain_verify().verified == 3
     AuditEntry.objects.create(action="upkeep.run", actor="new")
     assert audit_chain_verify().verified == 4
+
+
+@pytest.mark.django_db
+def test_the_audit_log_has_only_the_indexes_its_model_declares() -> None:
+    """Every accepted webhook writes an audit entry into each of these: none may be stale."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes"
+            " WHERE schemaname = 'health' AND tablename = 'audit_log'"
+        )
+        names = {name for (name,) in cursor.fetchall()}
+    declared = {index.name for index in AuditEntry._meta.indexes}
+    assert names == declared | {
+        "audit_log_pkey",  # id
+        "audit_log_seq_key",  # seq, unique
+        "audit_log_occurred_at_ad70ff09",  # occurred_at, db_index (purge, admin order)
+    }
