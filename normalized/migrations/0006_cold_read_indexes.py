@@ -32,7 +32,7 @@ parameters take a SHARE UPDATE EXCLUSIVE lock, which writes and reads do not wai
 
 from __future__ import annotations
 
-from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
+from django.contrib.postgres.operations import AddIndexConcurrently
 from django.db import migrations, models
 
 # The tables read by index-only scans: the daily page's eight tables, sleep periods, activities.
@@ -65,6 +65,28 @@ OLD_SLEEP_PERIOD_READ_INDEX = (
     "oura_id, bedtime_start, bedtime_end, time_in_bed, efficiency, average_heart_rate, "
     "lowest_heart_rate, average_hrv)"
 )
+
+OLD_SLEEP_PERIOD_DAY_INDEX = (
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS sleep_period_day_idx "
+    "ON health.oura_sleep_periods (user_id, day)"
+)
+OLD_ACTIVITY_START_INDEX = (
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS activity_start_idx "
+    'ON health.oura_activities (user_id, start, "id")'
+)
+
+
+def _drop_index(model_name: str, name: str, recreate: str) -> migrations.SeparateDatabaseAndState:
+    # RemoveIndexConcurrently drops the bare name, which the search path does not find in
+    # schema `health` (IF EXISTS then makes it a silent no-op); so the SQL names the schema.
+    return migrations.SeparateDatabaseAndState(
+        database_operations=[
+            migrations.RunSQL(
+                sql=f"DROP INDEX CONCURRENTLY IF EXISTS health.{name}", reverse_sql=recreate
+            )
+        ],
+        state_operations=[migrations.RemoveIndex(model_name=model_name, name=name)],
+    )
 
 
 class Migration(migrations.Migration):
@@ -100,7 +122,7 @@ class Migration(migrations.Migration):
                 name="sleep_period_read_idx",
             ),
         ),
-        RemoveIndexConcurrently(model_name="sleepperiod", name="sleep_period_day_idx"),
+        _drop_index("sleepperiod", "sleep_period_day_idx", OLD_SLEEP_PERIOD_DAY_INDEX),
         migrations.RunSQL(
             sql="DROP INDEX CONCURRENTLY IF EXISTS health.sleep_period_day_read_idx",
             reverse_sql=OLD_SLEEP_PERIOD_READ_INDEX,
@@ -125,7 +147,7 @@ class Migration(migrations.Migration):
                 name="activity_start_read_idx",
             ),
         ),
-        RemoveIndexConcurrently(model_name="activity", name="activity_start_idx"),
+        _drop_index("activity", "activity_start_idx", OLD_ACTIVITY_START_INDEX),
         *(
             migrations.RunSQL(
                 sql=f"ALTER TABLE health.{table} SET ({AUTOVACUUM})",

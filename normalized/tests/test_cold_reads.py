@@ -162,3 +162,13 @@ def test_the_read_tables_are_vacuumed_after_a_day_of_writes_not_a_fifth_of_the_t
         assert "autovacuum_vacuum_insert_threshold=10000" in reloptions, table
         assert "autovacuum_vacuum_insert_scale_factor=0" in reloptions, table
         assert "autovacuum_vacuum_scale_factor=0.01" in reloptions, table
+
+
+def test_the_indexes_the_covering_ones_replace_are_gone() -> None:
+    # One index per read and write: the replaced ones would only cost writes and disk.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'health' AND indexname = ANY(%s)",
+            [["sleep_period_day_idx", "sleep_period_day_read_idx", "activity_start_idx"]],
+        )
+        assert cursor.fetchall() == []
