@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,11 +32,14 @@ def call(
         environ["HTTP_" + name.upper().replace("-", "_")] = value
     answer: dict[str, Any] = {}
 
-    def start_response(status: str, response_headers: list[tuple[str, str]], *_: Any) -> None:
+    def start_response(
+        status: str, response_headers: list[tuple[str, str]], exc_info: Any = None, /
+    ) -> Callable[[bytes], object]:
         answer["status"] = int(status.split()[0])
         answer["headers"] = {}
         for name, value in response_headers:
             answer["headers"].setdefault(name.lower(), []).append(value)
+        return lambda _chunk: None
 
     content = b"".join(application(environ, start_response))
     return answer["status"], answer["headers"], content
