@@ -201,17 +201,24 @@ def test_a_lone_delivery_is_written_at_once_and_the_idle_committer_lets_its_conn
     outcome, published = committer.submit(request_for()).result(30)
     assert isinstance(outcome, RecordedEvent)
     assert published
-    # After IDLE_CLOSE_S without deliveries the committer's backend is gone.
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    # After IDLE_CLOSE_S without deliveries the committer's backend is gone: no session of
+    # this database has the batch statement as its last query any more (other tests'
+    # sessions may still be open, so they are not counted).
+    def committer_sessions() -> int:
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "AND backend_type = 'client backend'"
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND query LIKE %s",
+                ["%WITH input AS (%unnest(%"],
             )
-            if cursor.fetchone()[0] == 0:
-                break
+            return int(cursor.fetchone()[0])
+
+    assert committer_sessions() == 1  # right after its statement, within IDLE_CLOSE_S
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if committer_sessions() == 0:
+            break
         time.sleep(0.2)
     else:
         raise AssertionError("the idle committer still holds a connection")
