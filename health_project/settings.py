@@ -283,6 +283,8 @@ UPKEEP_SCHEDULE = {
     # 30 h and more, so an hour adds little to how long a gap stays open.
     "watchdog": env_str("UPKEEP_WATCHDOG_CRON", "29 * * * *"),
     "heartrate_partitions": env_str("UPKEEP_HEARTRATE_PARTITIONS_CRON", "7 2 * * *"),
+    # Weekly, Sunday 04:13: rebuilds the read indexes packed (normalized/maintenance.py).
+    "read_indexes_repack": env_str("UPKEEP_READ_INDEXES_REPACK_CRON", "13 4 * * sun"),
 }
 
 # --- Django -----------------------------------------------------------------------------
