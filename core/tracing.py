@@ -335,6 +335,23 @@ def start_consume_span(
     )
 
 
+def start_producer_span(
+    *, subject: str, msg_id: str, parent: Context | None, operation: str = "publish"
+) -> tuple[trace.Span, dict[str, str]]:
+    """A PRODUCER span for one message published outside its parent's thread (a batch), a
+    child of `parent`, and the message's headers carrying it and `parent`'s baggage. The
+    caller ends it (end_with) once the ack is in."""
+    span = tracer().start_span(
+        f"{subject_template(subject)} {operation}",
+        context=parent,
+        kind=SpanKind.PRODUCER,
+        attributes=message_span_attributes(subject=subject, msg_id=msg_id),
+    )
+    headers: dict[str, str] = {}
+    propagate.inject(headers, context=trace.set_span_in_context(span, parent))
+    return span, headers
+
+
 def end_with(span: trace.Span, error: BaseException | None) -> None:
     """End a span, marking it failed by the error's type (never its message)."""
     if error is not None:

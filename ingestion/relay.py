@@ -110,16 +110,13 @@ def _publish(rows: list[RawEvent], result: PassResult, should_stop: Callable[[],
             result.failed += 1
             continue
         # Each row's publish is a span in the trace of the request that accepted it.
-        span = tracing.tracer().start_span(
-            f"{row.publish_subject} relay publish",
-            context=tracing.context_from_traceparent(row.trace_parent),
-            kind=SpanKind.PRODUCER,
-            attributes=tracing.message_span_attributes(
-                subject=row.publish_subject, msg_id=str(row.event_id)
-            ),
+        span, carrier = tracing.start_producer_span(
+            subject=row.publish_subject,
+            msg_id=str(row.event_id),
+            parent=tracing.context_from_traceparent(row.trace_parent),
+            operation="relay publish",
         )
-        with tracing.attached(tracing.set_span(span)):
-            headers.append(dict(tracing.inject_headers({})))
+        headers.append(carrier)
         spans.append(span)
         messages.append((row.publish_subject, data, str(row.event_id)))
         sent.append(row.pk)

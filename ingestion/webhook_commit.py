@@ -35,9 +35,8 @@ from typing import Literal
 import psycopg
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import SpanKind
 
 from audit.models import AuditEntry
 from core import bus, tracing
@@ -287,7 +286,8 @@ class GroupCommitter:
     def __init__(self, *, provider: str, subject: str) -> None:
         self._provider = provider
         self._subject = subject
-        self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
+        # None in the queue: finish what came before it, then stop.
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, daemon=True, name="webhook-commit")
         self._thread.start()
 
@@ -302,7 +302,7 @@ class GroupCommitter:
 
     def stop(self) -> None:
         """Finish what is queued, close the connection and end the thread (tests, shutdown)."""
-        self._queue.put(_STOP)
+        self._queue.put(None)
         self._thread.join(10)
 
     def _run(self) -> None:
@@ -319,18 +319,18 @@ class GroupCommitter:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            stop = any(p is _STOP for p in batch)
-            batch = [p for p in batch if p is not _STOP]
+            stop = None in batch
+            pending = [p for p in batch if p is not None]
             try:
                 # As Django does before each request: drop a connection that errored or
                 # outlived CONN_MAX_AGE, and health-check the next one before its first use
                 # (after a Postgres restart the old socket is dead).
                 connection.close_if_unusable_or_obsolete()
-                self._commit(batch)
+                self._commit(pending)
             except BaseException as exc:  # never leave a request waiting on a dead batch
-                for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(exc)
+                for waiting in pending:
+                    if not waiting.future.done():
+                        waiting.future.set_exception(exc)
                 logger.exception("webhook_commit_failed")
             if stop:
                 connection.close()
@@ -407,17 +407,10 @@ class GroupCommitter:
         for pending, event in items:
             # The publish span is the request's child, as when the request published itself;
             # the message's headers carry it (and the person's baggage) to the consumer.
-            span = tracing.tracer().start_span(
-                f"{tracing.subject_template(event.publish_subject)} publish",
-                context=pending.trace_context,
-                kind=SpanKind.PRODUCER,
-                attributes=tracing.message_span_attributes(
-                    subject=event.publish_subject, msg_id=str(event.event_id)
-                ),
-            )
-            carrier: dict[str, str] = {}
-            propagate.inject(
-                carrier, context=trace.set_span_in_context(span, pending.trace_context)
+            span, carrier = tracing.start_producer_span(
+                subject=event.publish_subject,
+                msg_id=str(event.event_id),
+                parent=pending.trace_context,
             )
             spans.append(span)
             messages.append((event.publish_subject, event.envelope, str(event.event_id)))
@@ -451,24 +444,13 @@ class GroupCommitter:
             publish_failed()
         for (pending, event), span, ok in zip(items, spans, published, strict=True):
             if not ok:
-                span.set_status(trace.StatusCode.ERROR)
                 logger.warning(
                     "webhook_publish_deferred",
                     extra={"event_id": str(event.event_id), "error_type": error_type or "nack"},
                 )
-            span.end()
+            tracing.end_with(span, None if ok else bus.BusUnavailable("not acknowledged"))
             pending.future.set_result((event, ok))
 
-
-# A sentinel in the queue: finish and stop.
-_STOP = _Pending(
-    request=RecordRequest(
-        event_id=uuid.UUID(int=0), dedupe_key="", provider_user_id="", data_type="",
-        event_type="", object_id="", event_time=None, received_at=datetime.min,
-        envelope_head=b"", person_ref="", trace_parent="",
-    ),
-    trace_context=Context(),
-)  # fmt: skip
 
 _committer: GroupCommitter | None = None
 _committer_lock = threading.Lock()

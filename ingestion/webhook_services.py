@@ -46,6 +46,7 @@ from core.pseudonyms import person_hash
 from ingestion.webhook_commit import (
     PUBLISH_TIMEOUT_S,
     RESULT_TIMEOUT_S,
+    Outcome,
     RecordedEvent,
     RecordRequest,
     group_committer,
@@ -395,6 +396,11 @@ def webhook_record(*, delivery: VerifiedDelivery, received_at: datetime) -> Reco
     """
     request = webhook_record_request(delivery=delivery, received_at=received_at)
     (outcome,) = webhook_record_batch([request], provider=PROVIDER, subject=WEBHOOK_SUBJECT)
+    return _stored(outcome, request)
+
+
+def _stored(outcome: Outcome, request: RecordRequest) -> RecordedEvent:
+    """The stored event, or the exception that says why there is none."""
     if outcome == "duplicate":
         raise DuplicateEvent(request.event_id)
     if outcome == "erased":
@@ -466,11 +472,7 @@ def _record_and_publish(request: RecordRequest) -> RecordedEvent:
             outcome, _published = future.result(RESULT_TIMEOUT_S)
         except FutureTimeout:
             raise OperationalError("the webhook committer did not answer") from None
-    if outcome == "duplicate":
-        raise DuplicateEvent(request.event_id)
-    if outcome == "erased":
-        raise ErasedAccount
-    return outcome
+    return _stored(outcome, request)
 
 
 def webhook_accept(
