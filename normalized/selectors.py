@@ -109,6 +109,16 @@ def _contributors(model: type[dtos.ApiModel], table: str) -> list[tuple[str, str
     ]
 
 
+def _with_contributors(
+    model: type[dtos.ApiModel], contributors: list[tuple[str, str]]
+) -> list[str]:
+    """A daily part whose object nests its contributors: lateral `c`, then the object `o`."""
+    return [
+        _lateral("c", contributors),
+        _lateral("o", [*_summary(model, "t"), ("contributors", "c")]),
+    ]
+
+
 def _more_daily_parts() -> list[tuple[str, str, str, list[str]]]:
     """The daily types of issue #18 as (CTE name, entry key, table, the part's laterals; the
     last one is the part's object).
@@ -116,10 +126,9 @@ def _more_daily_parts() -> list[tuple[str, str, str, list[str]]]:
     Each table has one row per person and day, so each joins the page as readiness does. The
     tables' unique (user_id, day) constraints INCLUDE these columns (migration 0004).
     """
-    resilience = [
-        _lateral("c", _summary(dtos.OuraResilienceContributors, "t")),
-        _lateral("o", [*_summary(dtos.OuraDailyResilience, "t"), ("contributors", "c")]),
-    ]
+    resilience = _with_contributors(
+        dtos.OuraDailyResilience, _summary(dtos.OuraResilienceContributors, "t")
+    )
     parts: list[tuple[str, str, type[models.NormalizedRow], list[str]]] = [
         ("st", "stress", models.DailyStress, [_lateral("o", _summary(dtos.OuraDailyStress, "t"))]),
         ("o2", "spo2", models.DailySpO2, [_lateral("o", _summary(dtos.OuraDailySpO2, "t"))]),
@@ -147,16 +156,14 @@ def _daily_page_sql() -> str:
     more = _more_daily_parts()
     # Each part's object is row_to_json of its last lateral, `o`; contributors are `c`.
     readiness = ", ".join(
-        [
-            _lateral("c", _contributors(dtos.OuraReadinessContributors, "t")),
-            _lateral("o", [*_summary(dtos.OuraDailyReadiness, "t"), ("contributors", "c")]),
-        ]
+        _with_contributors(
+            dtos.OuraDailyReadiness, _contributors(dtos.OuraReadinessContributors, "t")
+        )
     )
     activity = ", ".join(
-        [
-            _lateral("c", _contributors(dtos.OuraActivityContributors, "t")),
-            _lateral("o", [*_summary(dtos.OuraDailyActivity, "t"), ("contributors", "c")]),
-        ]
+        _with_contributors(
+            dtos.OuraDailyActivity, _contributors(dtos.OuraActivityContributors, "t")
+        )
     )
     period = _lateral("o", _summary(dtos.OuraMainSleepPeriod, "t"))
     sleep = ", ".join(
