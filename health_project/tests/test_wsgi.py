@@ -84,3 +84,8 @@ def test_every_other_path_goes_through_the_whole_chain() -> None:
 def test_only_machine_paths_are_lean() -> None:
     # A lean path must not need a session, user, CSRF token or page: today only the webhook.
     assert tuple(settings.LEAN_PATHS) == (URL,)
+
+
+def test_every_browser_middleware_named_is_one_the_whole_chain_has() -> None:
+    # A renamed or removed entry would silently stay in the lean chain's filter list.
+    assert settings.BROWSER_MIDDLEWARE <= set(settings.MIDDLEWARE)
