@@ -197,7 +197,8 @@ def webhook_verify_signature(
         sent_at = int(timestamp)
     except ValueError:
         raise _invalid_signature("x-oura-timestamp is not unix seconds.", "bad_timestamp") from None
-    skew = (time.time() if now is None else now) - sent_at
+    # In whole seconds, as ints: a float cannot hold a 500-digit timestamp (OverflowError).
+    skew = int(time.time() if now is None else now) - sent_at
     tolerance = settings.WEBHOOK_TIMESTAMP_TOLERANCE_S
     if skew > tolerance:
         raise _invalid_signature("x-oura-timestamp is too old.", "stale_timestamp")
