@@ -363,6 +363,8 @@ BROWSER_MIDDLEWARE = frozenset(
 LEAN_PATHS = ("/v1/webhooks/oura",)
 
 ROOT_URLCONF = "health_project.urls"
+# DEBUG's error page, made safe for URLs that fail to resolve (core/debug_page.py).
+DEFAULT_EXCEPTION_REPORTER = "core.debug_page.ExceptionReporter"
 WSGI_APPLICATION = "health_project.wsgi.application"
 
 TEMPLATES = [

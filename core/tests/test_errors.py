@@ -70,3 +70,14 @@ def test_the_handlers_are_the_urlconfs() -> None:
     assert urls.handler400 == "core.errors.bad_request"
     assert urls.handler404 == "core.errors.page_not_found"
     assert urls.handler500 == "core.errors.server_error"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("user_id", ["x" * 65, "a.b", "caf%C3%A9"])
+def test_under_debug_a_bad_user_id_in_the_path_is_still_400_not_500(
+    settings: Any, user_id: str
+) -> None:
+    # make run serves with DEBUG on; Django's debug page resolved the path again and failed.
+    settings.DEBUG = True
+    response = Client(raise_request_exception=False).get(f"/v1/health/{user_id}/oura/daily")
+    assert response.status_code == 400
