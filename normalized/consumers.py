@@ -174,7 +174,7 @@ def handle_raw_batch(
     """
 
     shared = WebhookBatch.prepare(messages)
-    grouped = shared.grouped_indexes(messages) if shared is not None else []
+    grouped = shared.grouped_indexes if shared is not None else []
     grouped_set = set(grouped)
     others = [index for index in range(len(messages)) if index not in grouped_set]
 
@@ -248,12 +248,17 @@ class WebhookBatch:
     ranges: dict[coalesce.GroupKey, coalesce.RangeFetch] = field(default_factory=dict)
     # A group's first message's consume span: its range request is traced there.
     trace_contexts: dict[str, Context | None] = field(default_factory=dict)
+    # The batch's messages (by index) whose first pass waits for their group's range
+    # request, in order: known once the groups are planned, so the envelopes are not parsed
+    # again for it.
+    grouped_indexes: list[int] = field(default_factory=list)
 
     @classmethod
     def prepare(cls, messages: Sequence[tuple[bytes, MessageMeta]]) -> WebhookBatch | None:
         envelopes: list[RawWebhookEnvelope] = []
+        indexes: list[int] = []  # each envelope's index in `messages`
         trace_contexts: dict[str, Context | None] = {}
-        for data, meta in messages:
+        for index, (data, meta) in enumerate(messages):
             if meta.subject != WEBHOOK_SUBJECT:
                 continue
             try:
@@ -261,10 +266,14 @@ class WebhookBatch:
             except ValidationError:
                 continue  # poison: fetch_webhook parses it again and says why
             envelopes.append(envelope)
+            indexes.append(index)
             trace_contexts.setdefault(str(envelope.event_id), meta.trace_context)
         if not envelopes:
             return None
-        return cls.of(envelopes, coalesced=coalesce.enabled(), trace_contexts=trace_contexts)
+        return cls.of(
+            envelopes, coalesced=coalesce.enabled(), trace_contexts=trace_contexts,
+            indexes=indexes,
+        )  # fmt: skip
 
     @classmethod
     def of(
@@ -273,14 +282,19 @@ class WebhookBatch:
         *,
         coalesced: bool = False,
         trace_contexts: dict[str, Context | None] | None = None,
+        indexes: Sequence[int] | None = None,
     ) -> WebhookBatch:
+        """The batch of `envelopes`; `indexes` are their messages' indexes in the fetched
+        batch (by default their positions in `envelopes`), for `grouped_indexes`."""
         by_user, by_provider_user = connections_by_user(
             user_ids={envelope.user_id for envelope in envelopes if envelope.user_id},
             provider_user_ids={envelope.notification.user_id for envelope in envelopes},
         )
         fetches = 0
         candidates: list[tuple[str, coalesce.Member]] = []
-        for envelope in envelopes:
+        candidate_indexes: list[int] = []  # each candidate's message index
+        positions = range(len(envelopes)) if indexes is None else indexes
+        for index, envelope in zip(positions, envelopes, strict=True):
             conn = _find_connection(by_user, by_provider_user, envelope)
             notification = envelope.notification
             collection = WEBHOOK_TYPES.get(notification.data_type)
@@ -299,13 +313,21 @@ class WebhookBatch:
                             event_time=event_time, connection=conn,
                         ))
                     )  # fmt: skip
+                    candidate_indexes.append(index)
         groups = coalesce.plan(candidates) if coalesced else {}
         # One request per group instead of one per member; the members a range does not
         # hold are fetched by id with units of the shared budget.
         fetches -= sum(len(members) - 1 for members in groups.values())
+        # The members of a planned group (a connection is one per user, so every candidate
+        # with a group's key is one of its members): `group_of` is not None for just these.
+        grouped = [
+            index
+            for index, (collection, member) in zip(candidate_indexes, candidates, strict=True)
+            if groups and coalesce.group_key(collection, member) in groups
+        ]
         return cls(
             by_user, by_provider_user, Prepaid.take(fetches), groups,
-            trace_contexts=trace_contexts or {},
+            trace_contexts=trace_contexts or {}, grouped_indexes=grouped,
         )  # fmt: skip
 
     def connection(self, envelope: RawWebhookEnvelope) -> OuraConnection | None:
@@ -324,20 +346,6 @@ class WebhookBatch:
         member = coalesce.Member(event_id="", object_id="", event_time=event_time, connection=conn)
         key = coalesce.group_key(collection, member)
         return key if key in self.groups else None
-
-    def grouped_indexes(self, messages: Sequence[tuple[bytes, MessageMeta]]) -> list[int]:
-        """The messages whose first pass waits for their group's range request."""
-        indexes = []
-        for index, (data, meta) in enumerate(messages):
-            if meta.subject != WEBHOOK_SUBJECT or not self.groups:
-                continue
-            try:
-                envelope = RawWebhookEnvelope.from_bytes(data)
-            except ValidationError:
-                continue
-            if self.group_of(envelope) is not None:
-                indexes.append(index)
-        return indexes
 
     def fetch_range(self, key: coalesce.GroupKey) -> coalesce.RangeFetch:
         """One group's range request, on a worker thread, in its first message's trace."""

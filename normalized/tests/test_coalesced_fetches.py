@@ -15,10 +15,11 @@ import pytest
 from audit.models import AuditEntry
 from core import raw_store
 from core.consumers import MessageMeta, Retriable
+from core.messages import WEBHOOK_SUBJECT, RawWebhookEnvelope
 from core.models import DeadLetter
 from ingestion import crypto, oura_client, rate_budget
 from ingestion.models import OuraConnection, RateLimitWindow, RawEvent
-from normalized.consumers import handle_raw_batch
+from normalized.consumers import WebhookBatch, handle_raw_batch
 from normalized.models import Activity, DeletedDocument, SleepPeriod
 from normalized.tests.normalizer_helpers import (
     ROW_MODELS,
@@ -238,6 +239,43 @@ def test_a_lone_webhook_of_a_type_is_fetched_by_id(
 
     assert all(path.count("/") == 4 for path in data_requests(oura, before))  # by id
     assert len(data_requests(oura, before)) == 2
+
+
+def test_a_batch_groups_just_the_creates_and_updates_of_one_active_user_and_type(
+    oura: OuraSimulator, settings: Any
+) -> None:
+    settings.OURA_COALESCE_FETCHES = True
+    first, second = connect_user(oura, "user-1"), connect_user(oura, "user-2")
+    revoked = connect_user(oura, "user-3")
+    OuraConnection.objects.filter(pk=revoked.pk).update(status=OuraConnection.Status.REVOKED)
+    envelopes = {
+        2: webhook_envelope(first, "create", "sleep", "s-1"),
+        3: webhook_envelope(second, "create", "sleep", "s-2"),  # alone for its user
+        4: webhook_envelope(first, "create", "workout", "w-1"),  # alone for its type
+        5: webhook_envelope(first, "delete", "sleep", "s-3"),  # reads nothing
+        6: webhook_envelope(first, "update", "sleep", "s-4"),
+        7: webhook_envelope(second, "create", "workout", "w-2"),
+        8: webhook_envelope(second, "update", "workout", "w-3"),
+        9: webhook_envelope(revoked, "create", "sleep", "s-5"),  # never fetched
+        10: webhook_envelope(revoked, "create", "sleep", "s-6"),
+    }
+    # Before them, a backfill page and a poison webhook: the indexes are the messages'.
+    messages = [
+        (b"{}", MessageMeta("normalizer", "health.raw.oura.sleep", "HEALTH_RAW", 1, 1)),
+        (b"not json", MessageMeta("normalizer", WEBHOOK_SUBJECT, "HEALTH_RAW", 2, 1)),
+        *as_batch(list(envelopes.values())),
+    ]
+
+    batch = WebhookBatch.prepare(messages)
+
+    assert batch is not None
+    assert batch.grouped_indexes == [2, 6, 7, 8]
+    # The ones whose fetch takes its document from a range (`range_for`) are just those.
+    assert [
+        index
+        for index, envelope in envelopes.items()
+        if batch.group_of(RawWebhookEnvelope.model_validate(envelope)) is not None
+    ] == [2, 6, 7, 8]
 
 
 def classified(results: list[Exception | None]) -> list[tuple[type, str]]:
