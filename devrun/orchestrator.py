@@ -27,7 +27,8 @@ from django.conf import settings
 
 from devrun.metrics import fresh_metrics_dir
 from devrun.oura import OuraTarget
-from devrun.supervisor import Supervisor, stop_with_parent
+from devrun.supervisor import STOP_GRACE_S, Supervisor, stop_with_parent
+from devrun.watchdog import leftovers, reap
 from devstack.stack import DEFAULT_ROOT
 
 if TYPE_CHECKING:
@@ -257,6 +258,10 @@ def run(*, target: OuraTarget, embedded: list[str], with_demo: bool = True) -> i
     signal.signal(signal.SIGTERM, _on_signal)
     stop_with_parent()
 
+    # What a last run killed with -9 left running (its watchdog may not have ended it yet):
+    # it would hold the port, and write to the metrics folder emptied below.
+    registry = _state_file("children.json")
+    reap(leftovers(registry), STOP_GRACE_S, after="the last make run ended")
     if not _port_free(WEB_PORT):
         print(f"error: port {WEB_PORT} is in use; stop what holds it or set WEB_PORT",
               file=sys.stderr)  # fmt: skip
@@ -276,7 +281,7 @@ def run(*, target: OuraTarget, embedded: list[str], with_demo: bool = True) -> i
     # Every child writes its metrics here and web's /metrics serves them all (devrun/metrics.py).
     metrics_dir = fresh_metrics_dir(_state_file("metrics"))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
-    supervisor = Supervisor(metrics_dir=metrics_dir)
+    supervisor = Supervisor(metrics_dir=metrics_dir, registry=registry)
     bin_dir = Path(sys.executable).parent
     try:
         # granian: a Rust HTTP front with the WSGI app on blocking threads; on this project's

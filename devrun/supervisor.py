@@ -4,7 +4,9 @@ Each child is started with the kernel's parent-death signal (PR_SET_PDEATHSIG): 
 supervisor dies, however it dies (SIGKILL included), every child gets SIGTERM and stops
 the way it does on any SIGTERM. A normal stop sends SIGTERM itself, in reverse start order
 (the web server first, so nothing new arrives while the rest finish), and SIGKILLs what is
-still running after STOP_GRACE_S.
+still running after STOP_GRACE_S. A child that ignores the parent-death SIGTERM (granian can
+be wedged by its own signal handler) is SIGKILLed after the same grace by the watchdog, or by
+the next start, whichever comes first (devrun/watchdog.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from devrun import watchdog
 from devrun.metrics import mark_dead_processes
 
 STOP_GRACE_S = 12.0  # every long-running command exits within 10 s of SIGTERM
@@ -60,6 +63,7 @@ class Child:
     name: str
     process: subprocess.Popen[bytes]
     pump: threading.Thread
+    known_as: watchdog.Process | None = None  # None where there is no /proc
 
 
 @dataclass
@@ -67,6 +71,11 @@ class Supervisor:
     children: list[Child] = field(default_factory=list)
     # The children's PROMETHEUS_MULTIPROC_DIR, whose live gauges forget processes that exit.
     metrics_dir: Path | None = None
+    # Where the children are named for the next start; with it, a watchdog outlives this
+    # process to SIGKILL what its death's SIGTERM does not stop (devrun/watchdog.py).
+    registry: Path | None = None
+    grace_s: float = STOP_GRACE_S
+    _watchdog: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         # Not a thread: the parent-death signal fires when the *thread* that forked exits.
@@ -74,6 +83,8 @@ class Supervisor:
         if "OTEL_SERVICE_NAME" not in env:
             # Each child is its own service in a trace (health-web, health-relay, ...).
             env = env | {"OTEL_SERVICE_NAME": f"health-{name}"}
+        if self.registry is not None and self._watchdog is None:
+            self._watchdog = self._start_watchdog()
         process = subprocess.Popen(
             argv,
             env=env,
@@ -88,7 +99,34 @@ class Supervisor:
         assert process.stdout is not None
         pump = threading.Thread(target=self._pump, args=(name, process.stdout), daemon=True)
         pump.start()
-        self.children.append(Child(name, process, pump))
+        child = Child(name, process, pump, watchdog.Process.of(name, process.pid))
+        self.children.append(child)
+        self._register(child)
+
+    def _start_watchdog(self) -> subprocess.Popen[bytes] | None:
+        if not sys.platform.startswith("linux"):
+            return None  # no parent-death signal, no /proc: nothing for it to do
+        return subprocess.Popen(
+            [sys.executable, "-m", "devrun.watchdog", str(self.grace_s)],
+            cwd=Path(__file__).resolve().parents[1],  # where `devrun` is importable
+            stdin=subprocess.PIPE,  # its end is this process's end; the children never hold it
+            # Out of reach of what stops this process's group (Ctrl-C, kill -- -PGID).
+            start_new_session=True,
+        )
+
+    def _register(self, child: Child) -> None:
+        """A new child, for the watchdog and in the registry file."""
+        if child.known_as is None:
+            return
+        if self._watchdog is not None and self._watchdog.stdin is not None:
+            # A watchdog that is gone (killed by hand) only takes its fallback with it.
+            with contextlib.suppress(BrokenPipeError):
+                self._watchdog.stdin.write(child.known_as.to_json().encode() + b"\n")
+                self._watchdog.stdin.flush()
+        known = [each.known_as for each in self.children if each.known_as is not None]
+        me = watchdog.Process.of("supervisor", os.getpid())
+        if self.registry is not None and me is not None:
+            watchdog.write_registry(self.registry, me, known)
 
     @staticmethod
     def _pump(name: str, stream: IO[bytes]) -> None:
@@ -108,7 +146,8 @@ class Supervisor:
             return f"{child.name} exited with status {child.process.returncode}"
         return None
 
-    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+    def stop(self, grace_s: float | None = None) -> None:
+        grace_s = self.grace_s if grace_s is None else grace_s
         for child in reversed(self.children):
             if child.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -125,3 +164,10 @@ class Supervisor:
             child.process.wait()
         for child in self.children:
             child.pump.join(timeout=1)
+        if self._watchdog is not None:
+            # Nothing left for it: it finds every child gone and exits at once.
+            with contextlib.suppress(OSError):
+                if self._watchdog.stdin is not None:
+                    self._watchdog.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._watchdog.wait(5)
