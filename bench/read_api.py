@@ -66,8 +66,11 @@ from django.db import connection  # noqa: E402 - after django.setup()
 from django.test import Client  # noqa: E402 - after django.setup()
 
 from access.services import api_key_create  # noqa: E402 - after django.setup()
-from normalized import dtos  # noqa: E402 - after django.setup()
-from normalized.selectors import DAILY_PAGE_SQL  # noqa: E402 - after django.setup()
+from normalized import daily_entries, dtos  # noqa: E402 - after django.setup()
+from normalized.selectors import (  # noqa: E402 - after django.setup()
+    DAILY_ENTRIES_PAGE_SQL,
+    DAILY_PAGE_SQL,
+)
 
 TABLES = (
     "oura_daily_readiness",
@@ -250,6 +253,9 @@ def count_rows() -> dict[str, int]:
 
 def load(users: int, days: int, start: date, tables: tuple[str, ...]) -> None:
     with connection.cursor() as cursor:
+        # Without the read model's triggers: each INSERT below writes a whole table, whose
+        # statement trigger would write every entry again; entries_load() writes them once.
+        cursor.execute("SET session_replication_role = replica")
         cursor.execute("TRUNCATE " + ", ".join(f"health.{t}" for t in tables))
         for table in tables:
             began = time.perf_counter()
@@ -264,6 +270,43 @@ def load(users: int, days: int, start: date, tables: tuple[str, ...]) -> None:
         for table in tables:
             cursor.execute(f"VACUUM (ANALYZE) health.{table}")
         print(f"vacuum analyze: {time.perf_counter() - began:.0f} s", flush=True)
+        cursor.execute("RESET session_replication_role")
+    entries_load()
+
+
+def entries_load(*, rebuild: bool = True) -> None:
+    """The daily page's read model for the loaded rows, laid out as a fleet writes it.
+
+    `daily_entries.rebuild` writes person by person, which would leave each person's entries
+    together on the heap and the index packed: better than a live system, where the entries
+    are written day by day for the whole fleet. So they are written again in day order (the
+    index's leaf pages then split as a fleet's do) and vacuumed. `--repack` afterwards packs
+    the index as the weekly upkeep task does. Without `rebuild`, entries already there (the
+    migration that installs the read model writes them) are only laid out again."""
+    began = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT EXISTS (SELECT FROM health.oura_daily_entries)")
+        (present,) = cursor.fetchone()
+    people = 0
+    if rebuild or not present:
+        with connection.cursor() as cursor:
+            cursor.execute("TRUNCATE health.oura_daily_entries")
+        people = daily_entries.rebuild()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMP TABLE entries AS SELECT * FROM health.oura_daily_entries;"
+            "TRUNCATE health.oura_daily_entries;"
+            "INSERT INTO health.oura_daily_entries SELECT * FROM entries ORDER BY day, user_id;"
+            "DROP TABLE entries"
+        )
+        cursor.execute("VACUUM (ANALYZE) health.oura_daily_entries")
+        cursor.execute("SELECT count(*) FROM health.oura_daily_entries")
+        (count,) = cursor.fetchone()
+    print(
+        f"daily entries: {count:,} ({people:,} people rebuilt), written day by day, in "
+        f"{time.perf_counter() - began:.0f} s",
+        flush=True,
+    )
 
 
 # --- A cold cache -------------------------------------------------------------------------
@@ -358,6 +401,16 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--load", action="store_true", help="truncate and load the tables")
     parser.add_argument(
+        "--entries",
+        action="store_true",
+        help="write the daily page's read model again from the loaded tables (day by day)",
+    )
+    parser.add_argument(
+        "--repack",
+        action="store_true",
+        help="repack the read indexes first, as the weekly upkeep task read_indexes_repack",
+    )
+    parser.add_argument(
         "--tables", nargs="+", choices=TABLES, default=list(TABLES), help="with --load"
     )
     parser.add_argument(
@@ -376,6 +429,18 @@ def main() -> int:
 
     if args.load:
         load(args.users, args.days, args.start, tuple(args.tables))
+    elif args.entries:
+        entries_load(rebuild=False)
+    if args.repack:
+        from normalized.maintenance import read_indexes_repack
+
+        began = time.perf_counter()
+        report = read_indexes_repack()
+        print(
+            f"repacked {len(report.repacked)} indexes, {report.bytes_before / 2**20:,.0f} MB -> "
+            f"{report.bytes_after / 2**20:,.0f} MB, in {time.perf_counter() - began:.0f} s",
+            flush=True,
+        )
     counts = count_rows()
     print("rows:", ", ".join(f"{t} {n:,}" for t, n in counts.items()))
     daily_rows = sum(counts[t] for t in TABLES[:3])
@@ -424,7 +489,7 @@ def main() -> int:
                 cursor.fetchall()
         return (time.perf_counter() - began) * 1000
 
-    def page_sql_once(user: str) -> float:
+    def page_sql_once(user: str, statement: str) -> float:
         page_params = {
             "user_id": user,
             "start": args.start,
@@ -434,7 +499,7 @@ def main() -> int:
         }
         began = time.perf_counter()
         with connection.cursor() as cursor:
-            cursor.execute(DAILY_PAGE_SQL, page_params)
+            cursor.execute(statement, page_params)
             cursor.fetchall()
         return (time.perf_counter() - began) * 1000
 
@@ -444,13 +509,15 @@ def main() -> int:
     first: dict[str, list[float]] = {endpoint: [] for endpoint in sampled}
     second: dict[str, list[float]] = {endpoint: [] for endpoint in sampled}
     page_sql: list[float] = []
+    tables_sql: list[float] = []
     sql: list[float] = []
     for endpoint, endpoint_users in sampled.items():
         for user in endpoint_users:
             first[endpoint].append(api_once(endpoint, user))
             second[endpoint].append(api_once(endpoint, user))
             if endpoint == "daily":
-                page_sql.append(page_sql_once(user))
+                page_sql.append(page_sql_once(user, DAILY_ENTRIES_PAGE_SQL))
+                tables_sql.append(page_sql_once(user, DAILY_PAGE_SQL))
                 sql.append(sql_once(user))
 
     touch = "cold" if args.cold else "first touch"
@@ -463,6 +530,7 @@ def main() -> int:
         lines.append((f"GET .../oura/{endpoint}, {touch}", first[endpoint]))
         lines.append((f"GET .../oura/{endpoint}, warm (2nd touch)", second[endpoint]))
     lines.append(("daily: the view's one statement, warm", page_sql))
+    lines.append(("daily: the page written from the tables, warm", tables_sql))
     lines.append(("daily: raw SQL, same rows, plain SELECTs, warm", sql))
     for name, samples in lines:
         print(summary(name, samples))

@@ -13,7 +13,7 @@ class NormalizedConfig(AppConfig):
 
         for model in (
             "DailyReadiness", "DailySleep", "DailyActivity", "SleepPeriod", "Activity",
-            "DeletedDocument", "HeartRateSample",
+            "DeletedDocument", "HeartRateSample", "DailyEntry",
         ):  # fmt: skip
             registry.register_model(f"normalized.{model}", user_field="user_id")
 

@@ -27,9 +27,11 @@ from django.db import connection
 
 logger = logging.getLogger(__name__)
 
-# Every index a read endpoint scans by person, in schema health: the daily page's eight
-# daily parts and its main sleep period, and the sleep and activity lists.
+# Every index a read endpoint scans by person, in schema health: the daily page's read
+# model (normalized/daily_entries.py), the eight daily parts and main sleep period its
+# entries are written from (and a page too long for it), and the sleep and activity lists.
 READ_INDEXES = (
+    "oura_daily_entries_pkey",
     "readiness_user_day_read_idx",
     "daily_sleep_user_day_read_idx",
     "daily_act_user_day_read_idx",

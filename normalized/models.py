@@ -420,3 +420,27 @@ class HeartRateSample(models.Model):
 
     def __str__(self) -> str:
         return f"heart rate {self.user_id} {self.timestamp}"
+
+
+# --- The daily page's read model (issue #19) ------------------------------------------------
+
+
+class DailyEntry(models.Model):
+    """One person's day as the daily page serves it: the entry's JSON, written by Postgres.
+
+    Derived data, kept by triggers on the daily tables and sleep periods (normalized/
+    daily_entries.py says how and why); nothing in Python writes it. `entry` is null for an
+    entry too long to keep (the page is then written from the tables).
+    """
+
+    pk = models.CompositePrimaryKey("user_id", "day")
+    user_id = models.CharField(max_length=64)
+    day = models.DateField()
+    # Null, not "": an entry too long to store, which the reader must tell from an empty one.
+    entry = models.TextField(null=True)  # noqa: DJ001 - null means "too long", see above
+
+    class Meta:
+        db_table = health_table("oura_daily_entries")
+
+    def __str__(self) -> str:
+        return f"daily entry {self.user_id} {self.day}"

@@ -152,20 +152,29 @@ def _more_daily_parts() -> list[tuple[str, str, str, list[str]]]:
     ]
 
 
-def _daily_page_sql() -> str:
+@dataclass(frozen=True)
+class _DailyShape:
+    """The SQL pieces that write daily entries, whichever rows they are written for."""
+
+    parts: list[tuple[str, str, str, list[str]]]  # (CTE, table, selected columns, laterals)
+    period: str  # the main sleep period's lateral
+    sleep_columns: str
+    objects: str  # the laterals that write one entry, `e`, from the joined CTEs
+
+
+def _daily_shape() -> _DailyShape:
     more = _more_daily_parts()
     # Each part's object is row_to_json of its last lateral, `o`; contributors are `c`.
-    readiness = ", ".join(
-        _with_contributors(
-            dtos.OuraDailyReadiness, _contributors(dtos.OuraReadinessContributors, "t")
-        )
+    readiness = _with_contributors(
+        dtos.OuraDailyReadiness, _contributors(dtos.OuraReadinessContributors, "t")
     )
-    activity = ", ".join(
-        _with_contributors(
-            dtos.OuraDailyActivity, _contributors(dtos.OuraActivityContributors, "t")
-        )
+    activity = _with_contributors(
+        dtos.OuraDailyActivity, _contributors(dtos.OuraActivityContributors, "t")
     )
-    period = _lateral("o", _summary(dtos.OuraMainSleepPeriod, "t"))
+    sleep_scalars = dtos.fields_of(dtos.OuraDailySleep, without=("contributors", "main_period"))
+    sleep_columns = ", ".join(
+        ["t.contributors", *(f"t.{_ident(column)}" for _, _, column in sleep_scalars)]
+    )
     sleep = ", ".join(
         [
             _lateral("sc", _contributors(dtos.OuraSleepContributors, "s")),
@@ -189,66 +198,128 @@ def _daily_page_sql() -> str:
             *((key, f"{cte}.j") for cte, key, _, _ in more),
         ],
     )
+    parts = [
+        ("r", "health.oura_daily_readiness", "row_to_json(o) AS j", readiness),
+        ("s", "health.oura_daily_sleep", sleep_columns, []),
+        ("a", "health.oura_daily_activity", "row_to_json(o) AS j", activity),
+        *((cte, table, "row_to_json(o) AS j", laterals) for cte, _, table, laterals in more),
+    ]
+    return _DailyShape(
+        parts=parts,
+        period=_lateral("o", _summary(dtos.OuraMainSleepPeriod, "t")),
+        sleep_columns=sleep_columns,
+        objects=f"{sleep},\n                {entry}",
+    )
+
+
+# The main sleep period of a day: the long_sleep one, else the longest, else the first.
+_MAIN_PERIOD_ORDER = "t.type = 'long_sleep' DESC, t.total_sleep_duration DESC NULLS LAST, t.id"
+
+
+def _daily_page_sql() -> str:
+    """The page from the daily tables themselves: one person, a range of days, `limit` days.
+
+    Serves a page that holds an entry too long for the read model (see daily_entries.py), and
+    is what the read model is checked against."""
+    shape = _daily_shape()
     window = "t.user_id = %(user_id)s AND t.day BETWEEN %(start)s AND %(end)s"
-    more_ctes = "".join(
+    ctes = ",".join(
         # Names and expressions from our models and DTOs, no request data.
-        f"\n        {cte} AS (\n            SELECT t.day, row_to_json(o) AS j FROM {table} t, "  # noqa: S608 - table and columns from our models
-        f"{', '.join(laterals)}\n            WHERE {window} ORDER BY t.day LIMIT %(fetch)s\n"
-        "        ),"
-        for cte, _, table, laterals in more
+        f"\n        {cte} AS (\n            SELECT t.day, {columns} FROM {table} t"  # noqa: S608 - table and columns from our models
+        + "".join(f", {lateral}" for lateral in laterals)
+        + f"\n            WHERE {window} ORDER BY t.day LIMIT %(fetch)s\n        )"
+        for cte, table, columns, laterals in shape.parts
     )
-    more_days = "".join(
-        f" UNION SELECT day FROM {cte}"  # noqa: S608 - names from our models, no request data
-        for cte, *_ in more
-    )
-    more_joins = "".join(
-        f"\n                LEFT JOIN {cte} ON {cte}.day = d.day" for cte, *_ in more
-    )
-    sleep_scalars = dtos.fields_of(dtos.OuraDailySleep, without=("contributors", "main_period"))
-    sleep_columns = ", ".join(
-        ["t.day", "t.contributors", *(f"t.{_ident(column)}" for _, _, column in sleep_scalars)]
+    days = " UNION ".join(f"SELECT day FROM {cte}" for cte, *_ in shape.parts)  # noqa: S608 - CTE names of ours
+    joins = "".join(
+        f"\n                LEFT JOIN {cte} ON {cte}.day = d.day" for cte, *_ in shape.parts
     )
     # Interpolated parts are SQL built above from the DTOs' names; values are parameters.
     return f"""
-        WITH r AS (
-            SELECT t.day, row_to_json(o) AS j FROM health.oura_daily_readiness t, {readiness}
-            WHERE {window} ORDER BY t.day LIMIT %(fetch)s
-        ), s AS (
-            SELECT {sleep_columns} FROM health.oura_daily_sleep t
-            WHERE {window} ORDER BY t.day LIMIT %(fetch)s
-        ), a AS (
-            SELECT t.day, row_to_json(o) AS j FROM health.oura_daily_activity t, {activity}
-            WHERE {window} ORDER BY t.day LIMIT %(fetch)s
-        ),{more_ctes} days AS (
-            SELECT day FROM r UNION SELECT day FROM s UNION SELECT day FROM a{more_days}
+        WITH{ctes}, days AS (
+            {days}
             ORDER BY day LIMIT %(fetch)s
         ), d AS (
             SELECT day FROM days ORDER BY day LIMIT %(limit)s
         ), p AS (
             SELECT DISTINCT ON (t.day) t.day, row_to_json(o) AS j
-            FROM health.oura_sleep_periods t, {period}
+            FROM health.oura_sleep_periods t, {shape.period}
             WHERE t.user_id = %(user_id)s
                 AND t.day BETWEEN %(start)s AND (SELECT max(day) FROM d)
                 AND t.type <> 'deleted'
-            ORDER BY t.day, t.type = 'long_sleep' DESC, t.total_sleep_duration DESC NULLS LAST,
-                t.id
+            ORDER BY t.day, {_MAIN_PERIOD_ORDER}
         )
         SELECT
             (
                 SELECT string_agg(row_to_json(e)::text, ',' ORDER BY d.day)
-                FROM d
-                LEFT JOIN r ON r.day = d.day
-                LEFT JOIN s ON s.day = d.day
-                LEFT JOIN a ON a.day = d.day
-                LEFT JOIN p ON p.day = d.day{more_joins},
-                {sleep},
-                {entry}
+                FROM d{joins}
+                LEFT JOIN p ON p.day = d.day,
+                {shape.objects}
             ),
             (SELECT day FROM days ORDER BY day OFFSET %(limit)s LIMIT 1)
     """  # noqa: S608 - no request data in the text, see above
 
 
+def daily_entries_sql(keys: str) -> str:
+    """The entries of the (user_id, day) pairs of relation `keys` that have a row in any
+    daily table, as rows (user_id, day, entry): what the read model stores (daily_entries.py).
+
+    The same pieces as the page, so an entry is byte for byte what the page writes."""
+    shape = _daily_shape()
+    ctes = ",".join(
+        f"\n        {cte} AS (\n            SELECT t.user_id, t.day, {columns} "  # noqa: S608 - names from our models
+        f"FROM {keys} k JOIN {table} t ON t.user_id = k.user_id AND t.day = k.day"
+        + "".join(f", {lateral}" for lateral in laterals)
+        + "\n        )"
+        for cte, table, columns, laterals in shape.parts
+    )
+    days = " UNION ".join(
+        f"SELECT user_id, day FROM {cte}"  # noqa: S608 - CTE names of ours
+        for cte, *_ in shape.parts
+    )
+    joins = "".join(
+        f"\n            LEFT JOIN {cte} ON {cte}.user_id = d.user_id AND {cte}.day = d.day"
+        for cte, *_ in shape.parts
+    )
+    return f"""
+        WITH{ctes}, d AS (
+            {days}
+        ), p AS (
+            SELECT DISTINCT ON (t.user_id, t.day) t.user_id, t.day, row_to_json(o) AS j
+            FROM {keys} k JOIN health.oura_sleep_periods t
+                ON t.user_id = k.user_id AND t.day = k.day, {shape.period}
+            WHERE t.type <> 'deleted'
+            ORDER BY t.user_id, t.day, {_MAIN_PERIOD_ORDER}
+        )
+        SELECT d.user_id, d.day, row_to_json(e)::text AS entry
+        FROM d{joins}
+            LEFT JOIN p ON p.user_id = d.user_id AND p.day = d.day,
+            {shape.objects}
+    """  # noqa: S608 - no request data in the text, see above
+
+
 DAILY_PAGE_SQL = _daily_page_sql()
+# Every table an entry is written from: the read model's triggers sit on these.
+DAILY_ENTRY_TABLES = (
+    *(table for _, table, _, _ in _daily_shape().parts),
+    "health.oura_sleep_periods",
+)
+
+# The page from the read model (normalized/daily_entries.py): the first `limit + 1` entries
+# of the range in one index-only range scan; the first `limit` are the page, the next one's
+# day is where the next page starts.
+DAILY_ENTRIES_PAGE_SQL = """
+    SELECT
+        string_agg(entry, ',' ORDER BY day) FILTER (WHERE n <= %(limit)s),
+        coalesce(bool_or(entry IS NULL) FILTER (WHERE n <= %(limit)s), false),
+        max(day) FILTER (WHERE n > %(limit)s)
+    FROM (
+        SELECT day, entry, row_number() OVER (ORDER BY day) AS n
+        FROM health.oura_daily_entries
+        WHERE user_id = %(user_id)s AND day BETWEEN %(start)s AND %(end)s
+        ORDER BY day LIMIT %(fetch)s
+    ) x
+"""
 
 
 @dataclass(frozen=True)
@@ -260,7 +331,9 @@ class DailyPageJson:
 def daily_page_json(*, user_id: str, start: date, end: date, limit: int) -> DailyPageJson:
     """The first `limit` days in [start, end] that have a row in any daily table, as JSON.
 
-    Each table has at most one row per day, so the first `limit + 1` rows of each table cover
+    Read from the stored entries (normalized/daily_entries.py). A page holding an entry too
+    long to store is written from the tables instead (DAILY_PAGE_SQL), the same bytes. There,
+    each table has at most one row per day, so the first `limit + 1` rows of each table cover
     every day up to and including the (limit + 1)-th day of their union: one bounded index
     range scan per daily table finds the page and tells whether another follows, with no
     COUNT. The main sleep period of each day is the long_sleep one, else the longest, else the
@@ -275,8 +348,11 @@ def daily_page_json(*, user_id: str, start: date, end: date, limit: int) -> Dail
         "fetch": limit + 1,
     }
     with connection.cursor() as cursor:
-        cursor.execute(DAILY_PAGE_SQL, params)
-        entries, next_day = cursor.fetchone()
+        cursor.execute(DAILY_ENTRIES_PAGE_SQL, params)
+        entries, too_long, next_day = cursor.fetchone()
+        if too_long:
+            cursor.execute(DAILY_PAGE_SQL, params)
+            entries, next_day = cursor.fetchone()
     return DailyPageJson(entries=entries or "", next_day=next_day)
 
 

@@ -70,7 +70,11 @@ def loaded() -> None:
                 factory(user_id=user, day=day)
             ActivityFactory(user_id=user, day=day, metrics={"mood": "good"})
     with connection.cursor() as cursor:
-        for table in [*DAILY_PAGE_INDEXES, "oura_activities"]:
+        for table in [*DAILY_PAGE_INDEXES, "oura_activities", "oura_daily_entries"]:
+            # Packed, as the weekly repack leaves them: rows earlier tests wrote and deleted
+            # leave empty pages behind, which can tip the planner of these tiny tables to a
+            # smaller index than the covering one.
+            cursor.execute(f"REINDEX TABLE health.{table}")
             cursor.execute(f"VACUUM (ANALYZE) health.{table}")
 
 
@@ -107,7 +111,19 @@ def _assert_index_only(scans: list[dict[str, Any]], table: str, index: str) -> N
 
 
 @pytest.mark.usefixtures("loaded")
-def test_the_daily_page_reads_every_table_from_its_index_alone() -> None:
+def test_the_daily_page_is_read_from_the_entries_index_alone() -> None:
+    params = {"user_id": "user-a", "start": START, "end": END, "limit": 366, "fetch": 367}
+
+    scans = _explain(selectors.DAILY_ENTRIES_PAGE_SQL, params)
+
+    _assert_index_only(scans, "oura_daily_entries", "oura_daily_entries_pkey")
+    assert len(scans) == 1  # nothing but the read model
+
+
+@pytest.mark.usefixtures("loaded")
+def test_the_page_from_the_tables_reads_every_table_from_its_index_alone() -> None:
+    # The page written from the tables: for a page with an entry too long to store, and the
+    # read model's entries are written by the same pieces.
     params = {"user_id": "user-a", "start": START, "end": END, "limit": 366, "fetch": 367}
 
     scans = _explain(selectors.DAILY_PAGE_SQL, params)
