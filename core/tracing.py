@@ -183,10 +183,10 @@ class ServerSpanMiddleware:
 
     That middleware is general: it resolves the URL for the span's name, builds the absolute
     URI, collects a dozen attributes and wraps the WSGI environ, for every request, sampled
-    or not; on the webhook path that was an eighth of the server's CPU. A lean path is a
-    fixed URL without ids, so the span needs no resolving: named by method and path, the
-    caller's trace context honoured, method, route and status as attributes (the same
-    names the ecosystem's spans use, so both look alike in the backend).
+    or not; on the webhook path that was an eighth of the server's CPU. Here the span is
+    named by method and the URL pattern Django resolved anyway (never the path, which may
+    hold a person's id), the caller's trace context honoured, method, route and status as
+    attributes (the same names the ecosystem's spans use, so both look alike in the backend).
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
@@ -198,16 +198,19 @@ class ServerSpanMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         method = request.method or ""
         with tracer().start_as_current_span(
-            f"{method} {request.path}",
+            method,
             context=propagate.extract(request.META, getter=self._getter),
             kind=SpanKind.SERVER,
-            attributes={
-                "http.method": method,
-                "http.route": request.path,
-                "http.scheme": request.scheme or "http",
-            },
+            attributes={"http.method": method, "http.scheme": request.scheme or "http"},
         ) as span:
             response = self.get_response(request)
+            # Named by the URL pattern, as the ecosystem's middleware names it, never by the
+            # path: a read's path holds a person's id, which stays out of traces.
+            match = request.resolver_match
+            if match is not None and match.route:
+                route = "/" + match.route
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.route", route)
             span.set_attribute("http.status_code", response.status_code)
             if response.status_code >= 500:
                 span.set_status(Status(StatusCode.ERROR))

@@ -344,8 +344,8 @@ MIDDLEWARE = [
 ]
 
 # What a browser needs and a signed machine-to-machine call does not: the paths in
-# LEAN_PATHS are served without these (health_project/wsgi.py). Only paths whose views use
-# no session, user, CSRF token, page or static file belong in LEAN_PATHS.
+# LEAN_PATHS and under LEAN_PREFIXES are served without these (health_project/wsgi.py). Only
+# paths whose views use no session, user, CSRF token, page or static file belong there.
 BROWSER_MIDDLEWARE = frozenset(
     {
         "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -361,6 +361,10 @@ BROWSER_MIDDLEWARE = frozenset(
     }
 )
 LEAN_PATHS = ("/v1/webhooks/oura",)
+# And every path under these: the REST v1 health reads, authenticated by API key alone
+# (REST_FRAMEWORK's only authentication class), whose daily page is a few milliseconds of
+# SQL that the browser half would otherwise double (issue #19).
+LEAN_PREFIXES = ("/v1/health/",)
 
 ROOT_URLCONF = "health_project.urls"
 # DEBUG's error page, made safe for URLs that fail to resolve (core/debug_page.py).

@@ -1,13 +1,15 @@
 """The WSGI entry of `make run`, the Dockerfile and compose: `health_project.wsgi:application`.
 
-Two Django handlers over one URLconf. Oura's webhook deliveries (LEAN_PATHS) go through the
-middleware a machine-to-machine call needs (a SERVER span, request id, security headers, the
-error shape, response metrics, Content-Length); everything else through the whole
-MIDDLEWARE list, whose browser half (sessions, CSRF, auth, 2FA, the admin lockout, CSP,
-static files) a signed webhook never uses: no cookie, no user, no page. On the hottest path
-in the system that half, with the general tracing middleware, was about a third of the
-server's Python time per delivery (issue #19). The view is the same in both: it is
-csrf_exempt and authenticates by signature only.
+Two Django handlers over one URLconf. Oura's webhook deliveries (LEAN_PATHS) and the REST v1
+health reads (LEAN_PREFIXES) go through the middleware a machine-to-machine call needs (a
+SERVER span, request id, security headers, the error shape, response metrics,
+Content-Length); everything else through the whole MIDDLEWARE list, whose browser half
+(sessions, CSRF, auth, 2FA, the admin lockout, CSP, static files) these calls never use: no
+cookie, no user, no page. On the hottest path in the system that half, with the general
+tracing middleware, was about a third of the server's Python time per delivery, and on a
+year's daily page about as much as the page's SQL (issue #19). The views are the same in
+both: the webhook is csrf_exempt and authenticates by signature, the reads by API key
+(DRF, no session).
 """
 
 import os
@@ -44,14 +46,20 @@ class LeanWSGIHandler(WSGIHandler):
 
 
 def _dispatcher(
-    full: WSGIHandler, lean: WSGIHandler, lean_paths: frozenset[str]
+    full: WSGIHandler,
+    lean: WSGIHandler,
+    lean_paths: frozenset[str],
+    lean_prefixes: tuple[str, ...],
 ) -> WSGIApplication:
     def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        handler = lean if environ.get("PATH_INFO", "") in lean_paths else full
-        return handler(environ, start_response)
+        path = environ.get("PATH_INFO", "")
+        is_lean = path in lean_paths or path.startswith(lean_prefixes)
+        return (lean if is_lean else full)(environ, start_response)
 
     return application
 
 
 _full = get_wsgi_application()  # django.setup() first, then the full chain
-application = _dispatcher(_full, LeanWSGIHandler(), frozenset(settings.LEAN_PATHS))
+application = _dispatcher(
+    _full, LeanWSGIHandler(), frozenset(settings.LEAN_PATHS), tuple(settings.LEAN_PREFIXES)
+)

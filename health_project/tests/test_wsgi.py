@@ -1,29 +1,48 @@
-"""The WSGI entry serves Oura's deliveries through a lean middleware chain and everything else
-through the whole one (health_project/wsgi.py), and the two answer alike where it matters."""
+"""The WSGI entry serves Oura's deliveries and the health reads through a lean middleware chain
+and everything else through the whole one (health_project/wsgi.py), and the two answer alike
+where it matters."""
 
 from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import date
 from typing import Any
 
 import pytest
 from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.test import RequestFactory
+from django.urls import URLPattern, URLResolver, get_resolver, resolve
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
+from access.authentication import ApiKeyAuthentication
+from access.models import Scope
+from access.services import api_key_create
+from core import tracing
 from health_project.wsgi import application
 from ingestion.models import RawEvent
 from ingestion.tests.webhook_helpers import URL, connect, notification, signed
+from normalized.tests.factories import DailyReadinessFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def call(
-    path: str, *, method: str = "GET", body: bytes = b"", headers: dict[str, str] | None = None
+    path: str,
+    *,
+    method: str = "GET",
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    query: str = "",
 ) -> tuple[int, dict[str, list[str]], bytes]:
     """One request through `application`, as a WSGI server makes it."""
     environ: dict[str, Any] = {
-        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "",
+        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query,
         "SERVER_NAME": "testserver", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
         "REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
         "CONTENT_LENGTH": str(len(body)), "CONTENT_TYPE": "application/json",
@@ -81,9 +100,69 @@ def test_every_other_path_goes_through_the_whole_chain() -> None:
     assert response_headers["x-frame-options"] == ["DENY"]
 
 
+def test_a_health_read_is_answered_on_the_lean_chain() -> None:
+    DailyReadinessFactory(user_id="user-a", day=date(2024, 3, 1))
+    key = api_key_create(name="t", scopes=[Scope.READ], all_users=True).secret
+    path = "/v1/health/user-a/oura/daily"
+    query = "start=2024-01-01&end=2024-12-31"
+
+    status, response_headers, content = call(
+        path, query=query, headers={"authorization": f"Bearer {key}", "x-request-id": "req-8"}
+    )
+    refused, refused_headers, refusal = call(path, query=query)
+
+    assert status == 200
+    assert [entry["day"] for entry in json.loads(content)["data"]] == ["2024-03-01"]
+    assert response_headers["x-request-id"] == ["req-8"]
+    assert response_headers["x-content-type-options"] == ["nosniff"]
+    for name in ("set-cookie", "content-security-policy", "x-frame-options", "vary"):
+        assert name not in response_headers, name
+    assert refused == 401
+    assert json.loads(refusal)["error"] == "unauthenticated"
+    assert refused_headers["x-request-id"]
+
+
 def test_only_machine_paths_are_lean() -> None:
-    # A lean path must not need a session, user, CSRF token or page: today only the webhook.
+    # A lean path must not need a session, user, CSRF token or page: the webhook (signed)
+    # and the health reads, every one of which authenticates by API key alone.
     assert tuple(settings.LEAN_PATHS) == (URL,)
+    assert tuple(settings.LEAN_PREFIXES) == ("/v1/health/",)
+    lean_views = [
+        pattern
+        for pattern in _patterns(get_resolver().url_patterns)
+        if ("/" + pattern[0]).startswith(settings.LEAN_PREFIXES)
+    ]
+    assert len(lean_views) >= 8
+    for route, view in lean_views:
+        classes = view.cls().get_authenticators() if hasattr(view, "cls") else None
+        assert [type(c) for c in classes or []] == [ApiKeyAuthentication], route
+
+
+def _patterns(patterns: list[Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            yield from _patterns(pattern.url_patterns, prefix + str(pattern.pattern))
+        elif isinstance(pattern, URLPattern):
+            yield prefix + str(pattern.pattern), pattern.callback
+
+
+def test_the_lean_span_is_named_by_the_url_pattern_not_the_path(monkeypatch) -> None:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_ON)
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    monkeypatch.setattr(tracing, "tracer", lambda: provider.get_tracer("test"))
+    request = RequestFactory().get("/v1/health/person-42/oura/daily")
+
+    def view(request: HttpRequest) -> HttpResponse:
+        request.resolver_match = resolve(request.path)
+        return HttpResponse(status=404)
+
+    tracing.ServerSpanMiddleware(view)(request)
+
+    (span,) = memory.get_finished_spans()
+    assert span.name == "GET /v1/health/<user_id:user_id>/oura/daily"
+    assert "person-42" not in repr(span.to_json())
+    assert (span.attributes or {})["http.status_code"] == 404
 
 
 def test_every_browser_middleware_named_is_one_the_whole_chain_has() -> None:
