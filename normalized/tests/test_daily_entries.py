@@ -3,10 +3,12 @@ what the tables give, whoever writes the tables, and the page read from them is 
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import connection
 
 from normalized import daily_entries, selectors, services
@@ -217,3 +219,36 @@ def test_the_installed_functions_are_what_the_code_generates() -> None:
 
     assert installed == daily_entries.refresh_function_body()
     assert triggers == 3 * len(selectors.DAILY_ENTRY_TABLES)
+
+
+def test_the_rebuild_command_repairs_entries_written_without_the_triggers() -> None:
+    DailyReadinessFactory(user_id="user-a", day=date(2024, 4, 1))
+    DailyReadinessFactory(user_id="user-b", day=date(2024, 4, 1))
+    with connection.cursor() as cursor:  # a write that skipped the triggers (a restore, say)
+        cursor.execute("SET session_replication_role = replica")
+        try:
+            cursor.execute("UPDATE health.oura_daily_readiness SET score = 7")
+        finally:
+            cursor.execute("SET session_replication_role = origin")
+    assert '"score":7' not in (_stored("user-a")[date(2024, 4, 1)] or "")
+    out = io.StringIO()
+
+    call_command("daily_entries_rebuild", "--user", "user-a", stdout=out)
+    assert "for 1 people" in out.getvalue()
+    assert '"score":7' in (_stored("user-a")[date(2024, 4, 1)] or "")
+    assert '"score":7' not in (_stored("user-b")[date(2024, 4, 1)] or "")
+
+    call_command("daily_entries_rebuild", stdout=out)  # everyone, and a second time
+    call_command("daily_entries_rebuild", stdout=out)
+    for user in ("user-a", "user-b"):
+        _assert_entries_are_the_tables(user)
+
+
+def test_the_rebuild_command_refuses_a_bad_user_id_and_changes_nothing() -> None:
+    DailyReadinessFactory(user_id="user-a", day=date(2024, 4, 1))
+    before = _stored("user-a")
+
+    with pytest.raises(CommandError, match="--user"):
+        call_command("daily_entries_rebuild", "--user", "../bad id")
+
+    assert _stored("user-a") == before
