@@ -201,16 +201,21 @@ class ServerSpanMiddleware:
             method,
             context=propagate.extract(request.META, getter=self._getter),
             kind=SpanKind.SERVER,
-            attributes={"http.method": method, "http.scheme": request.scheme or "http"},
+            attributes={
+                "http.method": method,
+                "http.scheme": request.scheme or "http",
+                # As the ecosystem's middleware records it; the exporter keeps the path with
+                # a person's id as its keyed hash, like a log line, and drops the query.
+                "http.url": request.build_absolute_uri(),
+            },
         ) as span:
             response = self.get_response(request)
-            # Named by the URL pattern, as the ecosystem's middleware names it, never by the
-            # path: a read's path holds a person's id, which stays out of traces.
+            # Named by the URL pattern exactly as the ecosystem's middleware names it
+            # (`GET v1/health/<user_id:user_id>/oura/daily`), never by the path.
             match = request.resolver_match
             if match is not None and match.route:
-                route = "/" + match.route
-                span.update_name(f"{method} {route}")
-                span.set_attribute("http.route", route)
+                span.update_name(f"{method} {match.route}")
+                span.set_attribute("http.route", match.route)
             span.set_attribute("http.status_code", response.status_code)
             if response.status_code >= 500:
                 span.set_status(Status(StatusCode.ERROR))
