@@ -745,7 +745,7 @@ def prove(
     from ingestion.models import RawEvent
     from jobs.models import IngestionJob
     from normalized import mappers
-    from normalized.models import DeletedDocument
+    from normalized.models import DailyEntry, DeletedDocument
 
     invariants: dict[str, dict[str, Any]] = {}
 
@@ -884,6 +884,15 @@ def prove(
            [f"job {job_id}: {status}: {error[:200]}" for job_id, status, error in jobs
             if status != IngestionJob.Status.SUCCEEDED],
            jobs=len(jobs), statuses=dict(Counter(status for _, status, _ in jobs)))  # fmt: skip
+
+    # 8. the daily page's stored entries are what the tables give (the read model's
+    # triggers ran in every transaction that wrote, whichever process was killed).
+    from normalized import daily_entries
+
+    drifted = daily_entries.drift()
+    record("daily_entries_equal_tables",
+           [f"entry {user_id} {day}: differs from the tables" for user_id, day in drifted],
+           entries=DailyEntry.objects.count())  # fmt: skip
 
     # 7. nothing left unacked on any durable.
     state = durables_state()

@@ -31,6 +31,8 @@ installs and rebuilds again.
 
 from __future__ import annotations
 
+from datetime import date
+
 from django.db import connection, transaction
 
 from core.db import person_lock
@@ -165,3 +167,34 @@ def rebuild(*, user_ids: list[str] | None = None) -> int:
                 [user_id] * count,
             )
     return len(user_ids)
+
+
+def drift(*, user_ids: list[str] | None = None) -> list[tuple[str, date]]:
+    """The (person, day) pairs whose stored entry is not what the tables give now (missing,
+    stale, or left over), `user_ids` or everyone: empty while the triggers keep the read model
+    right. Reads only; for checks (the chaos run's invariant, an operator's doubt)."""
+    only = "" if user_ids is None else " WHERE user_id = ANY(%(users)s)"
+    tables = " UNION ".join(
+        f"SELECT user_id, day FROM {table}{only}"  # noqa: S608 - names from our models
+        for table in (*DAILY_ENTRY_TABLES, ENTRIES_TABLE)
+    )
+    built = daily_entries_sql("keys")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH keys AS ({tables}), built AS ({built}
+            )
+            SELECT coalesce(b.user_id, x.user_id), coalesce(b.day, x.day)
+            FROM (
+                SELECT user_id, day,
+                    CASE WHEN octet_length(entry) <= {ENTRY_MAX_BYTES} THEN entry END AS entry
+                FROM built
+            ) b
+            FULL JOIN (SELECT * FROM {ENTRIES_TABLE}{only}) x
+                ON x.user_id = b.user_id AND x.day = b.day
+            WHERE b.user_id IS NULL OR x.user_id IS NULL OR b.entry IS DISTINCT FROM x.entry
+            ORDER BY 1, 2
+            """,  # noqa: S608 - names and SQL from our models and DTOs, values are parameters
+            {"users": user_ids},
+        )
+        return [(str(user_id), day) for user_id, day in cursor.fetchall()]

@@ -196,9 +196,13 @@ def test_rebuild_writes_the_same_entries_again_and_drops_orphans() -> None:
             "('nobody', '2024-01-01', 'orphan')"
         )
 
+    stale = [("user-a", day) for day in sorted(before) if day < date(2024, 3, 1)]
+    orphans = [("nobody", date(2024, 1, 1)), ("user-a", date(2030, 1, 1))]
+    assert daily_entries.drift() == sorted(stale + orphans)
     assert daily_entries.rebuild() == 2
     assert _stored("user-a") == before
     assert not DailyEntry.objects.filter(user_id="nobody").exists()
+    assert daily_entries.drift() == []
 
 
 def test_the_installed_functions_are_what_the_code_generates() -> None:
@@ -231,6 +235,9 @@ def test_the_rebuild_command_repairs_entries_written_without_the_triggers() -> N
         finally:
             cursor.execute("SET session_replication_role = origin")
     assert '"score":7' not in (_stored("user-a")[date(2024, 4, 1)] or "")
+    drifted = [("user-a", date(2024, 4, 1)), ("user-b", date(2024, 4, 1))]
+    assert daily_entries.drift() == drifted
+    assert daily_entries.drift(user_ids=["user-b"]) == drifted[1:]
     out = io.StringIO()
 
     call_command("daily_entries_rebuild", "--user", "user-a", stdout=out)
@@ -238,10 +245,12 @@ def test_the_rebuild_command_repairs_entries_written_without_the_triggers() -> N
     assert '"score":7' in (_stored("user-a")[date(2024, 4, 1)] or "")
     assert '"score":7' not in (_stored("user-b")[date(2024, 4, 1)] or "")
 
+    assert daily_entries.drift() == drifted[1:]
     call_command("daily_entries_rebuild", stdout=out)  # everyone, and a second time
     call_command("daily_entries_rebuild", stdout=out)
     for user in ("user-a", "user-b"):
         _assert_entries_are_the_tables(user)
+    assert daily_entries.drift() == []
 
 
 def test_the_rebuild_command_refuses_a_bad_user_id_and_changes_nothing() -> None:
