@@ -181,9 +181,9 @@ class ServerSpanMiddleware:
     """The SERVER span of a lean path (health_project/wsgi.py), in place of the ecosystem's
     Django middleware there.
 
-    That middleware is general: it resolves the URL for the span's name, builds the absolute
-    URI, collects a dozen attributes and wraps the WSGI environ, for every request, sampled
-    or not; on the webhook path that was an eighth of the server's CPU. Here the span is
+    That middleware is general: it collects a dozen attributes and wraps the WSGI environ
+    for every request, sampled or not; on the webhook path that was an eighth of the
+    server's CPU. Here the span is
     named by method and the URL pattern Django resolved anyway (never the path, which may
     hold a person's id), the caller's trace context honoured, method, route and status as
     attributes (the same names the ecosystem's spans use, so both look alike in the backend).

@@ -137,12 +137,16 @@ def install() -> None:
             cursor.execute(statement)
 
 
-def _days_union(alias: str) -> str:
-    parts = [
-        f"SELECT user_id, day FROM {table} WHERE user_id = %s"  # noqa: S608 - names from our models
+def _keys_sql(only: str = "") -> str:
+    """Every (user_id, day) with a daily row or a stored entry, each table filtered by
+    `only` (a WHERE clause of ours, values as parameters)."""
+    return " UNION ".join(
+        f"SELECT user_id, day FROM {table}{only}"  # noqa: S608 - names from our models
         for table in (*DAILY_ENTRY_TABLES, ENTRIES_TABLE)
-    ]
-    return f"({' UNION '.join(parts)}) {alias}"
+    )
+
+
+_ONLY_USERS = " WHERE user_id = ANY(%(users)s)"
 
 
 def rebuild(*, user_ids: list[str] | None = None) -> int:
@@ -157,15 +161,14 @@ def rebuild(*, user_ids: list[str] | None = None) -> int:
             )
             cursor.execute(f"SELECT user_id FROM ({everyone}) u ORDER BY user_id")  # noqa: S608 - names from our models
             user_ids = [user_id for (user_id,) in cursor.fetchall()]
-    count = len(DAILY_ENTRY_TABLES) + 1
+    statement = (
+        f"SELECT {REFRESH_FUNCTION}(array_agg(user_id), array_agg(day)) "  # noqa: S608 - names from our models
+        f"FROM ({_keys_sql(_ONLY_USERS)}) k"
+    )
     for user_id in user_ids:
         with transaction.atomic(), connection.cursor() as cursor:
             person_lock(user_id)
-            cursor.execute(
-                f"SELECT {REFRESH_FUNCTION}(array_agg(user_id), array_agg(day)) "  # noqa: S608 - names from our models
-                f"FROM {_days_union('k')}",
-                [user_id] * count,
-            )
+            cursor.execute(statement, {"users": [user_id]})
     return len(user_ids)
 
 
@@ -173,16 +176,12 @@ def drift(*, user_ids: list[str] | None = None) -> list[tuple[str, date]]:
     """The (person, day) pairs whose stored entry is not what the tables give now (missing,
     stale, or left over), `user_ids` or everyone: empty while the triggers keep the read model
     right. Reads only; for checks (the chaos run's invariant, an operator's doubt)."""
-    only = "" if user_ids is None else " WHERE user_id = ANY(%(users)s)"
-    tables = " UNION ".join(
-        f"SELECT user_id, day FROM {table}{only}"  # noqa: S608 - names from our models
-        for table in (*DAILY_ENTRY_TABLES, ENTRIES_TABLE)
-    )
+    only = "" if user_ids is None else _ONLY_USERS
     built = daily_entries_sql("keys")
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
-            WITH keys AS ({tables}), built AS ({built}
+            WITH keys AS ({_keys_sql(only)}), built AS ({built}
             )
             SELECT coalesce(b.user_id, x.user_id), coalesce(b.day, x.day)
             FROM (

@@ -159,7 +159,6 @@ class _DailyShape:
 
     parts: list[tuple[str, str, str, list[str]]]  # (CTE, table, selected columns, laterals)
     period: str  # the main sleep period's lateral
-    sleep_columns: str
     objects: str  # the laterals that write one entry, `e`, from the joined CTEs
 
 
@@ -208,7 +207,6 @@ def _daily_shape() -> _DailyShape:
     return _DailyShape(
         parts=parts,
         period=_lateral("o", _summary(dtos.OuraMainSleepPeriod, "t")),
-        sleep_columns=sleep_columns,
         objects=f"{sleep},\n                {entry}",
     )
 
@@ -346,7 +344,7 @@ def daily_page_json(*, user_id: str, start: date, end: date, limit: int) -> Dail
         cursor.execute(DAILY_ENTRIES_PAGE_SQL, params)
         rows: list[tuple[date, str | None]] = cursor.fetchall()
         page = [entry for _, entry in rows[:limit] if entry is not None]
-        if len(page) < len(rows[:limit]):  # an entry too long to store
+        if len(page) < min(len(rows), limit):  # an entry too long to store
             cursor.execute(DAILY_PAGE_SQL, params)
             entries, next_day = cursor.fetchone()
             return DailyPageJson(entries=entries or "", next_day=next_day)
