@@ -242,3 +242,8 @@ def test_one_webhook_is_one_trace_from_the_request_to_the_upsert_and_a_page_one_
     read = [s for s in spans if "/oura/daily" in str(s.attributes.get("http.url", ""))]
     assert read, "the read request was traced"
     assert all(person_hash(USER_ID) in json.dumps(s.attributes) for s in read)
+    # Served on the lean chain (LEAN_PREFIXES): its span is named and routed by the URL
+    # pattern, like the ecosystem middleware's, never by the path.
+    assert {(s.name, s.attributes.get("http.route")) for s in read} == {
+        ("GET v1/health/<user_id:user_id>/oura/daily", "v1/health/<user_id:user_id>/oura/daily")
+    }
