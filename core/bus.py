@@ -91,12 +91,56 @@ async def connect(
     return nc
 
 
+class LoopThread:
+    """An asyncio event loop running in a daemon thread, for synchronous callers.
+
+    Django code (the ORM refuses to run inside a loop) hands coroutines to `loop` with
+    `asyncio.run_coroutine_threadsafe` and waits on the futures.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name=name)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the loop, end the tasks still on it, and close it. Safe to call twice.
+
+        Why end the tasks: nats-py's close gives up part-way when the server is gone and
+        leaves its subscriptions' readers pending. A stopped loop with tasks on it is closed
+        by its finalizer whenever the garbage collector reaches it, and the tasks then fail
+        inside the collector ("Event loop is closed"), in the middle of whatever code
+        happened to allocate. The hook that reports such failures formats a traceback,
+        which on Python 3.11.7 corrupts an `ast.parse` that the interrupted code may be in
+        (SystemError "AST constructor recursion depth mismatch", CPython gh-106905, fixed in
+        3.11.8): a test failed on CI that way.
+        """
+        if self.loop.is_closed():
+            return
+        if threading.current_thread() is self._thread:
+            self.loop.stop()  # from a callback on the loop: the owner closes it later
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            # A coroutine blocks the loop's thread: closing a running loop is an error, and
+            # the daemon thread ends with the process.
+            logger.warning("event_loop_stop_timed_out", extra={"loop_thread": self._thread.name})
+            return
+        pending = asyncio.all_tasks(self.loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            self.loop.run_until_complete(asyncio.wait(pending, timeout=timeout))
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
+
+
 class Bus:
     def __init__(self, url: str | None = None) -> None:
         self._url = url
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="nats")
-        self._thread.start()
+        self._loop_thread = LoopThread("nats")
+        self._loop = self._loop_thread.loop
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._lock = asyncio.Lock()
@@ -217,6 +261,9 @@ class Bus:
         self._run(asyncio.wait_for(_ping(), timeout), timeout + 1)
 
     def close(self) -> None:
+        if self._loop.is_closed():
+            return
+
         async def _close() -> None:
             if self._nc is not None and not self._nc.is_closed:
                 # The server may have gone first; then there is nothing left to flush.
@@ -226,7 +273,7 @@ class Bus:
         try:
             self._run(_close(), 5)
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop_thread.stop()
 
 
 _bus: Bus | None = None

@@ -33,7 +33,6 @@ import dataclasses
 import enum
 import importlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -337,11 +336,8 @@ class PullConsumer:
     def __init__(self, spec: ConsumerSpec, url: str | None = None) -> None:
         self.spec = spec
         self._url = url
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, daemon=True, name=f"nats-{spec.name}"
-        )
-        self._thread.start()
+        self._loop_thread = bus.LoopThread(f"nats-{spec.name}")
+        self._loop = self._loop_thread.loop
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
@@ -509,25 +505,18 @@ class PullConsumer:
             with contextlib.suppress(Exception):
                 await self._nc.close()
 
-    async def _close(self) -> None:
-        await self._disconnect()
-        # nats-py's close gives up part-way when the server is gone (writing out what is
-        # pending fails), leaving the subscription's tasks behind: end them here, or asyncio
-        # reports them as destroyed while pending when the loop stops.
-        leftovers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-        for task in leftovers:
-            task.cancel()
-        await asyncio.gather(*leftovers, return_exceptions=True)
-
     def close(self) -> None:
+        if self._loop.is_closed():
+            return
         try:
             # Flush (2 s) and close; bounded, so a NATS that accepts and never answers
             # cannot hold the exit of a stopping process.
-            self._run(self._close(), 4)
+            self._run(self._disconnect(), 4)
         except Exception as exc:
             logger.warning("consumer_close_failed", extra={"error_type": type(exc).__name__})
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            # Also ends what nats-py's close left pending when the server was gone.
+            self._loop_thread.stop()
 
 
 def message_meta(spec: ConsumerSpec, msg: Msg) -> MessageMeta:

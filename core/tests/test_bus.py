@@ -1,4 +1,5 @@
-"""The bus client: one URL or a cluster's seed list, and a clear failure without any."""
+"""The bus client: one URL or a cluster's seed list, a clear failure without any, and a clean
+close when the server has gone."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,3 +54,48 @@ def test_nats_url_takes_a_comma_separated_seed_list() -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "['nats://n1:4222', 'nats://n2:4222', 'nats://n3:4222']" in result.stdout
+
+
+def _pending(loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[Any]]:
+    return [task for task in asyncio.all_tasks(loop) if not task.done()]
+
+
+@pytest.mark.services
+def test_closing_after_nats_went_away_ends_every_task_and_closes_the_loop(stack) -> None:
+    """nats-py's close gives up part-way without its server, leaving its subscription
+    readers pending. Left on a stopped loop, they would fail later inside a garbage
+    collection, in the middle of unrelated code (what broke a CI run on Python 3.11.7)."""
+    own = bus.Bus()
+    own.ping()  # connected, with the request/reply subscription JetStream calls use
+    loop = own._loop
+    assert _pending(loop), "a connected client has tasks on its loop"
+    stack.stop("nats")
+    try:
+        own.close()
+        assert loop.is_closed()
+        assert _pending(loop) == []
+        own.close()  # twice is harmless
+    finally:
+        stack.start("nats")
+
+
+def test_a_loop_thread_stopped_with_tasks_on_it_cancels_them_first() -> None:
+    runner = bus.LoopThread("test-loop")
+    cancelled = threading.Event()
+
+    async def forever() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    asyncio.run_coroutine_threadsafe(asyncio.sleep(0), runner.loop).result(5)
+    runner.loop.call_soon_threadsafe(runner.loop.create_task, forever())
+    asyncio.run_coroutine_threadsafe(asyncio.sleep(0.05), runner.loop).result(5)
+
+    runner.stop()
+
+    assert cancelled.is_set()
+    assert runner.loop.is_closed()
+    runner.stop()
