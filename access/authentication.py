@@ -9,6 +9,7 @@ from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from access.models import ApiKey
+from access.selectors import api_key_by_hash
 from access.services import KEY_PREFIX, hash_key
 
 # Writing last_used_at on every request would turn every read into a write.
@@ -25,7 +26,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret.startswith(KEY_PREFIX):
             raise exceptions.AuthenticationFailed("Invalid API key.")
-        key = ApiKey.objects.filter(key_hash=hash_key(secret.strip())).first()
+        key = api_key_by_hash(hash_key(secret.strip()))
         now = timezone.now()
         # One message for unknown, revoked and expired keys: nothing to learn by probing.
         if key is None or not key.is_active(now):

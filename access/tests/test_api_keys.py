@@ -12,7 +12,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from access.models import ApiKey
-from access.services import api_key_revoke, hash_key
+from access.selectors import api_key_by_hash
+from access.services import api_key_create, api_key_revoke, hash_key
 
 pytestmark = pytest.mark.django_db
 
@@ -166,3 +167,25 @@ def test_the_admin_form_offers_all_users_as_a_checkbox_and_needs_one_choice() ->
     )
     assert listed.is_valid(), listed.errors
     assert listed.cleaned_data["allowed_users"] == ["a", "b"]
+
+
+def test_the_lookup_by_hash_builds_the_same_key_as_the_orm() -> None:
+    """access.selectors reads the key with a fixed statement: every field, arrays and
+    times included, must come back as the ORM gives it."""
+    issued = api_key_create(
+        name="reader", scopes=["health:read", "health:sync"], user_ids=["user-a", "user-b"]
+    )
+    ApiKey.objects.filter(pk=issued.api_key.pk).update(
+        last_used_at=timezone.now(), revoked_at=timezone.now() + timedelta(days=1)
+    )
+    expected = ApiKey.objects.get(pk=issued.api_key.pk)
+
+    found = api_key_by_hash(hash_key(issued.secret))
+
+    assert found is not None
+    fields = [field.attname for field in ApiKey._meta.concrete_fields]
+    assert {name: getattr(found, name) for name in fields} == {
+        name: getattr(expected, name) for name in fields
+    }
+    assert found._state.adding is False  # saving it updates the row, as for an ORM instance
+    assert api_key_by_hash(hash_key("hk_unknown")) is None
