@@ -96,7 +96,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 
 # Paths a human reaches with a browser and that keep Django's HTML pages: the admin (at
 # settings.ADMIN_URL_PREFIX) and static files.
-def _answers_json(request: HttpRequest) -> bool:
+def answers_json(request: HttpRequest) -> bool:
+    """Whether errors on this path answer in the error shape (everything but the admin's
+    pages and static files, which browsers read)."""
     return not request.path_info.startswith((f"/{settings.ADMIN_URL_PREFIX}", "/static/"))
 
 
@@ -115,7 +117,7 @@ class UnhandledErrorMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, (Http404, PermissionDenied, BadRequest, SuspiciousOperation)):
             return None  # Django answers these through the handlers below
-        if not _answers_json(request):
+        if not answers_json(request):
             return None
         logger.error("unhandled_error", extra={"exception_type": type(exception).__name__})
         # What Django sends for an uncaught exception, so error reporting (Sentry) sees it.
@@ -125,7 +127,7 @@ class UnhandledErrorMiddleware:
 
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     """handler400: an id outside the pattern (the `user_id` path converter), a bad Host..."""
-    if not _answers_json(request):
+    if not answers_json(request):
         return defaults.bad_request(request, exception)
     if isinstance(exception, InvalidUserId):
         return error_response(InvalidUserId.code, str(exception), 400)
@@ -134,13 +136,13 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     """handler404: no such path."""
-    if not _answers_json(request):
+    if not answers_json(request):
         return defaults.page_not_found(request, exception)
     return error_response("not_found", "Not found.", 404)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
     """handler500: whatever escaped everything else."""
-    if not _answers_json(request):
+    if not answers_json(request):
         return defaults.server_error(request)
     return error_response("internal", "Internal server error.", 500)

@@ -16,16 +16,48 @@ import os
 from collections.abc import Iterable
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
+import django
 from django.conf import settings
 from django.core.handlers.wsgi import WSGIHandler
-from django.core.wsgi import get_wsgi_application
+from django.http import HttpRequest, HttpResponse
+from django.urls import Resolver404, ResolverMatch
 
 from core import tracing
+from core.identifiers import InvalidUserId
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "health_project.settings")
 
 
-class LeanWSGIHandler(WSGIHandler):
+class ErrorShapeWSGIHandler(WSGIHandler):
+    """Django's WSGI handler, answering unresolvable API paths in the error shape."""
+
+    def resolve_request(self, request: HttpRequest) -> ResolverMatch:
+        """Answer a path that names no view, or a person by a malformed id, in the error shape.
+
+        Django answers both from the exception after resolving, and with DEBUG on (`make
+        run`) that answer is its HTML debug page, not handler400/handler404. The callers of
+        these paths are programs that parse the error shape, in development too.
+        """
+        try:
+            return super().resolve_request(request)
+        except (InvalidUserId, Resolver404) as exc:
+            from core import errors  # DRF's settings: importable only once Django is set up
+
+            if not errors.answers_json(request):
+                raise  # the admin's pages: Django's own, debug page included
+            refused: Exception = exc  # `exc` itself is unbound when the block ends
+
+            def refuse(request: HttpRequest) -> HttpResponse:
+                if isinstance(refused, InvalidUserId):
+                    return errors.bad_request(request, refused)
+                return errors.page_not_found(request, refused)
+
+            match = ResolverMatch(refuse, (), {})
+            request.resolver_match = match
+            return match
+
+
+class LeanWSGIHandler(ErrorShapeWSGIHandler):
     """Django's WSGI handler without the browser-only middleware (settings.BROWSER_MIDDLEWARE)."""
 
     def load_middleware(self, is_async: bool = False) -> None:
@@ -59,7 +91,10 @@ def _dispatcher(
     return application
 
 
-_full = get_wsgi_application()  # django.setup() first, then the full chain
+django.setup(set_prefix=False)  # as django.core.wsgi.get_wsgi_application does
 application = _dispatcher(
-    _full, LeanWSGIHandler(), frozenset(settings.LEAN_PATHS), tuple(settings.LEAN_PREFIXES)
+    ErrorShapeWSGIHandler(),
+    LeanWSGIHandler(),
+    frozenset(settings.LEAN_PATHS),
+    tuple(settings.LEAN_PREFIXES),
 )

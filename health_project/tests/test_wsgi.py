@@ -115,6 +115,33 @@ def test_a_health_read_is_answered_on_the_lean_chain() -> None:
     assert refused_headers["x-request-id"]
 
 
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_malformed_person_id_or_unknown_path_gets_the_error_shape_even_under_debug(
+    settings: Any, debug: bool
+) -> None:
+    """With DEBUG on (`make run`) Django would answer these with its HTML debug page."""
+    settings.DEBUG = debug
+    key = api_key_create(name="t", scopes=[Scope.READ], all_users=True).secret
+    auth = {"authorization": f"Bearer {key}"}
+
+    bad_id, bad_headers, bad_body = call("/v1/health/%00x/oura/daily", headers=auth)
+    unknown, _, unknown_body = call("/v1/health/user-a/oura/nothing-here", headers=auth)
+    unknown_full, _, unknown_full_body = call("/v1/nothing-here")  # the whole chain's path
+    static, static_headers, _ = call("/static/nothing-here.css")
+
+    assert bad_id == 400
+    assert bad_headers["content-type"] == ["application/json"]
+    assert json.loads(bad_body)["error"] == "invalid_user_id"
+    assert "%00x" not in bad_body.decode()  # the id is never quoted back
+    assert unknown == unknown_full == 404
+    assert json.loads(unknown_body) == {"error": "not_found", "detail": "Not found."}
+    assert json.loads(unknown_full_body) == {"error": "not_found", "detail": "Not found."}
+    # Static files and the admin's pages are read by browsers: Django's own 404 page (its
+    # debug page under DEBUG).
+    assert static == 404
+    assert static_headers["content-type"][0].startswith("text/html")
+
+
 def test_only_machine_paths_are_lean() -> None:
     # A lean path must not need a session, user, CSRF token or page: the webhook (signed)
     # and the health reads, every one of which authenticates by API key alone.
