@@ -201,14 +201,12 @@ class ServerSpanMiddleware:
             method,
             context=propagate.extract(request.META, getter=self._getter),
             kind=SpanKind.SERVER,
-            attributes={
-                "http.method": method,
-                "http.scheme": request.scheme or "http",
+            attributes={"http.method": method, "http.scheme": request.scheme or "http"},
+        ) as span:
+            if span.is_recording():  # unsampled requests skip building the URI (get_host)
                 # As the ecosystem's middleware records it; the exporter keeps the path with
                 # a person's id as its keyed hash, like a log line, and drops the query.
-                "http.url": request.build_absolute_uri(),
-            },
-        ) as span:
+                span.set_attribute("http.url", request.build_absolute_uri())
             response = self.get_response(request)
             # Named by the URL pattern exactly as the ecosystem's middleware names it
             # (`GET v1/health/<user_id:user_id>/oura/daily`), never by the path.
