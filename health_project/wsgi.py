@@ -14,12 +14,13 @@ both: the webhook is csrf_exempt and authenticates by signature, the reads by AP
 
 import os
 from collections.abc import Iterable
+from functools import partial
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import django
 from django.conf import settings
 from django.core.handlers.wsgi import WSGIHandler
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
 from django.urls import Resolver404, ResolverMatch
 
 from core import tracing
@@ -45,14 +46,9 @@ class ErrorShapeWSGIHandler(WSGIHandler):
 
             if not errors.answers_json(request):
                 raise  # the admin's pages: Django's own, debug page included
-            refused: Exception = exc  # `exc` itself is unbound when the block ends
-
-            def refuse(request: HttpRequest) -> HttpResponse:
-                if isinstance(refused, InvalidUserId):
-                    return errors.bad_request(request, refused)
-                return errors.page_not_found(request, refused)
-
-            match = ResolverMatch(refuse, (), {})
+            bad_id = isinstance(exc, InvalidUserId)
+            handler = errors.bad_request if bad_id else errors.page_not_found
+            match = ResolverMatch(partial(handler, exception=exc), (), {})
             request.resolver_match = match
             return match
 
