@@ -2,11 +2,11 @@
 
     python -m bench.peers [--snapshot GIT_DIR] [--ow-root DIR] [--runs 3] [--seconds 15] [--n 3000]
 
-Not a test. Each round measures ours (`bench.webhooks.measure`: granian 3x6, the relay
-archiving during the load, signed unique Oura deliveries, 16 connections) and then the peer
-(OW's single uvicorn process as shipped, driven by the shared `loadgen.py` with its own
-signed unique deliveries, 16 connections), after waiting for the machine to be idle. Every
-run is printed as it finishes; the last line is one JSON object with the medians and the
+Not a test. Each round measures ours (`bench.webhooks.measure`: granian as `make run` serves
+it, the relay archiving during the load, signed unique Oura deliveries, 16 connections) and
+then the peer (OW's single uvicorn process as shipped, driven by the shared `loadgen.py` with
+its own signed unique deliveries, 16 connections), after waiting for the machine to be idle.
+Every run is printed as it finishes; the last line is one JSON object with the medians and the
 ratio, also saved under bench/results/.
 
 The peer's build recipe is not part of this project: this module only invokes the shared
@@ -37,6 +37,7 @@ from types import FrameType
 from typing import Any
 
 from bench.common import machine_busy_seconds
+from health_project.serving import WEB_BLOCKING_THREADS, WEB_WORKERS
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_DIR = ROOT.parent / "shared" / "peers" / "open-wearables"
@@ -574,8 +575,8 @@ def main(argv: list[str] | None = None) -> int:
         **summarize(runs),
         "runs": [{k: v for k, v in run.items() if k != "detail"} for run in runs],
         "concurrency": args.concurrency,
-        "ours": "granian wsgi 3x6, relay during the load (nice 10), "
-        f"{args.seconds:g} s of load per run",
+        "ours": f"granian wsgi {WEB_WORKERS}x{WEB_BLOCKING_THREADS}, relay during the load "
+        f"(nice 10), {args.seconds:g} s of load per run",
         "peer": f"OW {peer.commit()}, one uvicorn process (fastapi run), "
         f"loadgen.py {args.n} deliveries + {args.warmup} warm-up per run",
         "ours_commit": subprocess.run(

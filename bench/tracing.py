@@ -4,8 +4,9 @@ Not a test. Same set-up as bench/webhooks.py (bench/README.md), in one run:
 
     python -m bench.tracing [--rounds 3] [--seconds 15]
 
-Each round starts the bench server (granian 3x6, `bench.webhooks:application`) and the relay
-(`--nice 10`) once per mode, and drives signed unique deliveries at concurrency 16:
+Each round starts the bench server (granian as `make run` serves it,
+`bench.webhooks:application`) and the relay (`--nice 10`) once per mode, and drives signed
+unique deliveries at concurrency 16:
 
 - `disabled`: `OTEL_SDK_DISABLED=true`: no provider and no instrumentation at all (what the
   instrumentation costs even when nothing is recorded);
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.webhooks import _free_port, _wait_http, prepare_server_env, run_load, signed_deliveries
+from health_project.serving import WEB_BLOCKING_THREADS, WEB_WORKERS
 
 ROOT = Path(__file__).resolve().parent.parent
 MEASURES = ("accepted_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_request")
@@ -113,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=6)
+    parser.add_argument("--workers", type=int, default=WEB_WORKERS)
+    parser.add_argument("--threads", type=int, default=WEB_BLOCKING_THREADS)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
 

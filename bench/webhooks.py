@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import cpu_seconds, machine_busy_seconds, s3_put_rate, service_pids
+from health_project.serving import WEB_BLOCKING_THREADS, WEB_WORKERS
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_USER = "bench-oura-user"
@@ -249,8 +250,8 @@ def measure(
     concurrency: int = 16,
     server: str = "granian",
     worker_class: str = "gthread",
-    workers: int = 3,
-    threads: int = 6,
+    workers: int = WEB_WORKERS,
+    threads: int = WEB_BLOCKING_THREADS,
     relay_workers: int = 4,
     relay_after_load: bool = False,
     relay_nice: int = 10,
@@ -355,8 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         "--server", default="granian", choices=["granian", "gunicorn"], help="make run: granian"
     )
     parser.add_argument("--worker-class", default="gthread", choices=["gthread", "sync"])
-    parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=6)
+    parser.add_argument("--workers", type=int, default=WEB_WORKERS)
+    parser.add_argument("--threads", type=int, default=WEB_BLOCKING_THREADS)
     parser.add_argument("--relay-workers", type=int, default=4)
     parser.add_argument(
         "--relay-after-load", action="store_true", help="Start the relay only when load stops."

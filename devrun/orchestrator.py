@@ -30,6 +30,7 @@ from devrun.oura import OuraTarget
 from devrun.supervisor import STOP_GRACE_S, Supervisor, stop_with_parent
 from devrun.watchdog import leftovers, reap
 from devstack.stack import DEFAULT_ROOT
+from health_project.serving import WEB_BLOCKING_THREADS, WEB_WORKERS
 
 if TYPE_CHECKING:
     from oura_simulator import OuraSimulator, SimUser
@@ -294,9 +295,9 @@ def run(*, target: OuraTarget, embedded: list[str], with_demo: bool = True) -> i
         supervisor.start(
             "web",
             [str(bin_dir / "granian"), "--interface", "wsgi", "health_project.wsgi:application",
-             "--host", "127.0.0.1", "--port", str(WEB_PORT), "--workers", "2",
-             "--blocking-threads", "8", "--workers-kill-timeout", "5", "--no-access-log",
-             "--log-config", str(granian_log_config)],
+             "--host", "127.0.0.1", "--port", str(WEB_PORT), "--workers", str(WEB_WORKERS),
+             "--blocking-threads", str(WEB_BLOCKING_THREADS), "--workers-kill-timeout", "5",
+             "--no-access-log", "--log-config", str(granian_log_config)],
             env,
         )  # fmt: skip
         # Archiving yields the CPU to webhooks on a shared machine (docs/phase-3/webhooks.md).

@@ -35,6 +35,7 @@ from django.test import Client, override_settings
 from granian.cli import cli as granian_cli
 
 from core.consumers import processes
+from health_project.serving import WEB_BLOCKING_THREADS, WEB_WORKERS
 
 PROJECT = Path(__file__).resolve().parents[2]
 COMPOSE = PROJECT / "compose.yaml"
@@ -338,6 +339,15 @@ def test_every_service_command_exists(service: str, production: dict[str, Any]) 
     assert name in production["commands"], f"{service}: no management command {name!r}"
     parser = load_command_class(production["commands"][name], name).create_parser("manage.py", name)
     parser.parse_args(args)  # CommandError on an unknown argument or choice
+
+
+def test_the_web_server_has_the_shape_make_run_and_the_benches_use() -> None:
+    """The image's and compose's granian: health_project.serving's workers and threads,
+    which devrun and bench/ import, so a measured shape is the shipped one."""
+    for where, argv in (("Dockerfile CMD", exec_form("CMD")), ("compose web", command("web"))):
+        params = granian_cli.make_context("granian", argv[1:]).params
+        shape = (params["workers"], params["blocking_threads"])
+        assert shape == (WEB_WORKERS, WEB_BLOCKING_THREADS), f"{where}: {shape}"
 
 
 def test_run_consumer_names_a_registered_consumer() -> None:
