@@ -1,0 +1,229 @@
+"""How cheap could the webhook be off WSGI? A floor for issue #19, not a product.
+
+    python -m bench.async_floor [--rounds 2] [--seconds 15]   (services as bench/webhooks.py)
+
+Issue #19 asks for four times the peer's accepted/s; the note of the fourth session said that
+would take one event loop from the socket to the publish (ASGI, async psycopg, nats-py). This
+measures what such a path costs at best before anyone builds it: an ASGI app on granian
+(`--interface asgi`, the same workers as `make run`) that does what a 202 needs and nothing
+else:
+
+- the same verification and envelope as the real view (`webhook_verify`,
+  `webhook_record_request`: signature, body, dedupe key, envelope head);
+- group commit on the event loop: whatever queued while the last batch was written goes in
+  ONE execution of the real statement (`webhook_commit._RECORD_SQL`: owner and tombstone
+  lookups, raw event, audit entry with its chain trigger) on an async psycopg connection;
+- each stored event published to JetStream with its Nats-Msg-Id, all of a batch's acks
+  awaited together, before the requests are answered.
+
+Left out, and so NOT paid here (the real path pays them): Django's handler and the lean
+middleware (request id, security headers, error shape, response metrics), the SERVER and
+PRODUCER spans, the access log line, the metrics, the rate limit and body-size checks,
+duplicate/erased/503 answers. So its CPU per webhook is a lower bound for any async design
+that keeps what a 202 promises. Rounds alternate with the real path (`bench.webhooks.measure`),
+the relay archiving during the load in both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from bench.common import service_pids
+from bench.webhooks import (
+    _free_port,
+    _wait_http,
+    measure,
+    prepare_server_env,
+    run_load,
+    signed_deliveries,
+)
+from health_project.serving import WEB_WORKERS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class _Committer:
+    """One per worker process, on its event loop: batches, one statement, acks awaited."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[Any, asyncio.Future[bytes]]] = asyncio.Queue()
+        self.ready = asyncio.Event()
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        import nats
+        import psycopg
+
+        from ingestion.webhook_commit import _RECORD_SQL
+        from ingestion.webhook_services import PROVIDER, WEBHOOK_SUBJECT
+
+        db = await psycopg.AsyncConnection.connect(os.environ["DATABASE_URL"], autocommit=True)
+        nc = await nats.connect(os.environ["NATS_URL"])
+        js = nc.jetstream()
+        self.ready.set()
+        while True:
+            batch = [await self.queue.get()]
+            while not self.queue.empty() and len(batch) < 64:
+                batch.append(self.queue.get_nowait())
+            requests = [request for request, _ in batch]
+            params: dict[str, Any] = {
+                name: [getattr(r, name) for r in requests]
+                for name in ("event_id", "dedupe_key", "provider_user_id", "data_type",
+                             "event_type", "object_id", "event_time", "received_at",
+                             "envelope_head", "person_ref", "trace_parent")
+            }  # fmt: skip
+            params |= {"provider": PROVIDER, "kind": "webhook", "subject": WEBHOOK_SUBJECT}
+            async with db.cursor() as cursor:
+                await cursor.execute(_RECORD_SQL, params, prepare=True)
+                rows = await cursor.fetchall()
+            acks = [
+                js.publish(subject, bytes(envelope), headers={"Nats-Msg-Id": str(r.event_id)})
+                for r, (_pk, _status, envelope, subject, _erased) in zip(
+                    requests, rows, strict=True
+                )
+            ]
+            await asyncio.gather(*acks)
+            for (request, future), _row in zip(batch, rows, strict=True):
+                future.set_result(json.dumps({"eventId": str(request.event_id)}).encode())
+
+
+_committer: _Committer | None = None
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    """The ASGI app granian serves: POST only, every delivery assumed valid and new."""
+    global _committer
+    if scope["type"] == "lifespan":
+        while True:
+            event = (await receive())["type"]
+            await send({"type": f"{event}.complete"})
+            if event == "lifespan.shutdown":
+                return
+    if scope["method"] != "POST":  # the bench's readiness probe (GET /healthz)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
+    _setup()  # once per process: Django's settings, models and services
+    from django.utils import timezone
+
+    from ingestion.webhook_services import webhook_record_request, webhook_verify
+
+    if _committer is None:
+        _committer = _Committer()
+    await _committer.ready.wait()
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    delivery = webhook_verify(body=body, headers=headers)
+    request = webhook_record_request(delivery=delivery, received_at=timezone.now())
+    future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    _committer.queue.put_nowait((request, future))
+    answer = await future
+    await send({"type": "http.response.start", "status": 202,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(answer)).encode())]})  # fmt: skip
+    await send({"type": "http.response.body", "body": answer})
+
+
+def _setup() -> None:
+    from django.apps import apps
+
+    if apps.ready:
+        return
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "health_project.settings")
+    os.environ.setdefault("HEALTH_ENV", "development")
+    import django
+
+    django.setup()
+
+
+def measure_floor(env: dict[str, str], *, seconds: float, devstack_root: Path | None) -> Any:
+    from django.conf import settings
+
+    from ingestion.relay import relay_backlog_counts
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "granian", "--interface", "asgi", "bench.async_floor:app",
+         "--workers", str(WEB_WORKERS), "--host", "127.0.0.1", "--port", str(port),
+         "--no-log", "--http", "1"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    relay = None
+    try:
+        _wait_http(port)
+        secret = settings.OURA_CLIENT_SECRET
+        run_load(port, signed_deliveries(1000, secret), 16, 5)  # warm every worker
+        relay = subprocess.Popen(
+            [sys.executable, "manage.py", "run_relay", "--interval", "0.2", "--workers", "4",
+             "--nice", "10"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        began = time.monotonic()
+        while any(relay_backlog_counts().values()) and time.monotonic() - began < 120:
+            time.sleep(0.1)
+        services = service_pids(devstack_root) | {"relay": [relay.pid]}
+        result = run_load(
+            port, signed_deliveries(int(seconds * 2500), secret), 16, seconds, [server.pid],
+            services,
+        )  # fmt: skip
+        began = time.monotonic()
+        while any(relay_backlog_counts().values()) and time.monotonic() - began < 120:
+            time.sleep(0.2)
+        return result
+    finally:
+        for proc in (relay, server):
+            if proc is not None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.async_floor")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--devstack-root", type=Path)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+    env = prepare_server_env()
+    keys = ("accepted_per_s", "p50_ms", "p99_ms", "server_cpu_cores",
+            "server_cpu_ms_per_request", "postgres_cpu_cores", "nats_cpu_cores",
+            "s3_cpu_cores", "relay_cpu_cores", "client_cpu_cores")  # fmt: skip
+    runs = []
+    for round_ in range(args.rounds):
+        real = measure(env, seconds=args.seconds, devstack_root=args.devstack_root, trivial=False,
+                       drain_limit_s=120)["webhook"]  # fmt: skip
+        floor = measure_floor(env, seconds=args.seconds, devstack_root=args.devstack_root)
+        for name, result in (("real", real), ("async floor", floor)):
+            line = {"round": round_ + 1, "path": name, **{k: result.get(k) for k in keys}}
+            print(json.dumps(line), flush=True)
+            runs.append(line)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"async-floor-{uuid.uuid4().hex[:8]}.json").write_text(json.dumps(runs) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
