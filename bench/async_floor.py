@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -61,7 +63,7 @@ class _Committer:
     """One per worker process, on its event loop: batches, one statement, acks awaited."""
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[tuple[Any, asyncio.Future[bytes]]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[Any, asyncio.Future[bytes], Any]] = asyncio.Queue()
         self.ready = asyncio.Event()
         self.task = asyncio.get_running_loop().create_task(self._run())
 
@@ -69,6 +71,8 @@ class _Committer:
         import nats
         import psycopg
 
+        from core import tracing
+        from core.metrics import webhook_commit_batch_size
         from ingestion.webhook_commit import _RECORD_SQL
         from ingestion.webhook_services import PROVIDER, WEBHOOK_SUBJECT
 
@@ -80,7 +84,7 @@ class _Committer:
             batch = [await self.queue.get()]
             while not self.queue.empty() and len(batch) < 64:
                 batch.append(self.queue.get_nowait())
-            requests = [request for request, _ in batch]
+            requests = [request for request, _, _ in batch]
             params: dict[str, Any] = {
                 name: [getattr(r, name) for r in requests]
                 for name in ("event_id", "dedupe_key", "provider_user_id", "data_type",
@@ -88,21 +92,40 @@ class _Committer:
                              "envelope_head", "person_ref", "trace_parent")
             }  # fmt: skip
             params |= {"provider": PROVIDER, "kind": "webhook", "subject": WEBHOOK_SUBJECT}
-            async with db.cursor() as cursor:
-                await cursor.execute(_RECORD_SQL, params, prepare=True)
-                rows = await cursor.fetchall()
-            acks = [
-                js.publish(subject, bytes(envelope), headers={"Nats-Msg-Id": str(r.event_id)})
-                for r, (_pk, _status, envelope, subject, _erased) in zip(
-                    requests, rows, strict=True
-                )
-            ]
+            if OBSERVE:
+                webhook_commit_batch_size.observe(len(requests))
+            with (
+                tracing.batch_span("webhook group commit", [c for _, _, c in batch])
+                if OBSERVE
+                else contextlib.nullcontext()
+            ):
+                async with db.cursor() as cursor:
+                    await cursor.execute(_RECORD_SQL, params, prepare=True)
+                    rows = await cursor.fetchall()
+            acks, spans = [], []
+            for (request, _, context), row in zip(batch, rows, strict=True):
+                headers = {"Nats-Msg-Id": str(request.event_id)}
+                if OBSERVE:
+                    span, carrier = tracing.start_producer_span(
+                        subject=row[3], msg_id=str(request.event_id), parent=context
+                    )
+                    spans.append(span)
+                    headers |= carrier
+                acks.append(js.publish(row[3], bytes(row[2]), headers=headers))
             await asyncio.gather(*acks)
-            for (request, future), _row in zip(batch, rows, strict=True):
+            for span in spans:
+                tracing.end_with(span, None)
+            for (request, future, _), _row in zip(batch, rows, strict=True):
                 future.set_result(json.dumps({"eventId": str(request.event_id)}).encode())
 
 
 _committer: _Committer | None = None
+# --observe (passed to the server as BENCH_FLOOR_OBSERVE=1): also pay what the real path's
+# lean chain and services do per request for observability (see _observed and _accept).
+OBSERVE = os.environ.get("BENCH_FLOOR_OBSERVE") == "1"
+access_logger = logging.getLogger("core.request_id")
+annotate_access_log: Any = None
+webhook_accepted_total: Any = None
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -119,10 +142,6 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.body", "body": b"ok"})
         return
     _setup()  # once per process: Django's settings, models and services
-    from django.utils import timezone
-
-    from ingestion.webhook_services import webhook_record_request, webhook_verify
-
     if _committer is None:
         _committer = _Committer()
     await _committer.ready.wait()
@@ -133,18 +152,80 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if not message.get("more_body"):
             break
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-    delivery = webhook_verify(body=body, headers=headers)
-    request = webhook_record_request(delivery=delivery, received_at=timezone.now())
-    future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-    _committer.queue.put_nowait((request, future))
-    answer = await future
+    if OBSERVE:
+        answer, extra = await _observed(_committer, body, headers)
+    else:
+        answer, extra = await _accept(_committer, body, headers), []
     await send({"type": "http.response.start", "status": 202,
                 "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(answer)).encode())]})  # fmt: skip
+                            (b"content-length", str(len(answer)).encode()), *extra]})  # fmt: skip
     await send({"type": "http.response.body", "body": answer})
 
 
+async def _accept(committer: _Committer, body: bytes, headers: dict[str, str]) -> bytes:
+    from django.utils import timezone
+    from opentelemetry import context as otel_context
+
+    from core import tracing
+    from ingestion.webhook_services import webhook_record_request, webhook_verify
+
+    delivery = webhook_verify(body=body, headers=headers)
+    request = webhook_record_request(delivery=delivery, received_at=timezone.now())
+    future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    with tracing.person_in_baggage(request.person_ref) if OBSERVE else contextlib.nullcontext():
+        committer.queue.put_nowait((request, future, otel_context.get_current()))
+    answer = await future
+    if OBSERVE:
+        annotate_access_log(
+            event_id=str(request.event_id), data_type=request.data_type, event_status="accepted"
+        )
+        webhook_accepted_total.labels(provider="oura").inc()
+    return answer
+
+
+async def _observed(
+    committer: _Committer, body: bytes, headers: dict[str, str]
+) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """What the lean chain adds per request: request id, SERVER span, access line, metric."""
+    from opentelemetry import propagate
+    from opentelemetry.trace import SpanKind
+
+    from core import tracing
+    from core.metrics import http_responses_total
+    from core.observability import access_log_fields_var, redact, request_id_var
+    from core.request_id import accepted_request_id
+
+    request_id = accepted_request_id(headers.get("x-request-id"))
+    token = request_id_var.set(request_id)
+    fields: dict[str, object] = {}
+    fields_token = access_log_fields_var.set(fields)
+    started = time.perf_counter()
+    try:
+        with tracing.tracer().start_as_current_span(
+            "POST",
+            context=propagate.extract(headers),
+            kind=SpanKind.SERVER,
+            attributes={"http.method": "POST", "http.scheme": "http"},
+        ) as span:
+            answer = await _accept(committer, body, headers)
+            span.update_name("POST v1/webhooks/oura")
+            span.set_attribute("http.route", "v1/webhooks/oura")
+            span.set_attribute("http.status_code", 202)
+        http_responses_total.labels(route="oura-webhook", status_class="2xx").inc()
+        access_logger.info(
+            "http_request",
+            extra={"method": "POST", "path": redact("/v1/webhooks/oura"), "status": 202,
+                   "duration_ms": round((time.perf_counter() - started) * 1000, 1), **fields},
+        )  # fmt: skip
+        return answer, [(b"x-request-id", request_id.encode()),
+                        (b"x-content-type-options", b"nosniff")]  # fmt: skip
+    finally:
+        request_id_var.reset(token)
+        access_log_fields_var.reset(fields_token)
+
+
 def _setup() -> None:
+    global annotate_access_log, webhook_accepted_total
     from django.apps import apps
 
     if apps.ready:
@@ -154,9 +235,18 @@ def _setup() -> None:
     import django
 
     django.setup()
+    from core.metrics import process_started
+    from core.metrics import webhook_accepted_total as accepted
+    from core.observability import annotate_access_log as annotate
+
+    annotate_access_log, webhook_accepted_total = annotate, accepted
+    if OBSERVE:
+        process_started("web")
 
 
-def measure_floor(env: dict[str, str], *, seconds: float, devstack_root: Path | None) -> Any:
+def measure_floor(
+    env: dict[str, str], *, seconds: float, devstack_root: Path | None, observe: bool = False
+) -> Any:
     from django.conf import settings
 
     from ingestion.relay import relay_backlog_counts
@@ -166,7 +256,8 @@ def measure_floor(env: dict[str, str], *, seconds: float, devstack_root: Path | 
         [sys.executable, "-m", "granian", "--interface", "asgi", "bench.async_floor:app",
          "--workers", str(WEB_WORKERS), "--host", "127.0.0.1", "--port", str(port),
          "--no-log", "--http", "1"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT, env=env | {"BENCH_FLOOR_OBSERVE": "1" if observe else ""},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     relay = None
     try:
@@ -215,8 +306,13 @@ def main(argv: list[str] | None = None) -> int:
     for round_ in range(args.rounds):
         real = measure(env, seconds=args.seconds, devstack_root=args.devstack_root, trivial=False,
                        drain_limit_s=120)["webhook"]  # fmt: skip
-        floor = measure_floor(env, seconds=args.seconds, devstack_root=args.devstack_root)
-        for name, result in (("real", real), ("async floor", floor)):
+        paths = [("real", real)]
+        for observe in (False, True):
+            floor = measure_floor(
+                env, seconds=args.seconds, devstack_root=args.devstack_root, observe=observe
+            )
+            paths.append(("async floor" + (" + observability" if observe else ""), floor))
+        for name, result in paths:
             line = {"round": round_ + 1, "path": name, **{k: result.get(k) for k in keys}}
             print(json.dumps(line), flush=True)
             runs.append(line)

@@ -27,6 +27,7 @@ the person (`person_baggage`), never an id.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -72,7 +73,12 @@ EXCLUDED_URLS = "healthz,readyz,metrics"
 _installed = False
 
 
+@functools.cache
 def tracer() -> trace.Tracer:
+    # One per process: get_tracer builds a new Tracer on every call (~6 us, and the webhook
+    # path asks several times per delivery). Keeping it is safe: the provider is set once
+    # per process (the API refuses a second), and a tracer taken before that is the API's
+    # proxy, which follows the provider once it is set.
     return trace.get_tracer(TRACER_NAME)
 
 

@@ -136,3 +136,15 @@ def test_a_published_message_carries_the_publishers_trace_context_and_person_bag
     assert parent.span_id != 0x42
     assert baggage.get_baggage(tracing.PERSON_BAGGAGE_KEY, received) == person_hash("person-42")
     assert "person-42" not in repr(headers)
+
+
+def test_the_tracer_is_made_once_and_records_through_the_process_provider() -> None:
+    """tracer() is cached (issue #19): the same object every call, and its spans go through
+    the provider installed for the process, as a fresh get_tracer's would."""
+    assert tracing.tracer() is tracing.tracer()
+    provider = trace.get_tracer_provider()
+    with tracing.tracer().start_as_current_span("cached") as span:
+        fresh = provider.get_tracer(tracing.TRACER_NAME).start_span("fresh")
+        fresh.end()
+    assert span.is_recording() == fresh.is_recording()
+    assert type(span) is type(fresh)
