@@ -20,8 +20,14 @@ Left out, and so NOT paid here (the real path pays them): Django's handler and t
 middleware (request id, security headers, error shape, response metrics), the SERVER and
 PRODUCER spans, the access log line, the metrics, the rate limit and body-size checks,
 duplicate/erased/503 answers. So its CPU per webhook is a lower bound for any async design
-that keeps what a 202 promises. Rounds alternate with the real path (`bench.webhooks.measure`),
-the relay archiving during the load in both.
+that keeps what a 202 promises.
+
+Each round runs three servers one after the other, the relay archiving during the load in
+all: the real path (`bench.webhooks.measure`), the floor, and the floor with the real path's
+per-request observability added (`BENCH_FLOOR_OBSERVE=1`: request id and its context
+variables, the SERVER span, the access line with the delivery's ids, the response and
+accepted counters, the batch span, a PRODUCER span per message and the person's baggage,
+all by the project's own functions).
 """
 
 from __future__ import annotations
