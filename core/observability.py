@@ -40,7 +40,15 @@ _CREDENTIAL_PATTERNS = (
 )
 
 
+# Text of only these characters cannot hold what redact() looks for: each pattern needs an
+# `=`, a quote, white space, a `/` or a `%` (core/tests/test_redaction.py holds every pattern
+# to that). Most log messages are event names like `http_request`: they skip the patterns.
+_PLAIN = re.compile(r"[A-Za-z0-9_.-]*")
+
+
 def redact(text: str) -> str:
+    if _PLAIN.fullmatch(text):
+        return text
     text = _CREDENTIAL_PATTERNS[0].sub(r"\1=[redacted]", text)
     text = _CREDENTIAL_PATTERNS[1].sub(r"\1\2[redacted]\2", text)
     text = _CREDENTIAL_PATTERNS[2].sub(r"\1 [redacted]", text)
@@ -79,8 +87,11 @@ class RedactFilter(logging.Filter):
         cleaned = redact(message)
         if cleaned != message or record.args:
             record.msg, record.args = cleaned, None
-        for key in list(vars(record)):
-            if key.lower() in SENSITIVE_KEYS:
+        names = vars(record)
+        # One pass in C over the record's thirty-odd attributes; the loop only when one of
+        # them is sensitive (a record's own attributes never are).
+        if not SENSITIVE_KEYS.isdisjoint(map(str.lower, names)):
+            for key in [key for key in names if key.lower() in SENSITIVE_KEYS]:
                 setattr(record, key, "[redacted]")
         # Logs name people by keyed hash (core.pseudonyms); a raw id that slips into `extra`
         # is swapped for its hash here.
