@@ -38,7 +38,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -47,7 +46,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import service_pids
+from bench.common import service_pids, stop_processes
 from bench.webhooks import (
     _free_port,
     _wait_http,
@@ -288,13 +287,7 @@ def measure_floor(
             time.sleep(0.2)
         return result
     finally:
-        for proc in (relay, server):
-            if proc is not None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        stop_processes(relay, server)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -74,3 +76,14 @@ def service_pids(root: Path | None) -> dict[str, list[int]]:
     for state in sorted(root.glob("*/state.json")):
         found[state.parent.name] = [int(json.loads(state.read_text())["pid"])]
     return found
+
+
+def stop_processes(*procs: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM each started process, then SIGKILL what has not exited 20 s later."""
+    for proc in procs:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()

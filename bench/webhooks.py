@@ -27,7 +27,6 @@ import hashlib
 import hmac
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -38,7 +37,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import cpu_seconds, machine_busy_seconds, s3_put_rate, service_pids
+from bench.common import (
+    cpu_seconds,
+    machine_busy_seconds,
+    s3_put_rate,
+    service_pids,
+    stop_processes,
+)
 from health_project.serving import WEB_BLOCKING_THREADS, WEB_WORKERS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -338,13 +343,7 @@ def measure(
         results["drain_s"] = round(time.monotonic() - stopped, 1)
         results["backlog_after_drain"] = relay_backlog_counts()
     finally:
-        for proc in (relay, server_proc):
-            if proc is not None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        stop_processes(relay, server_proc)
     return results
 
 
