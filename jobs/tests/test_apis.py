@@ -57,6 +57,22 @@ def test_invalid_requests_answer_400_in_the_error_shape(api_client, make_api_key
     assert response.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    "body", [b"[" * 100_000, b"[" * 5_000 + b"]" * 5_000, b'{"a":' * 50_000, b"{", b"\xff\xfe"]
+)
+def test_a_body_that_is_not_json_or_nested_too_deeply_is_400_and_starts_nothing(
+    api_client, make_api_key, oura, body
+):
+    connect_user(oura, history_days=40)
+    key = make_api_key(scopes=("health:sync",))
+    response = api_client.post(
+        "/v1/health/oura/sync", body, content_type="application/json", **auth(key)
+    )
+    assert response.status_code == 400, response.content
+    assert response.json()["error"] == "malformed_body"
+    assert not IngestionJob.objects.exists()
+
+
 def test_a_user_without_a_connection_is_409_not_connected(api_client, make_api_key):
     key = make_api_key(scopes=("health:sync",))
     response = api_client.post("/v1/health/oura/sync", BODY, format="json", **auth(key))
