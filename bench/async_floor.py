@@ -125,8 +125,8 @@ class _Committer:
 
 
 _committer: _Committer | None = None
-# --observe (passed to the server as BENCH_FLOOR_OBSERVE=1): also pay what the real path's
-# lean chain and services do per request for observability (see _observed and _accept).
+# BENCH_FLOOR_OBSERVE=1 (measure_floor(observe=True) sets it for the server): also pay what
+# the real path's lean chain and services do per request for observability (_observed, _accept).
 OBSERVE = os.environ.get("BENCH_FLOOR_OBSERVE") == "1"
 access_logger = logging.getLogger("core.request_id")
 annotate_access_log: Any = None
