@@ -10,6 +10,8 @@
   with well-formed cursors holding any position), a queued job, the verification token.
 - The webhook delivery unsigned (always 400/413 in the error shape) and signed with the
   real client secret (schemathesis' bodies, then arbitrary bytes, JSON and nesting).
+- Every operation with a JSON body, given one nested too deeply for Python's parser: a 4xx
+  in the error shape.
 - The endpoints outside the schema that take input: the OAuth start step and callback (any
   query string and cookie; and a live flow's state with any code and error) and
   healthz/readyz/metrics (GET). The OAuth steps answer a person's browser with an HTML page,
@@ -22,6 +24,7 @@ the module on two cores.
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -294,6 +297,34 @@ def test_every_schema_operation_answers_no_500_and_as_documented(api_schema, see
 
         for strategy, examples in runs:
             fuzz_settings(max_examples=examples)(given(case=strategy)(call))()
+
+
+def test_every_operation_taking_json_answers_a_body_nested_too_deeply_with_a_4xx(
+    api_schema, seeded, make_api_key
+):
+    """Python's json recurses once per level, so such a body raises RecursionError, which
+    DRF's own parser let through as a 500 (core/parsers.py). Every operation of the schema
+    with a JSON body, present and future, must answer it with a 4xx in the error shape."""
+    key = make_api_key(scopes=("health:read", "health:sync", "health:connect"))
+    client = Client(raise_request_exception=False)
+    taking_json = {
+        op_id: operation
+        for op_id, operation in _operations(api_schema).items()
+        if "application/json" in operation.definition.raw.get("requestBody", {}).get("content", {})
+    }
+    assert {"oura_sync_start", "oura_webhook_deliver"} <= set(taking_json)
+    ids = defaultdict(lambda: seeded["user_id"], job_id=seeded["job_id"])
+    for op_id, operation in taking_json.items():
+        for body in (b"[" * 100_000, b'{"a":' * 50_000, b"[" * 5_000 + b"]" * 5_000):
+            response = client.generic(
+                operation.method.upper(),
+                operation.path.format_map(ids),
+                body,
+                content_type="application/json",
+                HTTP_AUTHORIZATION=f"Bearer {key}",
+            )
+            assert 400 <= response.status_code < 500, (op_id, response.status_code)
+            error_shape(None, response, None)
 
 
 def _raw_bodies() -> st.SearchStrategy[bytes]:
