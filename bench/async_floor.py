@@ -54,6 +54,8 @@ from bench.webhooks import (
     prepare_server_env,
     run_load,
     signed_deliveries,
+    start_relay,
+    wait_drained,
 )
 from health_project.serving import WEB_WORKERS
 
@@ -254,8 +256,6 @@ def measure_floor(
 ) -> Any:
     from django.conf import settings
 
-    from ingestion.relay import relay_backlog_counts
-
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "granian", "--interface", "asgi", "bench.async_floor:app",
@@ -269,22 +269,14 @@ def measure_floor(
         _wait_http(port)
         secret = settings.OURA_CLIENT_SECRET
         run_load(port, signed_deliveries(1000, secret), 16, 5)  # warm every worker
-        relay = subprocess.Popen(
-            [sys.executable, "manage.py", "run_relay", "--interval", "0.2", "--workers", "4",
-             "--nice", "10"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        began = time.monotonic()
-        while any(relay_backlog_counts().values()) and time.monotonic() - began < 120:
-            time.sleep(0.1)
+        relay = start_relay(env, workers=4, nice=10)
+        wait_drained(120)
         services = service_pids(devstack_root) | {"relay": [relay.pid]}
         result = run_load(
             port, signed_deliveries(int(seconds * 2500), secret), 16, seconds, [server.pid],
             services,
         )  # fmt: skip
-        began = time.monotonic()
-        while any(relay_backlog_counts().values()) and time.monotonic() - began < 120:
-            time.sleep(0.2)
+        wait_drained(120)
         return result
     finally:
         stop_processes(relay, server)

@@ -21,6 +21,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.common import stop_processes
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
@@ -158,13 +160,7 @@ def main() -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / f"backfill-{int(time.time())}.json").write_text(json.dumps(result, indent=2))
     finally:
-        for proc in (worker, normalizer):
-            proc.terminate()
-        for proc in (worker, normalizer):
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(worker, normalizer, timeout=30)
         sim.stop()
 
 

@@ -48,7 +48,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import cpu_seconds, machine_busy_seconds, service_pids
+from bench.common import cpu_seconds, machine_busy_seconds, service_pids, stop_processes
 from bench.normalizer import (
     RESULTS,
     ROOT,
@@ -476,13 +476,7 @@ def live(
             "cpu_cores_until_all_visible": cpu,
         }  # fmt: skip
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(*processes)
         sim.stop()
 
 

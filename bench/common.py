@@ -78,12 +78,15 @@ def service_pids(root: Path | None) -> dict[str, list[int]]:
     return found
 
 
-def stop_processes(*procs: subprocess.Popen[bytes] | None) -> None:
-    """SIGTERM each started process, then SIGKILL what has not exited 20 s later."""
-    for proc in procs:
-        if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+def stop_processes(*procs: subprocess.Popen[bytes] | None, timeout: float = 20) -> None:
+    """SIGTERM every started process at once, then SIGKILL (and reap) each one that has not
+    exited `timeout` seconds after its turn came."""
+    started = [proc for proc in procs if proc is not None]
+    for proc in started:
+        proc.send_signal(signal.SIGTERM)
+    for proc in started:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

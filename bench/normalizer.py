@@ -45,6 +45,7 @@ from bench.common import (
     machine_iowait_seconds,
     s3_put_rate,
     service_pids,
+    stop_processes,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -529,13 +530,7 @@ def webhooks_end_to_end(
                                        if latencies else None},
         }  # fmt: skip
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(*processes)
         sim.stop()
 
 

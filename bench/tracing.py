@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from bench.common import stop_processes
 from bench.webhooks import _free_port, _wait_http, prepare_server_env, run_load, signed_deliveries
 from health_project.serving import WEB_BLOCKING_THREADS, WEB_WORKERS
 
@@ -72,15 +72,6 @@ class _Sink:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
 def _measure(env: dict[str, str], args: argparse.Namespace, secret: str) -> dict[str, Any]:
     port = _free_port()
     server = subprocess.Popen(
@@ -106,8 +97,7 @@ def _measure(env: dict[str, str], args: argparse.Namespace, secret: str) -> dict
             {"relay": [relay.pid]},
         )
     finally:
-        _stop(relay)
-        _stop(server)
+        stop_processes(relay, server)
 
 
 def main(argv: list[str] | None = None) -> int:

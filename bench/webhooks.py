@@ -248,6 +248,25 @@ def prepare_server_env() -> dict[str, str]:
     return env
 
 
+def start_relay(env: dict[str, str], *, workers: int, nice: int) -> subprocess.Popen[bytes]:
+    """`manage.py run_relay` polling every 0.2 s, as the webhook benches run it."""
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "run_relay", "--interval", "0.2",
+         "--workers", str(workers), "--nice", str(nice)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def wait_drained(limit_s: float) -> float:
+    """Wait until the relay's two queues are empty, at most `limit_s`; the seconds waited."""
+    from ingestion.relay import relay_backlog_counts
+
+    began = time.monotonic()
+    while any(relay_backlog_counts().values()) and time.monotonic() - began < limit_s:
+        time.sleep(0.1)
+    return time.monotonic() - began
+
+
 def measure(
     env: dict[str, str],
     *,
@@ -304,25 +323,10 @@ def measure(
         run_load(port, _trivial_requests(2000), concurrency, 5)  # warm every worker
         run_load(port, signed_deliveries(1000, secret), concurrency, 5)
 
-        relay_cmd = [sys.executable, "manage.py", "run_relay", "--interval", "0.2",
-                     "--workers", str(relay_workers),
-                     "--nice", str(relay_nice)]  # fmt: skip
-
-        def start_relay() -> subprocess.Popen[bytes]:
-            return subprocess.Popen(
-                relay_cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-
-        def wait_drained(limit_s: float) -> float:
-            began = time.monotonic()
-            while any(relay_backlog_counts().values()) and time.monotonic() - began < limit_s:
-                time.sleep(0.1)
-            return time.monotonic() - began
-
         if not relay_after_load:
             # A running service, as in production: started and idle (the warm-up's rows
             # archived) before the load, so its start-up is not part of the measurement.
-            relay = start_relay()
+            relay = start_relay(env, workers=relay_workers, nice=relay_nice)
             wait_drained(120)
         if trivial:
             results["trivial"] = run_load(
@@ -336,7 +340,7 @@ def measure(
             port, deliveries, concurrency, seconds, [server_proc.pid], services
         )
         if relay is None:
-            relay = start_relay()
+            relay = start_relay(env, workers=relay_workers, nice=relay_nice)
         stopped = time.monotonic()
         results["backlog_at_stop"] = relay_backlog_counts()
         wait_drained(drain_limit_s)
