@@ -80,7 +80,7 @@ class _Committer:
 
         from core import tracing
         from core.metrics import webhook_commit_batch_size
-        from ingestion.webhook_commit import _RECORD_SQL
+        from ingestion.webhook_commit import _RECORD_SQL, record_params
         from ingestion.webhook_services import PROVIDER, WEBHOOK_SUBJECT
 
         db = await psycopg.AsyncConnection.connect(os.environ["DATABASE_URL"], autocommit=True)
@@ -92,13 +92,7 @@ class _Committer:
             while not self.queue.empty() and len(batch) < 64:
                 batch.append(self.queue.get_nowait())
             requests = [request for request, _, _ in batch]
-            params: dict[str, Any] = {
-                name: [getattr(r, name) for r in requests]
-                for name in ("event_id", "dedupe_key", "provider_user_id", "data_type",
-                             "event_type", "object_id", "event_time", "received_at",
-                             "envelope_head", "person_ref", "trace_parent")
-            }  # fmt: skip
-            params |= {"provider": PROVIDER, "kind": "webhook", "subject": WEBHOOK_SUBJECT}
+            params = record_params(requests, provider=PROVIDER, subject=WEBHOOK_SUBJECT)
             if OBSERVE:
                 webhook_commit_batch_size.observe(len(requests))
             with (

@@ -189,19 +189,11 @@ ORDER BY owned.ord
 """  # noqa: S608 - table names from _meta, literals are our own enum values
 
 
-def webhook_record_batch(
+def record_params(
     requests: Sequence[RecordRequest], *, provider: str, subject: str
-) -> list[Outcome]:
-    """Write `requests` (distinct event ids) in one statement on this thread's connection.
-
-    Returns one outcome per request, in order. Database errors propagate: then nothing of the
-    batch was written.
-    """
-    if not requests:
-        return []
-    if len({r.event_id for r in requests}) != len(requests):
-        raise ValueError("a batch holds each event id once")
-    params = {
+) -> dict[str, object]:
+    """_RECORD_SQL's parameters for `requests`: one array per column, in request order."""
+    return {
         "event_id": [r.event_id for r in requests],
         "dedupe_key": [r.dedupe_key for r in requests],
         "provider_user_id": [r.provider_user_id for r in requests],
@@ -217,6 +209,21 @@ def webhook_record_batch(
         "kind": RawEvent.Kind.WEBHOOK.value,
         "subject": subject,
     }
+
+
+def webhook_record_batch(
+    requests: Sequence[RecordRequest], *, provider: str, subject: str
+) -> list[Outcome]:
+    """Write `requests` (distinct event ids) in one statement on this thread's connection.
+
+    Returns one outcome per request, in order. Database errors propagate: then nothing of the
+    batch was written.
+    """
+    if not requests:
+        return []
+    if len({r.event_id for r in requests}) != len(requests):
+        raise ValueError("a batch holds each event id once")
+    params = record_params(requests, provider=provider, subject=subject)
     connection.ensure_connection()
     # A server-side binding cursor on Django's own connection (so inside a caller's
     # transaction it is that transaction), with the statement prepared once per connection:
