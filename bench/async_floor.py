@@ -124,6 +124,9 @@ _committer: _Committer | None = None
 # BENCH_FLOOR_OBSERVE=1 (measure_floor(observe=True) sets it for the server): also pay what
 # the real path's lean chain and services do per request for observability (_observed, _accept).
 OBSERVE = os.environ.get("BENCH_FLOOR_OBSERVE") == "1"
+# BENCH_FLOOR_THREADED=1: hand each delivery to the real path's GroupCommitter (its thread,
+# Django's connection, the bus's loop thread) instead of committing on the server's loop.
+THREADED = os.environ.get("BENCH_FLOOR_THREADED") == "1"
 access_logger = logging.getLogger("core.request_id")
 annotate_access_log: Any = None
 webhook_accepted_total: Any = None
@@ -145,7 +148,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     _setup()  # once per process: Django's settings, models and services
     if _committer is None:
         _committer = _Committer()
-    await _committer.ready.wait()
+    await _committer.ready.wait()  # also when THREADED: one measure of start-up for both
     body = b""
     while True:
         message = await receive()
@@ -172,10 +175,19 @@ async def _accept(committer: _Committer, body: bytes, headers: dict[str, str]) -
 
     delivery = webhook_verify(body=body, headers=headers)
     request = webhook_record_request(delivery=delivery, received_at=timezone.now())
-    future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-    with tracing.person_in_baggage(request.person_ref) if OBSERVE else contextlib.nullcontext():
-        committer.queue.put_nowait((request, future, otel_context.get_current()))
-    answer = await future
+    if THREADED:
+        from ingestion.webhook_commit import group_committer
+        from ingestion.webhook_services import PROVIDER, WEBHOOK_SUBJECT
+
+        with tracing.person_in_baggage(request.person_ref):
+            done = group_committer(provider=PROVIDER, subject=WEBHOOK_SUBJECT).submit(request)
+        await asyncio.wrap_future(done)
+        answer = json.dumps({"eventId": str(request.event_id)}).encode()
+    else:
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        with tracing.person_in_baggage(request.person_ref) if OBSERVE else contextlib.nullcontext():
+            committer.queue.put_nowait((request, future, otel_context.get_current()))
+        answer = await future
     if OBSERVE:
         annotate_access_log(
             event_id=str(request.event_id), data_type=request.data_type, event_status="accepted"
@@ -246,7 +258,12 @@ def _setup() -> None:
 
 
 def measure_floor(
-    env: dict[str, str], *, seconds: float, devstack_root: Path | None, observe: bool = False
+    env: dict[str, str],
+    *,
+    seconds: float,
+    devstack_root: Path | None,
+    observe: bool = False,
+    threaded: bool = False,
 ) -> Any:
     from django.conf import settings
 
@@ -255,7 +272,8 @@ def measure_floor(
         [sys.executable, "-m", "granian", "--interface", "asgi", "bench.async_floor:app",
          "--workers", str(WEB_WORKERS), "--host", "127.0.0.1", "--port", str(port),
          "--no-log", "--http", "1"],
-        cwd=ROOT, env=env | {"BENCH_FLOOR_OBSERVE": "1" if observe else ""},
+        cwd=ROOT, env=env | {"BENCH_FLOOR_OBSERVE": "1" if observe else "",
+                   "BENCH_FLOOR_THREADED": "1" if threaded else ""},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     relay = None
@@ -292,11 +310,11 @@ def main(argv: list[str] | None = None) -> int:
         real = measure(env, seconds=args.seconds, devstack_root=args.devstack_root, trivial=False,
                        drain_limit_s=120)["webhook"]  # fmt: skip
         paths = [("real", real)]
-        for observe in (False, True):
-            floor = measure_floor(
-                env, seconds=args.seconds, devstack_root=args.devstack_root, observe=observe
-            )
-            paths.append(("async floor" + (" + observability" if observe else ""), floor))
+        for observe, threaded in ((False, False), (True, False), (True, True)):
+            floor = measure_floor(env, seconds=args.seconds, devstack_root=args.devstack_root,
+                                  observe=observe, threaded=threaded)  # fmt: skip
+            name = "async floor" + (" + observability" if observe else "")
+            paths.append((name + (", threaded committer" if threaded else ""), floor))
         for name, result in paths:
             line = {"round": round_ + 1, "path": name, **{k: result.get(k) for k in keys}}
             print(json.dumps(line), flush=True)

@@ -18,6 +18,7 @@ from concurrent.futures import CancelledError as FutureCancelled
 from concurrent.futures import Future as ConcurrentFuture
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
+from urllib.parse import ParseResult
 
 import nats.errors
 from django.conf import settings
@@ -136,24 +137,17 @@ class LoopThread:
         self.loop.close()
 
 
-class Bus:
+class JetStreamPublisher:
+    """Publishing on one event loop, over one lazily made connection: the bus's loop thread
+    (Bus, below) and a web worker's own loop (the webhook's ASGI path) each hold one."""
+
     def __init__(self, url: str | None = None) -> None:
         self._url = url
-        self._loop_thread = LoopThread("nats")
-        self._loop = self._loop_thread.loop
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._lock = asyncio.Lock()
 
-    def _run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return future.result(timeout)
-        except FutureTimeout:
-            future.cancel()
-            raise BusUnavailable("timed out waiting for JetStream") from None
-
-    async def _jetstream(self) -> JetStreamContext:
+    async def jetstream(self) -> JetStreamContext:
         async with self._lock:
             if self._nc is None or self._nc.is_closed:
                 # Fail fast on first connect; later drops reconnect in the background.
@@ -162,14 +156,67 @@ class Bus:
             assert self._js is not None
             return self._js
 
-    async def _publish(
+    async def publish(
         self, subject: str, payload: bytes, headers: dict[str, str] | None, timeout: float
     ) -> PubAck:
         try:
-            js = await self._jetstream()
+            js = await self.jetstream()
             return await js.publish(subject, payload, timeout=timeout, headers=headers)
         except Exception as exc:  # nats raises a zoo of types; all mean "not published"
             raise BusUnavailable(f"publish to {subject} failed: {type(exc).__name__}") from None
+
+    async def publish_many(
+        self,
+        messages: list[tuple[str, bytes, str]],
+        *,
+        timeout: float,
+        headers: list[dict[str, str]] | None = None,
+    ) -> list[bool]:
+        """(subject, payload, msg_id) messages at once, every ack awaited together, within
+        `timeout` + 1 s. Element i says whether message i was acknowledged (a duplicate
+        Nats-Msg-Id is acknowledged too); nothing is raised."""
+        extra = headers or [{} for _ in messages]
+
+        async def one(subject: str, payload: bytes, msg_id: str, more: dict[str, str]) -> bool:
+            try:
+                await self.publish(subject, payload, {"Nats-Msg-Id": msg_id} | more, timeout)
+            except BusUnavailable:
+                return False
+            return True
+
+        acks = asyncio.gather(
+            *(one(*message, more) for message, more in zip(messages, extra, strict=True))
+        )
+        try:
+            return list(await asyncio.wait_for(acks, timeout + 1))
+        except TimeoutError:  # the connection itself hangs (first connect, say)
+            return [False] * len(messages)
+
+    @property
+    def connected_url(self) -> ParseResult | None:
+        """The server this connection is on now (a cluster has several), if connected."""
+        return self._nc.connected_url if self._nc is not None else None
+
+    async def close(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            # The server may have gone first; then there is nothing left to flush.
+            with contextlib.suppress(OSError, nats.errors.Error):
+                await self._nc.close()
+
+
+class Bus:
+    def __init__(self, url: str | None = None) -> None:
+        self._loop_thread = LoopThread("nats")
+        self._loop = self._loop_thread.loop
+        self._publisher = JetStreamPublisher(url)
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise BusUnavailable("timed out waiting for JetStream") from None
 
     def publish(
         self,
@@ -191,7 +238,9 @@ class Bus:
             attributes=tracing.message_span_attributes(subject=subject, msg_id=msg_id or ""),
         ) as span:
             headers = dict(tracing.inject_headers({"Nats-Msg-Id": msg_id} if msg_id else {}))
-            ack = self._run(self._publish(subject, data, headers or None, timeout), timeout + 1)
+            ack = self._run(
+                self._publisher.publish(subject, data, headers or None, timeout), timeout + 1
+            )
             span.set_attribute("messaging.nats.stream", ack.stream)
             span.set_attribute("messaging.nats.stream_sequence", ack.seq)
             return ack
@@ -230,30 +279,18 @@ class Bus:
         """publish_many without waiting: the future completes on the bus's loop once every
         ack (or failure) is in, within `timeout` + 1 s. For callers that do other work, or
         answer many waiters, while JetStream acknowledges."""
-        extra = headers or [{} for _ in messages]
+        return asyncio.run_coroutine_threadsafe(
+            self._publisher.publish_many(messages, timeout=timeout, headers=headers), self._loop
+        )
 
-        async def one(subject: str, payload: bytes, msg_id: str, more: dict[str, str]) -> bool:
-            try:
-                await self._publish(subject, payload, {"Nats-Msg-Id": msg_id} | more, timeout)
-            except BusUnavailable:
-                return False
-            return True
-
-        async def every() -> list[bool]:
-            acks = asyncio.gather(
-                *(one(*message, more) for message, more in zip(messages, extra, strict=True))
-            )
-            try:
-                return list(await asyncio.wait_for(acks, timeout + 1))
-            except TimeoutError:  # the connection itself hangs (first connect, say)
-                return [False] * len(messages)
-
-        return asyncio.run_coroutine_threadsafe(every(), self._loop)
+    @property
+    def connected_url(self) -> ParseResult | None:
+        return self._publisher.connected_url
 
     def ping(self, timeout: float = 2.0) -> None:
         async def _ping() -> None:
             try:
-                js = await self._jetstream()
+                js = await self._publisher.jetstream()
                 await js.account_info()
             except Exception as exc:
                 raise BusUnavailable(type(exc).__name__) from None
@@ -264,14 +301,8 @@ class Bus:
         if self._loop.is_closed():
             return
 
-        async def _close() -> None:
-            if self._nc is not None and not self._nc.is_closed:
-                # The server may have gone first; then there is nothing left to flush.
-                with contextlib.suppress(OSError, nats.errors.Error):
-                    await self._nc.close()
-
         try:
-            self._run(_close(), 5)
+            self._run(self._publisher.close(), 5)
         finally:
             self._loop_thread.stop()
 

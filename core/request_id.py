@@ -18,7 +18,8 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from django.http import HttpRequest, HttpResponseBase
 
@@ -39,6 +40,42 @@ def accepted_request_id(offered: str | None) -> str:
     return uuid.uuid4().hex
 
 
+@contextmanager
+def request_context(offered: str | None) -> Iterator[tuple[str, dict[str, object]]]:
+    """The request's id (accepted_request_id) and the access line's extra fields, set in
+    their context variables for the request's duration (the middleware below, and the
+    webhook's ASGI path, ingestion/webhook_asgi.py)."""
+    request_id = accepted_request_id(offered)
+    token = request_id_var.set(request_id)
+    fields: dict[str, object] = {}
+    fields_token = access_log_fields_var.set(fields)
+    try:
+        yield request_id, fields
+    finally:
+        # Also when an exception gets through: the thread's next request, or a record
+        # logged between requests, must not inherit this id.
+        request_id_var.reset(token)
+        access_log_fields_var.reset(fields_token)
+
+
+def log_access(
+    *, method: str, path: str, status: int, started: float, fields: dict[str, object]
+) -> None:
+    """The request's one access line. `started` is its time.perf_counter() at arrival."""
+    log = logger.debug if path in _QUIET_PATHS else logger.info
+    log(
+        "http_request",
+        extra={
+            "method": method,
+            "path": redact(path),
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            # What the view added (core.observability.annotate_access_log).
+            **fields,
+        },
+    )
+
+
 class RequestIdMiddleware:
     """First in MIDDLEWARE, so that every response below it (a view's, Django's 404 or
     400, UnhandledErrorMiddleware's 500) passes back through here and gets the header."""
@@ -47,29 +84,10 @@ class RequestIdMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
-        request_id = accepted_request_id(request.headers.get(REQUEST_ID_HEADER))
-        token = request_id_var.set(request_id)
-        fields: dict[str, object] = {}
-        fields_token = access_log_fields_var.set(fields)
         started = time.perf_counter()
-        try:
+        with request_context(request.headers.get(REQUEST_ID_HEADER)) as (request_id, fields):
             response = self.get_response(request)
             response[REQUEST_ID_HEADER] = request_id
-            log = logger.debug if request.path in _QUIET_PATHS else logger.info
-            log(
-                "http_request",
-                extra={
-                    "method": request.method,
-                    "path": redact(request.path),
-                    "status": response.status_code,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                    # What the view added (core.observability.annotate_access_log).
-                    **fields,
-                },
-            )
+            log_access(method=request.method or "", path=request.path,
+                       status=response.status_code, started=started, fields=fields)  # fmt: skip
             return response
-        finally:
-            # Also when an exception gets through: the thread's next request, or a record
-            # logged between requests, must not inherit this id.
-            request_id_var.reset(token)
-            access_log_fields_var.reset(fields_token)

@@ -32,6 +32,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import baggage, context, propagate, trace
@@ -203,12 +204,8 @@ class ServerSpanMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         method = request.method or ""
-        with tracer().start_as_current_span(
-            method,
-            context=propagate.extract(request.META, getter=self._getter),
-            kind=SpanKind.SERVER,
-            attributes={"http.method": method, "http.scheme": request.scheme or "http"},
-        ) as span:
+        context = propagate.extract(request.META, getter=self._getter)
+        with server_span(method, context, request.scheme or "http") as span:
             if span.is_recording():  # unsampled requests skip building the URI (get_host)
                 # As the ecosystem's middleware records it; the exporter keeps the path with
                 # a person's id as its keyed hash, like a log line, and drops the query.
@@ -217,13 +214,30 @@ class ServerSpanMiddleware:
             # Named by the URL pattern exactly as the ecosystem's middleware names it
             # (`GET v1/health/<user_id:user_id>/oura/daily`), never by the path.
             match = request.resolver_match
-            if match is not None and match.route:
-                span.update_name(f"{method} {match.route}")
-                span.set_attribute("http.route", match.route)
-            span.set_attribute("http.status_code", response.status_code)
-            if response.status_code >= 500:
-                span.set_status(Status(StatusCode.ERROR))
+            server_span_answered(span, method, match.route if match else "", response.status_code)
             return response
+
+
+def server_span(method: str, context: Context, scheme: str) -> AbstractContextManager[trace.Span]:
+    """A SERVER span for one request, current until the block ends; `context` is what the
+    caller's headers carry (propagate.extract). ServerSpanMiddleware's, and the webhook's
+    ASGI path's (ingestion/webhook_asgi.py), so both look alike."""
+    return tracer().start_as_current_span(
+        method,
+        context=context,
+        kind=SpanKind.SERVER,
+        attributes={"http.method": method, "http.scheme": scheme},
+    )
+
+
+def server_span_answered(span: trace.Span, method: str, route: str, status: int) -> None:
+    """Name `span` by its URL pattern (never the path) and record the answer's status."""
+    if route:
+        span.update_name(f"{method} {route}")
+        span.set_attribute("http.route", route)
+    span.set_attribute("http.status_code", status)
+    if status >= 500:
+        span.set_status(Status(StatusCode.ERROR))
 
 
 # --- Context across processes ---------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -21,9 +22,10 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers
 from rest_framework.views import APIView
 
-from core.errors import error_response
+from core.errors import error_body, error_response
 from core.messages import EVENT_TYPES, NOTIFICATION_MAX_LENGTHS
 from core.serializers import ErrorSerializer
+from ingestion.webhook_commit import RecordedEvent
 from ingestion.webhook_services import (
     DuplicateEvent,
     ErasedAccount,
@@ -130,40 +132,84 @@ class OuraWebhookApi(APIView):
         tags=["webhooks"],
     )
     def post(self, request: HttpRequest) -> HttpResponseBase:
-        if webhook_rate_limited(source=request.META.get("REMOTE_ADDR", "")):
-            webhook_reject_counted(reason="rate_limited")
-            response = error_response("rate_limited", "Too many deliveries; retry later.", 429)
-            response["Retry-After"] = str(60 - int(time.time()) % 60)
-            return response
-
-        limit = settings.WEBHOOK_MAX_BODY_BYTES
-        declared = request.META.get("CONTENT_LENGTH") or "0"
-        if not declared.isdigit():
-            webhook_reject_counted(reason="malformed_body")
-            return error_response("malformed_body", "Content-Length is not a number.", 400)
-        # Refuse on the declared length before reading anything, then read at most one byte
-        # more than allowed, so a body longer than its Content-Length is never buffered.
-        body = b"" if int(declared) > limit else request.read(limit + 1)
-        if int(declared) > limit or len(body) > limit:
-            webhook_reject_counted(reason="payload_too_large")
-            return error_response(
-                "payload_too_large", f"The body is larger than {limit} bytes.", 413
-            )
-
+        refused = webhook_refusal(
+            source=request.META.get("REMOTE_ADDR", ""),
+            declared=request.META.get("CONTENT_LENGTH") or "0",
+        )
+        if refused is not None:
+            return _response(refused)
+        # Read at most one byte more than allowed, so a body longer than its Content-Length
+        # is never buffered.
+        body = request.read(settings.WEBHOOK_MAX_BODY_BYTES + 1)
+        if len(body) > settings.WEBHOOK_MAX_BODY_BYTES:
+            return _response(too_large())
         try:
             event = webhook_accept(body=body, headers=webhook_headers_from_meta(request.META))
-        except WebhookRejected as exc:
-            return error_response(exc.code, exc.detail, exc.http_status)
-        except ErasedAccount:
-            return JsonResponse({"status": "erased"}, status=200)
-        except DuplicateEvent as exc:
-            return error_response(
-                "duplicate_event", "This notification was already accepted.", 409,
-                eventId=str(exc.event_id),
-            )  # fmt: skip
-        except (OperationalError, InterfaceError) as exc:
-            logger.error("webhook_database_unavailable", extra={"error_type": type(exc).__name__})
-            return error_response(
-                "unavailable", "The event store is unavailable; retry later.", 503
-            )
-        return JsonResponse({"eventId": str(event.event_id)}, status=202)
+        except Exception as exc:
+            answer = answer_for_error(exc)
+            if answer is None:
+                raise
+            return _response(answer)
+        return _response(accepted(event))
+
+
+# --- the answers, for this view and the ASGI path (ingestion/webhook_asgi.py) -------------
+
+
+@dataclass(frozen=True)
+class WebhookAnswer:
+    status: int
+    body: dict[str, str]
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _error(code: str, detail: str, status: int, **extra: str) -> WebhookAnswer:
+    return WebhookAnswer(status, error_body(code, detail, **extra))
+
+
+def webhook_refusal(*, source: str, declared: str) -> WebhookAnswer | None:
+    """What is refused before the body is read: a flooding source (429), a Content-Length
+    that is not a number (400) or declares more than WEBHOOK_MAX_BODY_BYTES (413)."""
+    if webhook_rate_limited(source=source):
+        webhook_reject_counted(reason="rate_limited")
+        retry_after = str(60 - int(time.time()) % 60)
+        answer = _error("rate_limited", "Too many deliveries; retry later.", 429)
+        return WebhookAnswer(answer.status, answer.body, (("Retry-After", retry_after),))
+    if not declared.isdigit():
+        webhook_reject_counted(reason="malformed_body")
+        return _error("malformed_body", "Content-Length is not a number.", 400)
+    if int(declared) > settings.WEBHOOK_MAX_BODY_BYTES:
+        return too_large()
+    return None
+
+
+def too_large() -> WebhookAnswer:
+    webhook_reject_counted(reason="payload_too_large")
+    limit = settings.WEBHOOK_MAX_BODY_BYTES
+    return _error("payload_too_large", f"The body is larger than {limit} bytes.", 413)
+
+
+def answer_for_error(exc: Exception) -> WebhookAnswer | None:
+    """The answer to what webhook_accept raised; None for anything unexpected (a 500)."""
+    if isinstance(exc, WebhookRejected):
+        return _error(exc.code, exc.detail, exc.http_status)
+    if isinstance(exc, ErasedAccount):
+        return WebhookAnswer(200, {"status": "erased"})
+    if isinstance(exc, DuplicateEvent):
+        detail = "This notification was already accepted."
+        return _error("duplicate_event", detail, 409, eventId=str(exc.event_id))
+    if isinstance(exc, OperationalError | InterfaceError):
+        logger.error("webhook_database_unavailable", extra={"error_type": type(exc).__name__})
+        return _error("unavailable", "The event store is unavailable; retry later.", 503)
+    return None
+
+
+def accepted(event: RecordedEvent) -> WebhookAnswer:
+    return WebhookAnswer(202, {"eventId": str(event.event_id)})
+
+
+def _response(answer: WebhookAnswer) -> JsonResponse:
+    response = JsonResponse(answer.body, status=answer.status)
+    for name, value in answer.headers:
+        response[name] = value
+    return response

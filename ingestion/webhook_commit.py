@@ -21,6 +21,7 @@ message's publish attempt, exactly as it waited for its own before.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -28,9 +29,9 @@ import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import psycopg
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
@@ -232,6 +233,11 @@ def webhook_record_batch(
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(_RECORD_SQL, params, prepare=True)
         rows = cursor.fetchall()
+    return _outcomes(requests, rows)
+
+
+def _outcomes(requests: Sequence[RecordRequest], rows: Sequence[tuple[Any, ...]]) -> list[Outcome]:
+    """_RECORD_SQL's rows, one per request in order, as outcomes."""
     outcomes: list[Outcome] = []
     for request, (pk, status, envelope, publish_subject, erased) in zip(
         requests, rows, strict=True
@@ -284,7 +290,87 @@ class _Pending:
     request: RecordRequest
     # The request's trace context (with the person's baggage): the publish span's parent.
     trace_context: Context
-    future: Future[tuple[Outcome, bool]] = field(default_factory=Future)
+    # A thread's (GroupCommitter) or the event loop's (AsyncGroupCommitter): both are
+    # completed by the committer alone, with the same three methods.
+    future: Future[tuple[Outcome, bool]] | asyncio.Future[tuple[Outcome, bool]]
+
+
+def _leaders(batch: list[_Pending]) -> dict[uuid.UUID, _Pending]:
+    """Repeats of one notification inside a batch: the first is written, the others are its
+    duplicates (or erased with it)."""
+    leaders: dict[uuid.UUID, _Pending] = {}
+    for pending in batch:
+        leaders.setdefault(pending.request.event_id, pending)
+    webhook_commit_batch_size.observe(len(leaders))
+    return leaders
+
+
+def _settle(
+    batch: list[_Pending],
+    leaders: dict[uuid.UUID, _Pending],
+    outcomes: Sequence[Outcome | BaseException],
+) -> list[tuple[_Pending, RecordedEvent]]:
+    """Answer every request of `batch` that has nothing to publish; return the others."""
+    by_id = dict(zip(leaders, outcomes, strict=True))
+    to_publish: list[tuple[_Pending, RecordedEvent]] = []
+    for pending in batch:
+        outcome = by_id[pending.request.event_id]
+        if isinstance(outcome, BaseException):
+            pending.future.set_exception(outcome)
+        elif pending is not leaders[pending.request.event_id]:
+            pending.future.set_result(
+                ("duplicate" if isinstance(outcome, RecordedEvent) else outcome, False)
+            )
+        elif (
+            isinstance(outcome, RecordedEvent)
+            and outcome.publish_subject
+            and not publish_breaker_open()
+        ):
+            to_publish.append((pending, outcome))
+        else:
+            pending.future.set_result((outcome, False))
+    return to_publish
+
+
+def _producer_spans(
+    items: list[tuple[_Pending, RecordedEvent]],
+) -> tuple[list[trace.Span], list[tuple[str, bytes, str]], list[dict[str, str]]]:
+    """Each message's PRODUCER span, the message and its headers.
+
+    The publish span is the request's child, as when the request published itself; the
+    message's headers carry it (and the person's baggage) to the consumer."""
+    spans = []
+    messages = []
+    headers = []
+    for pending, event in items:
+        span, carrier = tracing.start_producer_span(
+            subject=event.publish_subject,
+            msg_id=str(event.event_id),
+            parent=pending.trace_context,
+        )
+        spans.append(span)
+        messages.append((event.publish_subject, event.envelope, str(event.event_id)))
+        headers.append(carrier)
+    return spans, messages, headers
+
+
+def _published(
+    items: list[tuple[_Pending, RecordedEvent]],
+    spans: list[trace.Span],
+    published: list[bool],
+    error_type: str,
+) -> None:
+    """Answer the requests of `items` once their publish is decided."""
+    if not all(published):
+        publish_failed()
+    for (pending, event), span, ok in zip(items, spans, published, strict=True):
+        if not ok:
+            logger.warning(
+                "webhook_publish_deferred",
+                extra={"event_id": str(event.event_id), "error_type": error_type or "nack"},
+            )
+        tracing.end_with(span, None if ok else bus.BusUnavailable("not acknowledged"))
+        pending.future.set_result((event, ok))
 
 
 class GroupCommitter:
@@ -303,9 +389,9 @@ class GroupCommitter:
 
     def submit(self, request: RecordRequest) -> Future[tuple[Outcome, bool]]:
         """Queue one delivery. The future gives its outcome and whether it was published."""
-        pending = _Pending(request=request, trace_context=otel_context.get_current())
-        self._queue.put(pending)
-        return pending.future
+        future: Future[tuple[Outcome, bool]] = Future()
+        self._queue.put(_Pending(request, otel_context.get_current(), future))
+        return future
 
     def stop(self) -> None:
         """Finish what is queued, close the connection and end the thread (tests, shutdown)."""
@@ -346,13 +432,8 @@ class GroupCommitter:
     def _commit(self, batch: list[_Pending]) -> None:
         if not batch:
             return
-        # Repeats of one notification inside a batch: the first is written, the others are
-        # its duplicates (or erased with it).
-        leaders: dict[uuid.UUID, _Pending] = {}
-        for pending in batch:
-            leaders.setdefault(pending.request.event_id, pending)
+        leaders = _leaders(batch)
         requests = [p.request for p in leaders.values()]
-        webhook_commit_batch_size.observe(len(requests))
         outcomes: list[Outcome | BaseException]
         with tracing.batch_span(
             "webhook group commit",
@@ -373,24 +454,7 @@ class GroupCommitter:
                 # Something in one delivery that Postgres refused: write the others alone,
                 # so one bad row fails only its own request.
                 outcomes = self._one_by_one(requests)
-        by_id = dict(zip(leaders, outcomes, strict=True))
-        to_publish: list[tuple[_Pending, RecordedEvent]] = []
-        for pending in batch:
-            outcome = by_id[pending.request.event_id]
-            if isinstance(outcome, BaseException):
-                pending.future.set_exception(outcome)
-            elif pending is not leaders[pending.request.event_id]:
-                pending.future.set_result(
-                    ("duplicate" if isinstance(outcome, RecordedEvent) else outcome, False)
-                )
-            elif (
-                isinstance(outcome, RecordedEvent)
-                and outcome.publish_subject
-                and not publish_breaker_open()
-            ):
-                to_publish.append((pending, outcome))
-            else:
-                pending.future.set_result((outcome, False))
+        to_publish = _settle(batch, leaders, outcomes)
         if to_publish:
             self._publish(to_publish)
 
@@ -408,55 +472,24 @@ class GroupCommitter:
     def _publish(self, items: list[tuple[_Pending, RecordedEvent]]) -> None:
         """Publish without waiting here: the next batch is written while JetStream acks this
         one; each request is answered from the bus's loop when its ack (or failure) is in."""
-        spans = []
-        messages = []
-        headers = []
-        for pending, event in items:
-            # The publish span is the request's child, as when the request published itself;
-            # the message's headers carry it (and the person's baggage) to the consumer.
-            span, carrier = tracing.start_producer_span(
-                subject=event.publish_subject,
-                msg_id=str(event.event_id),
-                parent=pending.trace_context,
-            )
-            spans.append(span)
-            messages.append((event.publish_subject, event.envelope, str(event.event_id)))
-            headers.append(carrier)
+        spans, messages, headers = _producer_spans(items)
         try:
             acks = bus.get_bus().publish_many_nowait(
                 messages, headers=headers, timeout=PUBLISH_TIMEOUT_S
             )
         except Exception as exc:  # no bus at all: the events are committed, the relay publishes
-            self._published(items, spans, [False] * len(items), type(exc).__name__)
+            _published(items, spans, [False] * len(items), type(exc).__name__)
             return
 
         def done(result: Future[list[bool]]) -> None:
             try:
                 published = result.result()
             except BaseException as exc:  # timed out or cancelled: not published
-                self._published(items, spans, [False] * len(items), type(exc).__name__)
+                _published(items, spans, [False] * len(items), type(exc).__name__)
                 return
-            self._published(items, spans, published, "")
+            _published(items, spans, published, "")
 
         acks.add_done_callback(done)
-
-    @staticmethod
-    def _published(
-        items: list[tuple[_Pending, RecordedEvent]],
-        spans: list[trace.Span],
-        published: list[bool],
-        error_type: str,
-    ) -> None:
-        if not all(published):
-            publish_failed()
-        for (pending, event), span, ok in zip(items, spans, published, strict=True):
-            if not ok:
-                logger.warning(
-                    "webhook_publish_deferred",
-                    extra={"event_id": str(event.event_id), "error_type": error_type or "nack"},
-                )
-            tracing.end_with(span, None if ok else bus.BusUnavailable("not acknowledged"))
-            pending.future.set_result((event, ok))
 
 
 _committer: GroupCommitter | None = None
@@ -479,3 +512,163 @@ def stop_group_committer() -> None:
         committer, _committer = _committer, None
     if committer is not None:
         committer.stop()
+
+
+# --- group commit on an event loop (the webhook's ASGI path) -------------------------------
+
+
+class AsyncGroupCommitter:
+    """GroupCommitter's twin for a web worker's event loop: the same batches, statement and
+    answers, with no thread in between (health_project/asgi.py, issue #19).
+
+    Requests queue on the loop; one task writes whatever queued while the last batch was
+    written in one execution of _RECORD_SQL on its own async psycopg connection (autocommit,
+    so one statement is one transaction), then publishes the stored envelopes with its own
+    JetStream connection on the same loop while it writes the next batch. Handing every
+    delivery from a loop to the thread committer and back measured a quarter slower
+    (bench/async_floor.py, "threaded committer").
+    """
+
+    def __init__(self, *, provider: str, subject: str) -> None:
+        self._provider = provider
+        self._subject = subject
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._db: psycopg.AsyncConnection[Any] | None = None
+        self._publisher = bus.JetStreamPublisher()
+        self._publishing: set[asyncio.Task[None]] = set()
+        self._task = self._loop.create_task(self._run(), name="webhook-commit")
+
+    def serves(self, loop: asyncio.AbstractEventLoop) -> bool:
+        return loop is self._loop and not self._task.done()
+
+    def submit(self, request: RecordRequest) -> asyncio.Future[tuple[Outcome, bool]]:
+        """Queue one delivery (on the committer's loop). The future gives its outcome and
+        whether it was published."""
+        future: asyncio.Future[tuple[Outcome, bool]] = self._loop.create_future()
+        self._queue.put_nowait(_Pending(request, otel_context.get_current(), future))
+        return future
+
+    async def stop(self) -> None:
+        """Finish what is queued and published, then close both connections."""
+        if not self._task.done():
+            self._queue.put_nowait(None)
+            await asyncio.wait([self._task], timeout=10)
+        if self._publishing:
+            await asyncio.wait(self._publishing, timeout=PUBLISH_TIMEOUT_S + 2)
+        await self._close_db()
+        await self._publisher.close()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                first = await asyncio.wait_for(self._queue.get(), IDLE_CLOSE_S)
+            except TimeoutError:
+                await self._close_db()  # idle: hold no connection
+                continue
+            batch = [first]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            pending = [p for p in batch if p is not None]
+            try:
+                await self._commit(pending)
+            except Exception as exc:  # never leave a request waiting on a dead batch
+                for waiting in pending:
+                    if not waiting.future.done():
+                        waiting.future.set_exception(exc)
+                logger.exception("webhook_commit_failed")
+            if None in batch:
+                return
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._db is None or self._db.closed:
+            # Django's own parameters (database, credentials, connect_timeout), without the
+            # parts that belong to its synchronous cursors.
+            params = connection.get_connection_params()
+            for key in ("context", "cursor_factory", "prepare_threshold"):
+                params.pop(key, None)
+            self._db = await psycopg.AsyncConnection.connect(**params, autocommit=True)
+        return self._db
+
+    async def _close_db(self) -> None:
+        db, self._db = self._db, None
+        if db is not None and not db.closed:
+            await db.close()
+
+    async def _record(self, requests: list[RecordRequest]) -> list[Outcome]:
+        params = record_params(requests, provider=self._provider, subject=self._subject)
+        db = await self._connection()
+        async with db.cursor() as cursor:
+            await cursor.execute(_RECORD_SQL, params, prepare=True)
+            return _outcomes(requests, await cursor.fetchall())
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        if not batch:
+            return
+        leaders = _leaders(batch)
+        requests = [p.request for p in leaders.values()]
+        outcomes: list[Outcome | BaseException]
+        with tracing.batch_span(
+            "webhook group commit",
+            [p.trace_context for p in leaders.values()],
+            {"messaging.batch.message_count": len(requests)},
+        ):
+            try:
+                outcomes = list(await self._record(requests))
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                # The connection is gone or going: answer 503 to all, reconnect next batch.
+                # Raised as Django's error, the one the views answer 503 for.
+                await self._close_db()
+                for pending in batch:
+                    pending.future.set_exception(OperationalError(type(exc).__name__))
+                return
+            except psycopg.DatabaseError:
+                # Something in one delivery that Postgres refused: write the others alone,
+                # so one bad row fails only its own request.
+                outcomes = await self._one_by_one(requests)
+        to_publish = _settle(batch, leaders, outcomes)
+        if to_publish:
+            # Not awaited here: the next batch is written while JetStream acks this one.
+            task = self._loop.create_task(self._publish(to_publish))
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
+
+    async def _one_by_one(self, requests: list[RecordRequest]) -> list[Outcome | BaseException]:
+        outcomes: list[Outcome | BaseException] = []
+        for request in requests:
+            try:
+                outcomes.extend(await self._record([request]))
+            except psycopg.DatabaseError as exc:
+                outcomes.append(DatabaseError(type(exc).__name__))
+        return outcomes
+
+    async def _publish(self, items: list[tuple[_Pending, RecordedEvent]]) -> None:
+        spans, messages, headers = _producer_spans(items)
+        try:
+            published = await self._publisher.publish_many(
+                messages, headers=headers, timeout=PUBLISH_TIMEOUT_S
+            )
+        except Exception as exc:  # the events are committed; the relay publishes them
+            _published(items, spans, [False] * len(items), type(exc).__name__)
+            return
+        _published(items, spans, published, "")
+
+
+_async_committer: AsyncGroupCommitter | None = None
+
+
+def async_group_committer(*, provider: str, subject: str) -> AsyncGroupCommitter:
+    """The running loop's committer, started on first use. Call it on that loop."""
+    global _async_committer
+    loop = asyncio.get_running_loop()
+    if _async_committer is None or not _async_committer.serves(loop):
+        _async_committer = AsyncGroupCommitter(provider=provider, subject=subject)
+    return _async_committer
+
+
+async def stop_async_group_committer() -> None:
+    """Stop the running loop's committer, if any (the server's shutdown; tests)."""
+    global _async_committer
+    committer, _async_committer = _async_committer, None
+    if committer is not None and committer.serves(asyncio.get_running_loop()):
+        await committer.stop()

@@ -12,6 +12,7 @@ docs/phase-3/webhooks.md.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import hmac
@@ -49,6 +50,7 @@ from ingestion.webhook_commit import (
     Outcome,
     RecordedEvent,
     RecordRequest,
+    async_group_committer,
     group_committer,
     publish_breaker_open,
     publish_failed,
@@ -484,27 +486,59 @@ def webhook_accept(
     Raises WebhookRejected, ErasedAccount or DuplicateEvent; database errors propagate (the
     caller answers 503 so that Oura retries).
     """
-    received_at = received_at or timezone.now()
+    request = _verified_request(body, headers, received_at)
+    try:
+        event = _record_and_publish(request)
+    except (ErasedAccount, DuplicateEvent) as exc:
+        _not_kept(exc)
+        raise
+    return _accepted(event)
+
+
+async def webhook_accept_async(*, body: bytes, headers: Mapping[str, str]) -> RecordedEvent:
+    """webhook_accept on an event loop (the ASGI path): the same checks and answers, the
+    delivery handed to the loop's AsyncGroupCommitter. The same exceptions."""
+    request = _verified_request(body, headers, None)
+    # The message's baggage names the person by keyed hash only (the audit's person_ref);
+    # the committer publishes in the context captured here.
+    with tracing.person_in_baggage(request.person_ref):
+        future = async_group_committer(provider=PROVIDER, subject=WEBHOOK_SUBJECT).submit(request)
+    try:
+        outcome, _published = await asyncio.wait_for(future, RESULT_TIMEOUT_S)
+    except TimeoutError:
+        raise OperationalError("the webhook committer did not answer") from None
+    try:
+        event = _stored(outcome, request)
+    except (ErasedAccount, DuplicateEvent) as exc:
+        _not_kept(exc)
+        raise
+    return _accepted(event)
+
+
+def _verified_request(
+    body: bytes, headers: Mapping[str, str], received_at: datetime | None
+) -> RecordRequest:
     try:
         delivery = webhook_verify(body=body, headers=headers)
     except WebhookRejected as exc:
         webhook_invalid_total.labels(provider=PROVIDER, reason=exc.reason).inc()
         logger.info("webhook_rejected", extra={"reason": exc.reason})
         raise
-    try:
-        event = _record_and_publish(
-            webhook_record_request(delivery=delivery, received_at=received_at)
-        )
-    except ErasedAccount:
+    return webhook_record_request(delivery=delivery, received_at=received_at or timezone.now())
+
+
+def _not_kept(exc: ErasedAccount | DuplicateEvent) -> None:
+    if isinstance(exc, ErasedAccount):
         # The person was erased: nothing was stored, and nothing said names them. Answered
         # 200 so that Oura does not retry (the delivery is handled: by not keeping it).
         webhook_invalid_total.labels(provider=PROVIDER, reason="erased_account").inc()
         logger.info("webhook_for_erased_account")
-        raise
-    except DuplicateEvent as exc:
+    else:
         webhook_duplicate_total.labels(provider=PROVIDER).inc()
         logger.info("webhook_duplicate", extra={"event_id": str(exc.event_id)})
-        raise
+
+
+def _accepted(event: RecordedEvent) -> RecordedEvent:
     _accepted_total.inc()
     accepted = {"event_id": str(event.event_id), "data_type": event.data_type,
                 "event_status": event.status}  # fmt: skip

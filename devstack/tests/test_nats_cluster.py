@@ -144,7 +144,7 @@ def test_publishes_and_a_pull_consumer_ride_over_the_loss_of_the_leader_and_the_
             cluster.start_nats_node(leader)
 
             # Now the node the publisher is connected to (it may lead by now, or not).
-            connected = bus.get_bus()._nc.connected_url  # type: ignore[union-attr]  # set once published
+            connected = bus.get_bus().connected_url  # set once published
             assert connected is not None
             victim = next(n.name for n in cluster.nats_nodes() if n.client_port == connected.port)
             cluster.kill_nats_node(victim)
