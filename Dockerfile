@@ -46,4 +46,4 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "deploy/healthcheck.py"]
 ENTRYPOINT ["tini", "--"]
 # The web process by default; compose.yaml sets `command:` for every other one.
-CMD ["granian", "--interface", "wsgi", "health_project.wsgi:application", "--host", "0.0.0.0", "--port", "8000", "--workers", "2", "--blocking-threads", "8", "--workers-kill-timeout", "5"]
+CMD ["granian", "--interface", "asgi", "health_project.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--workers", "2", "--workers-kill-timeout", "5"]

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.normalizer import percentile
+from health_project.serving import granian_args
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -1080,9 +1081,7 @@ def _run(plan: Plan, schedule: list[Fault], stack: Any, services: dict[str, str]
     port = free_port()
     children = Children(child_env, logs)
     bin_dir = Path(sys.executable).parent
-    children.add("web", [str(bin_dir / "granian"), "--interface", "wsgi",
-                         "health_project.wsgi:application", "--host", "127.0.0.1",
-                         "--port", str(port), "--workers", "2", "--blocking-threads", "6",
+    children.add("web", [str(bin_dir / "granian"), *granian_args(host="127.0.0.1", port=port),
                          "--workers-kill-timeout", "5", "--respawn-failed-workers",
                          "--respawn-interval", "0.5", "--no-access-log"])  # fmt: skip
     children.add("relay", [*manage, "run_relay", "--nice", "10"])

@@ -59,6 +59,7 @@ from bench.normalizer import (
     percentile,
     setup_django,
 )
+from health_project.serving import granian_args
 
 # One user's morning sync: (webhook data_type, event_type, day offset from today, document).
 # Documents with the same tag are one document (a sleep created by the background analysis
@@ -302,9 +303,8 @@ def live(
     bin_dir = Path(sys.executable).parent
     processes = [
         subprocess.Popen(
-            [str(bin_dir / "granian"), "--interface", "wsgi", "health_project.wsgi:application",
-             "--workers", str(workers), "--blocking-threads", "6", "--host", "127.0.0.1",
-             "--port", str(port), "--no-log"],
+            [str(bin_dir / "granian"), *granian_args(host="127.0.0.1", port=port, workers=workers),
+             "--no-log"],
             cwd=ROOT, env=env,
         ),
         subprocess.Popen(

@@ -47,6 +47,7 @@ from typing import Any
 from bench.backfill import consumer_backlog, setup_django
 from bench.common import cpu_seconds, machine_busy_seconds, service_pids
 from bench.normalizer import _free_port, _purge_oura_raw, _wait_http, percentile
+from health_project.serving import granian_args
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -355,9 +356,8 @@ def main(argv: list[str] | None = None) -> int:
                               "load_average_at_start": os.getloadavg()}  # fmt: skip
     try:
         processes["web"] = subprocess.Popen(
-            [str(Path(sys.executable).parent / "granian"), "--interface", "wsgi",
-             "health_project.wsgi:application", "--workers", str(args.web_workers),
-             "--blocking-threads", "6", "--host", "127.0.0.1", "--port", str(port),
+            [str(Path(sys.executable).parent / "granian"),
+             *granian_args(host="127.0.0.1", port=port, workers=args.web_workers),
              "--no-log"], **quiet,
         )  # fmt: skip
         processes["worker"] = subprocess.Popen(

@@ -47,6 +47,7 @@ from bench.common import (
     service_pids,
     stop_processes,
 )
+from health_project.serving import granian_args
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -341,9 +342,8 @@ def webhooks_end_to_end(
     bin_dir = Path(sys.executable).parent
     processes = [
         subprocess.Popen(
-            [str(bin_dir / "granian"), "--interface", "wsgi", "health_project.wsgi:application",
-             "--workers", str(workers), "--blocking-threads", "6", "--host", "127.0.0.1",
-             "--port", str(port), "--no-log"],
+            [str(bin_dir / "granian"), *granian_args(host="127.0.0.1", port=port, workers=workers),
+             "--no-log"],
             cwd=ROOT, env=env,
         ),
         subprocess.Popen(

@@ -37,7 +37,7 @@ from types import FrameType
 from typing import Any
 
 from bench.common import machine_busy_seconds
-from health_project.serving import WEB_BLOCKING_THREADS, WEB_WORKERS
+from health_project.serving import WEB_BLOCKING_THREADS, WEB_INTERFACE, WEB_WORKERS
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_DIR = ROOT.parent / "shared" / "peers" / "open-wearables"
@@ -575,7 +575,8 @@ def main(argv: list[str] | None = None) -> int:
         **summarize(runs),
         "runs": [{k: v for k, v in run.items() if k != "detail"} for run in runs],
         "concurrency": args.concurrency,
-        "ours": f"granian wsgi {WEB_WORKERS}x{WEB_BLOCKING_THREADS}, relay during the load "
+        "ours": f"granian {WEB_INTERFACE} {WEB_WORKERS}x{WEB_BLOCKING_THREADS}, relay during "
+        "the load "
         f"(nice 10), {args.seconds:g} s of load per run",
         "peer": f"OW {peer.commit()}, one uvicorn process (fastapi run), "
         f"loadgen.py {args.n} deliveries + {args.warmup} warm-up per run",

@@ -75,9 +75,9 @@ class _Sink:
 def _measure(env: dict[str, str], args: argparse.Namespace, secret: str) -> dict[str, Any]:
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "granian", "--interface", "wsgi", "bench.webhooks:application",
-         "--workers", str(args.workers), "--blocking-threads", str(args.threads),
-         "--host", "127.0.0.1", "--port", str(port), "--no-log", "--http", "1"],
+        [sys.executable, "-m", "granian", "--interface", "asgi", "bench.webhooks:asgi_application",
+         "--workers", str(args.workers), "--host", "127.0.0.1", "--port", str(port),
+         "--no-log", "--http", "1"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     relay = subprocess.Popen(
@@ -106,7 +106,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--workers", type=int, default=WEB_WORKERS)
-    parser.add_argument("--threads", type=int, default=WEB_BLOCKING_THREADS)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
 
@@ -138,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = {
         "machine": f"{os.cpu_count()} cores",
-        "server": f"granian wsgi {args.workers}x{args.threads}, relay nice 10",
+        "server": f"granian asgi {args.workers}x{WEB_BLOCKING_THREADS}, relay nice 10",
         "concurrency": args.concurrency,
         "seconds_per_run": args.seconds,
         "sampler": "default: parentbased_traceidratio 0.1 (mode on); none recorded (mode off)",

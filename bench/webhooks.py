@@ -44,7 +44,7 @@ from bench.common import (
     service_pids,
     stop_processes,
 )
-from health_project.serving import WEB_BLOCKING_THREADS, WEB_WORKERS
+from health_project.serving import WEB_BLOCKING_THREADS, WEB_INTERFACE, WEB_WORKERS
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_USER = "bench-oura-user"
@@ -87,6 +87,10 @@ def __getattr__(name: str) -> Any:
     # Lazy, so that importing this module for the load generator does not build a server.
     if name == "application":
         return _application()
+    if name == "asgi_application":
+        from health_project.asgi import make_application
+
+        return make_application(_application())
     if name == "urlpatterns":
         return _urlpatterns()
     raise AttributeError(name)
@@ -273,6 +277,7 @@ def measure(
     seconds: float = 15.0,
     concurrency: int = 16,
     server: str = "granian",
+    interface: str = WEB_INTERFACE,
     worker_class: str = "gthread",
     workers: int = WEB_WORKERS,
     threads: int = WEB_BLOCKING_THREADS,
@@ -294,12 +299,18 @@ def measure(
 
     port = _free_port()
     if server == "granian":
-        # Rust HTTP/1.1 front, the WSGI app on `threads` blocking threads per worker.
-        command = [sys.executable, "-m", "granian", "--interface", "wsgi",
-                   "bench.webhooks:application", "--workers", str(workers),
-                   "--blocking-threads", str(threads), "--host", "127.0.0.1",
-                   "--port", str(port), "--no-log", "--http", "1"]  # fmt: skip
-        server_name = f"granian wsgi {workers}x{threads}"
+        # Rust HTTP/1.1 front. WSGI: the app on `threads` blocking threads per worker. ASGI
+        # (health_project/asgi.py): the webhook on the worker's loop, the rest on a2wsgi's
+        # WEB_BLOCKING_THREADS threads.
+        if interface == "asgi":
+            # granian runs ASGI on one thread per worker; `threads` size a2wsgi's pool.
+            app, blocking = "bench.webhooks:asgi_application", "1"
+        else:
+            app, blocking = "bench.webhooks:application", str(threads)
+        command = [sys.executable, "-m", "granian", "--interface", interface, app,
+                   "--workers", str(workers), "--blocking-threads", blocking, "--host",
+                   "127.0.0.1", "--port", str(port), "--no-log", "--http", "1"]  # fmt: skip
+        server_name = f"granian {interface} {workers}x{threads}"
     else:
         command = [sys.executable, "-m", "gunicorn", "bench.webhooks:application",
                    "-k", worker_class, "-w", str(workers),
@@ -356,6 +367,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument(
+        "--interface",
+        default=WEB_INTERFACE,
+        choices=["asgi", "wsgi"],
+        help="granian's; make run's by default",
+    )
+    parser.add_argument(
         "--server", default="granian", choices=["granian", "gunicorn"], help="make run: granian"
     )
     parser.add_argument("--worker-class", default="gthread", choices=["gthread", "sync"])
@@ -384,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds=args.seconds,
         concurrency=args.concurrency,
         server=args.server,
+        interface=args.interface,
         worker_class=args.worker_class,
         workers=args.workers,
         threads=args.threads,

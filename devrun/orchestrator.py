@@ -30,7 +30,7 @@ from devrun.oura import OuraTarget
 from devrun.supervisor import STOP_GRACE_S, Supervisor, stop_with_parent
 from devrun.watchdog import leftovers, reap
 from devstack.stack import DEFAULT_ROOT
-from health_project.serving import WEB_BLOCKING_THREADS, WEB_WORKERS
+from health_project.serving import granian_args
 
 if TYPE_CHECKING:
     from oura_simulator import OuraSimulator, SimUser
@@ -285,8 +285,8 @@ def run(*, target: OuraTarget, embedded: list[str], with_demo: bool = True) -> i
     supervisor = Supervisor(metrics_dir=metrics_dir, registry=registry)
     bin_dir = Path(sys.executable).parent
     try:
-        # granian: a Rust HTTP front with the WSGI app on blocking threads; on this project's
-        # webhook bench it answers ~20 % more webhooks per core than gunicorn (bench/README.md).
+        # granian: a Rust HTTP front; health_project/serving.py has the shape (ASGI, the
+        # webhook on each worker's loop, the rest of Django on a thread pool).
         # It waits for requests in flight without limit unless told: 5 s, then its workers go.
         # Its logs use our formatter; the access log is ours (http_request, with request and
         # trace ids and the path's user id hashed: core/request_id.py), not granian's.
@@ -294,10 +294,9 @@ def run(*, target: OuraTarget, embedded: list[str], with_demo: bool = True) -> i
         granian_log_config.write_text(json.dumps(settings.GRANIAN_LOG_CONFIG))
         supervisor.start(
             "web",
-            [str(bin_dir / "granian"), "--interface", "wsgi", "health_project.wsgi:application",
-             "--host", "127.0.0.1", "--port", str(WEB_PORT), "--workers", str(WEB_WORKERS),
-             "--blocking-threads", str(WEB_BLOCKING_THREADS), "--workers-kill-timeout", "5",
-             "--no-access-log", "--log-config", str(granian_log_config)],
+            [str(bin_dir / "granian"), *granian_args(host="127.0.0.1", port=WEB_PORT),
+             "--workers-kill-timeout", "5", "--no-access-log",
+             "--log-config", str(granian_log_config)],
             env,
         )  # fmt: skip
         # Archiving yields the CPU to webhooks on a shared machine (docs/phase-3/webhooks.md).

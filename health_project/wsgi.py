@@ -87,10 +87,15 @@ def _dispatcher(
     return application
 
 
+def make_application() -> WSGIApplication:
+    """Both handlers over the current settings (read once, as Django's middleware does)."""
+    return _dispatcher(
+        ErrorShapeWSGIHandler(),
+        LeanWSGIHandler(),
+        frozenset(settings.LEAN_PATHS),
+        tuple(settings.LEAN_PREFIXES),
+    )
+
+
 django.setup(set_prefix=False)  # as django.core.wsgi.get_wsgi_application does
-application = _dispatcher(
-    ErrorShapeWSGIHandler(),
-    LeanWSGIHandler(),
-    frozenset(settings.LEAN_PATHS),
-    tuple(settings.LEAN_PREFIXES),
-)
+application = make_application()

@@ -23,6 +23,7 @@ import pytest
 from django.conf import settings
 
 from devstack.stack import Stack
+from health_project.serving import granian_args
 
 MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
 GRANIAN = str(Path(sys.executable).parent / "granian")
@@ -135,9 +136,7 @@ def manage(*args: str) -> list[str]:
 def web_command(port: int) -> list[str]:
     # As `make run` starts it, plus the kill timeout it needs (see WEB_KILL_TIMEOUT).
     return [
-        GRANIAN, "--interface", "wsgi", "health_project.wsgi:application",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
-        "--blocking-threads", "8", "--access-log", *WEB_KILL_TIMEOUT,
+        GRANIAN, *granian_args(host="127.0.0.1", port=port), "--access-log", *WEB_KILL_TIMEOUT,
     ]  # fmt: skip
 
 

@@ -35,7 +35,7 @@ from django.test import Client, override_settings
 from granian.cli import cli as granian_cli
 
 from core.consumers import processes
-from health_project.serving import WEB_BLOCKING_THREADS, WEB_WORKERS
+from health_project.serving import granian_args
 
 PROJECT = Path(__file__).resolve().parents[2]
 COMPOSE = PROJECT / "compose.yaml"
@@ -342,12 +342,15 @@ def test_every_service_command_exists(service: str, production: dict[str, Any]) 
 
 
 def test_the_web_server_has_the_shape_make_run_and_the_benches_use() -> None:
-    """The image's and compose's granian: health_project.serving's workers and threads,
-    which devrun and bench/ import, so a measured shape is the shipped one."""
+    """The image's and compose's granian: health_project.serving's interface, application
+    and workers, which devrun and bench/ import, so a measured shape is the shipped one."""
+    keys = ("interface", "app", "workers", "blocking_threads")
+    shipped = granian_args(host="0.0.0.0", port=8000)  # noqa: S104 - as the image listens
+    expected = granian_cli.make_context("granian", shipped).params
     for where, argv in (("Dockerfile CMD", exec_form("CMD")), ("compose web", command("web"))):
         params = granian_cli.make_context("granian", argv[1:]).params
-        shape = (params["workers"], params["blocking_threads"])
-        assert shape == (WEB_WORKERS, WEB_BLOCKING_THREADS), f"{where}: {shape}"
+        shape = tuple(params[key] for key in keys)
+        assert shape == tuple(expected[key] for key in keys), f"{where}: {shape}"
 
 
 def test_run_consumer_names_a_registered_consumer() -> None:

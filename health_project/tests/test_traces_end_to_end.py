@@ -26,6 +26,7 @@ from django.conf import settings
 from core.pseudonyms import person_hash
 from core.tests.otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
 from core.tests.test_shutdown import free_port
+from health_project.serving import granian_args
 from ingestion import crypto
 from ingestion.models import OuraConnection, RawEvent
 from ingestion.tests.webhook_helpers import signed
@@ -72,8 +73,7 @@ def processes(
             }
         )
         argvs = {
-            "web": [GRANIAN, "--interface", "wsgi", "health_project.wsgi:application",
-                    "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "web": [GRANIAN, *granian_args(host="127.0.0.1", port=port, workers=1),
                     "--workers-kill-timeout", "5"],
             "relay": [sys.executable, MANAGE, "run_relay"],
             "normalizer": [sys.executable, MANAGE, "run_consumer", "normalizer"],

@@ -22,6 +22,7 @@ from core.pseudonyms import person_hash
 from devstack.stack import Stack
 from ingestion.models import OuraConnection, RawEvent
 from ingestion.relay import relay_drain
+from ingestion.tests.asgi_client import AsgiClient
 from ingestion.tests.webhook_helpers import (
     URL,
     connect,
@@ -36,6 +37,19 @@ from oura_simulator import OuraSimulator
 from oura_simulator.config import SimulatorConfig
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(params=["wsgi", "asgi"])
+def client(request: pytest.FixtureRequest) -> Iterator[Client | AsgiClient]:
+    """Every test with a `client` runs against both front doors: the Django view (the WSGI
+    application) and health_project/asgi.py, which `make run` serves, whose deliveries never
+    reach the view (ingestion/webhook_asgi.py)."""
+    if request.param == "wsgi":
+        yield Client()
+        return
+    asgi = AsgiClient()
+    yield asgi
+    asgi.close()
 
 
 @pytest.fixture(autouse=True)
