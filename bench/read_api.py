@@ -397,6 +397,41 @@ def summary(name: str, samples: list[float]) -> str:
     )
 
 
+class _Server:
+    """granian with one worker, as `make run` shapes it, and a keep-alive client."""
+
+    def __init__(self, interface: str) -> None:
+        import httpx
+
+        from bench.webhooks import _free_port, _wait_http
+        from health_project.serving import WEB_BLOCKING_THREADS, granian_args
+
+        port = _free_port()
+        if interface == "asgi":
+            argv = granian_args(host="127.0.0.1", port=port, workers=1)
+        else:
+            argv = ["--interface", "wsgi", "health_project.wsgi:application", "--host",
+                    "127.0.0.1", "--port", str(port), "--workers", "1",
+                    "--blocking-threads", str(WEB_BLOCKING_THREADS)]  # fmt: skip
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "granian", *argv, "--no-log"],
+            env={**os.environ, "HEALTH_EMBEDDED_SERVICES": "false"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        _wait_http(port)
+        self._client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+
+    def get(self, path: str, query: str, key: str) -> tuple[int, bytes]:
+        response = self._client.get(f"{path}?{query}", headers={"Authorization": f"Bearer {key}"})
+        return response.status_code, response.content
+
+    def stop(self) -> None:
+        from bench.common import stop_processes
+
+        self._client.close()
+        stop_processes(self._process)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=10_000)
@@ -430,6 +465,13 @@ def main() -> int:
         help="the devstack root whose Postgres --cold restarts",
     )
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--server",
+        choices=["asgi", "wsgi"],
+        help="GET over a socket from granian (one worker) with this interface, instead of "
+        "calling the WSGI application in process: asgi is what make run serves "
+        "(health_project/serving.py), wsgi what it served before",
+    )
     args = parser.parse_args()
 
     if args.load:
@@ -469,8 +511,12 @@ def main() -> int:
     key = api_key_create(name="bench", scopes=["health:read"], all_users=True).secret
     query = urlencode(params)
 
+    server = _Server(args.server) if args.server else None
+
     def get(path: str) -> tuple[int, bytes]:
         """One GET through the WSGI application, as granian makes it (no socket)."""
+        if server is not None:
+            return server.get(path, query, key)
         environ = {
             "REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query,
             "SERVER_NAME": "localhost", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
@@ -547,10 +593,13 @@ def main() -> int:
         tables_sql.append(page_sql_once(user, DAILY_PAGE_SQL))
         sql.append(sql_once(user))
 
+    if server is not None:
+        server.stop()
     touch = "cold" if args.cold else "first touch"
+    via = f"over a socket from granian {args.server}" if args.server else "in process"
     print(
         f"1-year range ({args.days} days, limit={args.days}), distinct random users of "
-        f"{args.users:,}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}:"
+        f"{args.users:,}, {via}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}:"
     )
     lines: list[tuple[str, list[float]]] = []
     for endpoint in sampled:
