@@ -10,11 +10,15 @@ hottest in the system, and off the WSGI threads it costs a fraction of the CPU
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Callable, Coroutine, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
+from wsgiref.types import WSGIApplication as WSGIApp
 
-from a2wsgi import WSGIMiddleware
+from a2wsgi.wsgi import Body, build_environ
 from django.db import connections
 
 from health_project.serving import WEB_BLOCKING_THREADS
@@ -22,17 +26,108 @@ from health_project.wsgi import application as wsgi_application  # sets Django u
 from ingestion.webhook_asgi import PATH, ASGIApp, Receive, Scope, Send, WebhookEndpoint
 from ingestion.webhook_commit import stop_async_group_committer
 
+# A response larger than this is streamed as it is produced (a message at a time, as a2wsgi
+# does) instead of handed to the loop whole.
+STREAM_AFTER_BYTES = 1 << 20
+
+
+class DjangoOnThreads:
+    """The WSGI application on a pool of threads, for the event loop.
+
+    a2wsgi's WSGIMiddleware, but its responder hands every message (the status, each chunk,
+    the end) to the loop and waits for it, three or more round trips between threads per
+    request; on a year's daily page that made the ASGI front door a few milliseconds slower
+    than granian's WSGI interface (bench/README.md). Here the response is collected on the
+    request's thread and sent from the loop at once, unless it grows past
+    STREAM_AFTER_BYTES, when it is streamed from then on. The environ and the request body
+    are a2wsgi's (the body is read through the loop as the application reads it).
+    """
+
+    def __init__(self, wsgi: WSGIApp, *, threads: int) -> None:
+        self._wsgi = wsgi
+        self.threads = threads
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="django")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1000})
+            return
+        loop = asyncio.get_running_loop()
+        body = Body(loop, as_coroutine(receive))  # type: ignore[arg-type]  # a2wsgi's TypedDicts
+        environ = cast(dict[str, Any], build_environ(scope, body))  # type: ignore[arg-type]
+
+        async def send_coroutine(message: MutableMapping[str, Any]) -> None:
+            await send(message)  # granian's send is an awaitable, not a coroutine
+
+        def run() -> list[MutableMapping[str, Any]]:
+            return self._run(environ, loop, send_coroutine)
+
+        context = contextvars.copy_context()
+        for message in await loop.run_in_executor(self.executor, context.run, run):
+            await send(message)
+
+    def _run(
+        self,
+        environ: dict[str, Any],
+        loop: asyncio.AbstractEventLoop,
+        send: Callable[[MutableMapping[str, Any]], Coroutine[Any, Any, None]],
+    ) -> list[MutableMapping[str, Any]]:
+        """On a pool thread: run the application; what is left to send, in order."""
+        held: list[MutableMapping[str, Any]] = []
+        size = 0
+        streaming = False
+
+        def deliver(message: MutableMapping[str, Any]) -> None:
+            nonlocal size, streaming
+            held.append(message)
+            size += len(message.get("body", b""))
+            if streaming or size > STREAM_AFTER_BYTES:
+                streaming = True
+                for waiting in held:
+                    asyncio.run_coroutine_threadsafe(send(waiting), loop).result()
+                held.clear()
+
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], None]:
+            if exc_info is not None and streaming:
+                raise exc_info[1].with_traceback(exc_info[2])  # too late for another status
+            held[:] = [m for m in held if m["type"] != "http.response.start"]
+            start = {
+                "type": "http.response.start",
+                "status": int(status.split(" ", 1)[0]),
+                "headers": [(k.strip().lower().encode("latin-1"), v.strip().encode("latin-1"))
+                            for k, v in headers],
+            }  # fmt: skip
+            held.insert(0, start)
+
+            def write(chunk: bytes) -> None:
+                deliver({"type": "http.response.body", "body": chunk, "more_body": True})
+
+            return write
+
+        iterable = self._wsgi(environ, start_response)
+        try:
+            for chunk in iterable:
+                if chunk:
+                    deliver({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            close = getattr(iterable, "close", None)
+            if close is not None:
+                close()
+        deliver({"type": "http.response.body", "body": b"", "more_body": False})
+        return held
+
 
 class FrontDoor:
     """The ASGI application over `wsgi` (the project's WSGI application; the bench passes
     its own, which adds a route)."""
 
     def __init__(self, wsgi: object, *, threads: int = WEB_BLOCKING_THREADS) -> None:
-        self._adapter = WSGIMiddleware(wsgi, workers=threads)  # type: ignore[arg-type]
+        self._adapter = DjangoOnThreads(cast(WSGIApp, wsgi), threads=threads)
         self._threads = threads
-        # a2wsgi types the environ, each kind of scope and each event precisely
-        # (TypedDicts); this module only passes them through.
-        self._django = cast(ASGIApp, self._adapter)
+        self._django: ASGIApp = self._adapter
         self._webhook = WebhookEndpoint(self._django)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
