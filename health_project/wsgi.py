@@ -1,4 +1,7 @@
-"""The WSGI entry of `make run`, the Dockerfile and compose: `health_project.wsgi:application`.
+"""The WSGI application: what health_project/asgi.py (the entry of `make run`, the Dockerfile
+and compose) runs on its threads for every request but a webhook delivery. Also a complete
+WSGI entry on its own (`granian --interface wsgi health_project.wsgi:application`), with
+the deliveries answered by the Django view.
 
 Two Django handlers over one URLconf. Oura's webhook deliveries (LEAN_PATHS) and the REST v1
 health reads (LEAN_PREFIXES) go through the middleware a machine-to-machine call needs (a

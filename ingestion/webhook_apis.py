@@ -5,6 +5,11 @@ The class is a DRF APIView only so that drf-spectacular documents it in /v1/sche
 authentication and throttling: the delivery path needs the raw body bytes (the signature
 covers them), reads at most WEBHOOK_MAX_BODY_BYTES of them, and is the hottest path in the
 system. Authenticity comes from the HMAC signature, not from an API key.
+
+Served by the ASGI front door (health_project/asgi.py), a delivery never reaches this view:
+ingestion/webhook_asgi.py answers it on the event loop with the answer functions below,
+which this view shares. The view answers the challenge (GET), and deliveries when the
+WSGI application is served on its own.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -305,6 +306,20 @@ def _leaders(batch: list[_Pending]) -> dict[uuid.UUID, _Pending]:
     return leaders
 
 
+def _batch(
+    batch: list[_Pending],
+) -> tuple[dict[uuid.UUID, _Pending], list[RecordRequest], AbstractContextManager[object]]:
+    """The batch's leaders (_leaders), the requests to write and the span that covers it."""
+    leaders = _leaders(batch)
+    requests = [p.request for p in leaders.values()]
+    span = tracing.batch_span(
+        "webhook group commit",
+        [p.trace_context for p in leaders.values()],
+        {"messaging.batch.message_count": len(requests)},
+    )
+    return leaders, requests, span
+
+
 def _settle(
     batch: list[_Pending],
     leaders: dict[uuid.UUID, _Pending],
@@ -432,14 +447,9 @@ class GroupCommitter:
     def _commit(self, batch: list[_Pending]) -> None:
         if not batch:
             return
-        leaders = _leaders(batch)
-        requests = [p.request for p in leaders.values()]
+        leaders, requests, span = _batch(batch)
         outcomes: list[Outcome | BaseException]
-        with tracing.batch_span(
-            "webhook group commit",
-            [p.trace_context for p in leaders.values()],
-            {"messaging.batch.message_count": len(requests)},
-        ):
+        with span:
             try:
                 outcomes = list(
                     webhook_record_batch(requests, provider=self._provider, subject=self._subject)
@@ -605,14 +615,9 @@ class AsyncGroupCommitter:
     async def _commit(self, batch: list[_Pending]) -> None:
         if not batch:
             return
-        leaders = _leaders(batch)
-        requests = [p.request for p in leaders.values()]
+        leaders, requests, span = _batch(batch)
         outcomes: list[Outcome | BaseException]
-        with tracing.batch_span(
-            "webhook group commit",
-            [p.trace_context for p in leaders.values()],
-            {"messaging.batch.message_count": len(requests)},
-        ):
+        with span:
             try:
                 outcomes = list(await self._record(requests))
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:

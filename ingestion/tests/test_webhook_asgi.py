@@ -21,7 +21,6 @@ from django.db import connections
 from django.test import override_settings
 
 from access.services import api_key_create
-from audit.models import AuditEntry
 from core.metrics import http_responses_total
 from health_project.asgi import as_coroutine, make_application
 from health_project.wsgi import application as wsgi_application
@@ -29,7 +28,13 @@ from health_project.wsgi import make_application as make_wsgi_application
 from ingestion import webhook_asgi, webhook_commit
 from ingestion.models import RawEvent
 from ingestion.tests.asgi_client import AsgiClient
-from ingestion.tests.webhook_helpers import URL, connect, notification, raw_stream_messages, signed
+from ingestion.tests.webhook_helpers import (
+    URL,
+    assert_stored_audited_published,
+    connect,
+    notification,
+    signed,
+)
 from ingestion.webhook_services import reset_publish_breaker
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -178,9 +183,7 @@ def test_twenty_copies_at_once_on_one_loop_give_one_202_and_nineteen_409(
     )
     assert sorted(a.status_code for a in answers) == [202] + [409] * 19
     assert len({a.json()["eventId"] for a in answers}) == 1
-    assert RawEvent.objects.count() == 1
-    assert AuditEntry.objects.count() == 1
-    assert len(raw_stream_messages()) == 1
+    assert_stored_audited_published(1)
 
 
 def test_many_different_deliveries_at_once_are_each_stored_once(asgi: AsgiClient) -> None:
@@ -190,9 +193,7 @@ def test_many_different_deliveries_at_once_are_each_stored_once(asgi: AsgiClient
         [dict(method="POST", path=URL, body=raw, headers=headers) for raw, headers in deliveries]
     )
     assert [a.status_code for a in answers] == [202] * 40
-    assert RawEvent.objects.count() == 40
-    assert AuditEntry.objects.count() == 40
-    assert len(raw_stream_messages()) == 40
+    assert_stored_audited_published(40)
 
 
 def test_a_chunked_body_is_read_whole_and_a_long_one_is_refused_unread(asgi: AsgiClient) -> None:

@@ -25,6 +25,7 @@ from ingestion.relay import relay_drain
 from ingestion.tests.asgi_client import AsgiClient
 from ingestion.tests.webhook_helpers import (
     URL,
+    assert_stored_audited_published,
     connect,
     envelope_of,
     notification,
@@ -420,9 +421,7 @@ def test_duplicate_delivery_returns_409_and_touches_nothing_else(client: Client)
     assert second.status_code == 409
     assert second.json()["error"] == "duplicate_event"
     assert second.json()["eventId"] == first.json()["eventId"]
-    assert RawEvent.objects.count() == 1
-    assert AuditEntry.objects.count() == 1
-    assert len(raw_stream_messages()) == 1
+    assert_stored_audited_published(1)
 
 
 def test_twenty_concurrent_copies_give_one_202_and_nineteen_409(live_server: Any) -> None:
@@ -450,9 +449,7 @@ def test_twenty_concurrent_copies_give_one_202_and_nineteen_409(live_server: Any
         thread.join(60)
 
     assert sorted(statuses) == [202] + [409] * 19
-    assert RawEvent.objects.count() == 1
-    assert AuditEntry.objects.count() == 1
-    assert len(raw_stream_messages()) == 1
+    assert_stored_audited_published(1)
 
 
 # --- who the delivery is for --------------------------------------------------------------

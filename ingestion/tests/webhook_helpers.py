@@ -15,6 +15,7 @@ from django.conf import settings
 from django.utils import timezone
 from nats.js.errors import NotFoundError
 
+from audit.models import AuditEntry
 from core import bus
 from ingestion.models import OuraConnection, RawEvent
 from ingestion.webhook_commit import RecordedEvent
@@ -72,6 +73,13 @@ def record_unpublished(count: int, *, user: str = "oura-user-1") -> list[Recorde
         delivery = webhook_verify(body=raw, headers=headers)
         events.append(webhook_record(delivery=delivery, received_at=timezone.now()))
     return events
+
+
+def assert_stored_audited_published(count: int) -> None:
+    """`count` raw events, each with one audit entry and one message on HEALTH_RAW."""
+    assert RawEvent.objects.count() == count
+    assert AuditEntry.objects.count() == count
+    assert len(raw_stream_messages()) == count
 
 
 @dataclass(frozen=True)
