@@ -337,6 +337,11 @@ def test_make_run_uses_an_external_oura_from_the_oura_urls(devstack_root: Path) 
         assert not (devstack_root / "demo-api-key").exists() or "demo API key" not in run.output
 
         web = f"http://127.0.0.1:{env['WEB_PORT']}"
+        # The module shares one devstack root: the test before stops the built-in simulator
+        # mid-flight, and the Oura breakers it opened (kept in Postgres) would refuse this
+        # test's code exchange (OuraCircuitOpen) until they time out.
+        _manage(env, "shell", "-c", "from ingestion.models import CircuitBreaker; "
+                "CircuitBreaker.objects.all().delete()")  # fmt: skip
         key = _manage(
             env, "create_api_key", "--name", "remote", "--scopes",
             "health:connect,health:read,health:sync", "--users", "remote-user",
@@ -347,7 +352,7 @@ def test_make_run_uses_an_external_oura_from_the_oura_urls(devstack_root: Path) 
             to_oura = browser.get(started.json()["authorizeUrl"])
             assert to_oura.headers["location"].startswith(base)
             callback = browser.get(to_oura.headers["location"], follow_redirects=True)
-            assert callback.status_code == 200
+            assert callback.status_code == 200, callback.text[-600:]
         end = date.today() - timedelta(days=1)
         start = end - timedelta(days=6)
         job = httpx.post(
