@@ -55,7 +55,7 @@ class DjangoOnThreads:
             return
         loop = asyncio.get_running_loop()
         body = Body(loop, as_coroutine(receive))  # type: ignore[arg-type]  # a2wsgi's TypedDicts
-        environ = cast(dict[str, Any], build_environ(scope, body))  # type: ignore[arg-type]
+        environ = cast(dict[str, Any], build_environ(scope, body))  # type: ignore[arg-type]  # a2wsgi's HTTPScope TypedDict
 
         async def send_coroutine(message: MutableMapping[str, Any]) -> None:
             await send(message)  # granian's send is an awaitable, not a coroutine

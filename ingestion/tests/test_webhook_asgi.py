@@ -62,10 +62,10 @@ def asgi() -> Iterator[AsgiClient]:
 def view() -> Iterator[AsgiClient]:
     """The same requests through the Django view only: the WSGI application `make run`
     served before, behind the same adapter."""
-    adapter = WSGIMiddleware(wsgi_application, workers=1)  # type: ignore[arg-type]
+    adapter = WSGIMiddleware(wsgi_application, workers=1)  # type: ignore[arg-type]  # a2wsgi's Environ TypedDict
 
     async def django_only(scope: Any, receive: Any, send: Any) -> None:
-        await adapter(scope, as_coroutine(receive), send)  # type: ignore[arg-type]
+        await adapter(scope, as_coroutine(receive), send)  # type: ignore[arg-type]  # a2wsgi's event TypedDicts
 
     client = AsgiClient(django_only)
     yield client
