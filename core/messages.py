@@ -27,7 +27,7 @@ import json
 import re
 import uuid
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 
 from annotated_types import MaxLen
@@ -241,6 +241,44 @@ class WebhookEnvelopeHead(BusMessage):
     body: str = Field(description="The request body as received (UTF-8).")
     headers: dict[str, str] = Field(description="The kept request headers, lower-case names.")
     signature: WebhookSignature
+
+    @classmethod
+    def checked_bytes(
+        cls,
+        *,
+        event_id: uuid.UUID,
+        received_at: datetime,
+        dedupe_key: str,
+        notification: Mapping[str, str],
+        body: str,
+        headers: Mapping[str, str],
+        timestamp: str,
+        secret: str,
+        form: str,
+    ) -> bytes:
+        """`to_bytes()` of this model (this envelope version, from the Oura webhook, signed with
+        hmac-sha256) for parts the request path has already checked, without checking them
+        again: validating and dumping the model took a tenth of a webhook's CPU. A test
+        holds these bytes equal to the model's for generated deliveries."""
+        head = {
+            "envelope_version": WEBHOOK_ENVELOPE_VERSION,
+            "event_id": str(event_id),
+            "provider": "oura",
+            "kind": "webhook",
+            "received_at": received_at.isoformat(),
+            "dedupe_key": dedupe_key,
+            "notification": {name: notification[name] for name in WebhookNotification.model_fields},
+            "body": body,
+            "headers": dict(headers),
+            "signature": {"algorithm": "hmac-sha256", "timestamp": timestamp, "secret": secret,
+                          "form": form},
+        }  # fmt: skip
+        return json.dumps(
+            head,
+            sort_keys=True,
+            separators=cls.wire_separators,
+            ensure_ascii=cls.wire_ensure_ascii,
+        ).encode()
 
 
 class RawWebhookEnvelope(WebhookEnvelopeHead):

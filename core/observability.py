@@ -40,14 +40,17 @@ _CREDENTIAL_PATTERNS = (
 )
 
 
-# Text of only these characters cannot hold what redact() looks for: each pattern needs an
-# `=`, a quote, white space, a `/` or a `%` (core/tests/test_redaction.py holds every pattern
-# to that). Most log messages are event names like `http_request`: they skip the patterns.
-_PLAIN = re.compile(r"[A-Za-z0-9_.-]*")
+# Text of only these characters, without _PEOPLE_PATH, cannot hold what redact() looks for:
+# each pattern needs an `=`, a quote, white space, a `%` or _PEOPLE_PATH itself
+# (core/tests/test_redaction.py holds every pattern to that). Most log messages are event
+# names like `http_request`, and most access lines' paths are like `/v1/webhooks/oura`: they
+# skip the patterns.
+_PLAIN = re.compile(r"[A-Za-z0-9_./-]*")
+_PEOPLE_PATH = "/v1/health/"
 
 
 def redact(text: str) -> str:
-    if _PLAIN.fullmatch(text):
+    if _PLAIN.fullmatch(text) and _PEOPLE_PATH not in text:
         return text
     text = _CREDENTIAL_PATTERNS[0].sub(r"\1=[redacted]", text)
     text = _CREDENTIAL_PATTERNS[1].sub(r"\1\2[redacted]\2", text)
@@ -60,7 +63,7 @@ def redact(text: str) -> str:
 
 
 _USER_IN_PATHS = (
-    re.compile(r"(/v1/health/)(?!oura/)([^/\s'\"?]+)"),
+    re.compile(rf"({re.escape(_PEOPLE_PATH)})(?!oura/)([^/\s'\"?]+)"),
     re.compile(r"(user(?:=|%3D))(?!unknown\b)([A-Za-z0-9_-]{1,64})(?=/|%2F)"),
 )
 # `extra` fields that name a person, and the field their keyed hash goes to instead.
@@ -181,6 +184,10 @@ def _scrub_sentry_event(event: dict[str, Any], hint: dict[str, Any]) -> dict[str
 
 def init_observability(*, sentry_dsn: str, environment: str, traces_sample_rate: float) -> None:
     """Sentry, when a DSN is set. Tracing is core/tracing.py (OpenTelemetry, OTEL_* vars)."""
+    # Neither log format prints where a record was made (file, line, function): not looking
+    # it up saves a walk up the stack per record, a quarter of the webhook's access line
+    # (the logging HOWTO's "Optimization" section names this switch).
+    logging._srcfile = None
     if sentry_dsn:
         import sentry_sdk
 

@@ -255,10 +255,16 @@ def extract_headers(headers: Mapping[str, str] | None) -> Context:
 
 
 def current_traceparent() -> str:
-    """The W3C traceparent of the current span, to store beside work done later elsewhere."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return carrier.get("traceparent", "")
+    """The W3C traceparent of the current span, to store beside work done later elsewhere;
+    "" outside a span. Written as TraceContextTextMapPropagator writes it (a test holds the
+    two equal), without the propagators' carrier and baggage: every webhook stores one."""
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid:
+        return ""
+    return (
+        f"00-{trace.format_trace_id(span_context.trace_id)}-"
+        f"{trace.format_span_id(span_context.span_id)}-{span_context.trace_flags:02x}"
+    )
 
 
 def context_from_traceparent(traceparent: str) -> Context:

@@ -24,10 +24,12 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 from django.middleware.security import SecurityMiddleware
 from opentelemetry import propagate
@@ -67,6 +69,10 @@ class _ClientGone(Exception):
     """The client disconnected before its body was read: there is no one to answer."""
 
 
+# The headers Django's Host and HTTPS checks read (with the scope's scheme and server).
+_ORIGIN_HEADERS = ("host", "x-forwarded-host", "x-forwarded-port", "x-forwarded-proto")
+
+
 class _Head(HttpRequest):
     """Just enough of a Django request for Django's own Host and HTTPS checks."""
 
@@ -74,7 +80,7 @@ class _Head(HttpRequest):
         super().__init__()
         server = scope.get("server") or ("", 0)
         self.META = {"SERVER_NAME": str(server[0]), "SERVER_PORT": str(server[1] or "")}
-        for name in ("host", "x-forwarded-host", "x-forwarded-port", "x-forwarded-proto"):
+        for name in _ORIGIN_HEADERS:
             if name in headers:
                 self.META["HTTP_" + name.upper().replace("-", "_")] = headers[name]
         self.path = self.path_info = PATH
@@ -111,18 +117,14 @@ class WebhookEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         headers = _headers(scope)
-        head = _Head(scope, headers)
-        try:
-            head.get_host()  # as CommonMiddleware does; Django logs and answers a bad one
-        except DisallowedHost:
+        origin = _origin(scope, headers)
+        if not origin.ours:  # Django logs and answers a bad Host, and redirects to HTTPS
             return await self._django(scope, receive, send)
-        secure = head.is_secure()
-        if settings.SECURE_SSL_REDIRECT and not secure:
-            return await self._django(scope, receive, send)  # Django redirects to HTTPS
+        secure = origin.secure
 
-        with tracing.server_span("POST", propagate.extract(headers), head.scheme or "http") as span:
+        with tracing.server_span("POST", propagate.extract(headers), origin.scheme) as span:
             if span.is_recording():  # as ServerSpanMiddleware: only for a sampled request
-                span.set_attribute("http.url", head.build_absolute_uri(PATH))
+                span.set_attribute("http.url", origin.url)
             with request_context(headers.get("x-request-id")) as (request_id, fields):
                 try:
                     answer = await self._answer(scope, receive, headers)
@@ -157,6 +159,52 @@ class WebhookEndpoint:
                 raise
             return answer
         return accepted(event)
+
+
+class _Origin(NamedTuple):
+    """What Django's own checks make of a request's Host, scheme and proxy headers."""
+
+    ours: bool  # the Host is allowed, and the scheme is HTTPS where SECURE_SSL_REDIRECT asks
+    secure: bool
+    scheme: str
+    url: str  # PATH's absolute URL, for the SERVER span
+
+
+# Deliveries come with the same few Host and proxy headers, so each combination is checked
+# once (a Django request object per delivery was a twentieth of its CPU). Cleared when it
+# could hold anything else: a settings change (tests) or more combinations than any real
+# deployment sends (a client inventing Host headers).
+_origins: dict[tuple[object, ...], _Origin] = {}
+_MAX_ORIGINS = 64
+
+
+@receiver(setting_changed)
+def _forget_origins(**kwargs: object) -> None:
+    _origins.clear()
+
+
+def _origin(scope: Scope, headers: dict[str, str]) -> _Origin:
+    key = (scope.get("scheme"), tuple(scope.get("server") or ()),
+           *(headers.get(name) for name in _ORIGIN_HEADERS))  # fmt: skip
+    found = _origins.get(key)
+    if found is None:
+        head = _Head(scope, headers)
+        try:
+            head.get_host()  # as CommonMiddleware does
+        except DisallowedHost:
+            found = _Origin(False, False, "", "")
+        else:
+            secure = head.is_secure()
+            found = _Origin(
+                ours=secure or not settings.SECURE_SSL_REDIRECT,
+                secure=secure,
+                scheme=head.scheme or "http",
+                url=head.build_absolute_uri(PATH),
+            )
+        if len(_origins) >= _MAX_ORIGINS:
+            _origins.clear()
+        _origins[key] = found
+    return found
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -137,13 +137,16 @@ _ACCEPTED, _ORPHAN, _DROPPED = (
 #   in the audit chain (health.audit_log_chain) in the order their events were stored.
 # - The last SELECT answers for every input row, in input order: its stored row, or none,
 #   with whether the account is erased (none and not erased means a duplicate).
+# - Parameters (%(...)b) and rows go in Postgres' binary format: dumping eleven arrays as
+#   text, and parsing the envelopes back from bytea's hex, was most of the client's work
+#   for the statement (issue #19).
 _RECORD_SQL = f"""
 WITH input AS (
     SELECT * FROM unnest(
-        %(event_id)s::uuid[], %(dedupe_key)s::text[], %(provider_user_id)s::text[],
-        %(data_type)s::text[], %(event_type)s::text[], %(object_id)s::text[],
-        %(event_time)s::timestamptz[], %(received_at)s::timestamptz[],
-        %(envelope_head)s::bytea[], %(person_ref)s::text[], %(trace_parent)s::text[]
+        %(event_id)b::uuid[], %(dedupe_key)b::text[], %(provider_user_id)b::text[],
+        %(data_type)b::text[], %(event_type)b::text[], %(object_id)b::text[],
+        %(event_time)b::timestamptz[], %(received_at)b::timestamptz[],
+        %(envelope_head)b::bytea[], %(person_ref)b::text[], %(trace_parent)b::text[]
     ) WITH ORDINALITY AS i(event_id, dedupe_key, provider_user_id, data_type, event_type,
         object_id, event_time, received_at, envelope_head, person_ref, trace_parent, ord)
 ), owned AS (
@@ -161,11 +164,11 @@ WITH input AS (
         event_id, provider, kind, status, dedupe_key, user_id, provider_user_id, data_type,
         event_type, object_id, event_time, received_at, envelope, object_key, sha256,
         publish_subject, trace_parent)
-    SELECT event_id, %(provider)s, %(kind)s, status, dedupe_key, user_id, provider_user_id,
+    SELECT event_id, %(provider)b, %(kind)b, status, dedupe_key, user_id, provider_user_id,
         data_type, event_type, object_id, event_time, received_at,
         envelope_head || convert_to(
             to_json(status)::text || ',"user_id":' || to_json(user_id)::text || '}}', 'UTF8'),
-        '', '', CASE WHEN status = {_ACCEPTED} THEN %(subject)s ELSE '' END, trace_parent
+        '', '', CASE WHEN status = {_ACCEPTED} THEN %(subject)b ELSE '' END, trace_parent
     FROM owned
     WHERE NOT erased
     ORDER BY ord
@@ -179,7 +182,7 @@ WITH input AS (
             WHEN {_ACCEPTED} THEN {_sql_literal(AuditEntry.Action.WEBHOOK_RECEIVED)}
             WHEN {_ORPHAN} THEN {_sql_literal(AuditEntry.Action.WEBHOOK_ORPHANED)}
             ELSE {_sql_literal(AuditEntry.Action.WEBHOOK_DROPPED)} END,
-        'webhook:oura', '', owned.person_ref, %(provider)s, ins.event_id,
+        'webhook:oura', '', owned.person_ref, %(provider)b, ins.event_id,
         jsonb_build_object('data_type', owned.data_type, 'event_type', owned.event_type,
                            'status', ins.status)
     FROM ins JOIN owned USING (event_id)
@@ -232,7 +235,7 @@ def webhook_record_batch(
     # Django's cursors bind client-side, which sends this statement's text with every value
     # quoted into it and has Postgres parse and plan it on every call.
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(_RECORD_SQL, params, prepare=True)
+        cursor.execute(_RECORD_SQL, params, prepare=True, binary=True)
         rows = cursor.fetchall()
     return _outcomes(requests, rows)
 
@@ -292,8 +295,18 @@ class _Pending:
     # The request's trace context (with the person's baggage): the publish span's parent.
     trace_context: Context
     # A thread's (GroupCommitter) or the event loop's (AsyncGroupCommitter): both are
-    # completed by the committer alone, with the same three methods.
+    # completed by the committer alone, through answer() and fail().
     future: Future[tuple[Outcome, bool]] | asyncio.Future[tuple[Outcome, bool]]
+
+    def answer(self, outcome: Outcome, published: bool) -> None:
+        # A request that gave up waiting (RESULT_TIMEOUT_S) cancelled its future: the
+        # others of the batch are answered all the same.
+        if not self.future.done():
+            self.future.set_result((outcome, published))
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
 
 
 def _leaders(batch: list[_Pending]) -> dict[uuid.UUID, _Pending]:
@@ -331,11 +344,9 @@ def _settle(
     for pending in batch:
         outcome = by_id[pending.request.event_id]
         if isinstance(outcome, BaseException):
-            pending.future.set_exception(outcome)
+            pending.fail(outcome)
         elif pending is not leaders[pending.request.event_id]:
-            pending.future.set_result(
-                ("duplicate" if isinstance(outcome, RecordedEvent) else outcome, False)
-            )
+            pending.answer("duplicate" if isinstance(outcome, RecordedEvent) else outcome, False)
         elif (
             isinstance(outcome, RecordedEvent)
             and outcome.publish_subject
@@ -343,7 +354,7 @@ def _settle(
         ):
             to_publish.append((pending, outcome))
         else:
-            pending.future.set_result((outcome, False))
+            pending.answer(outcome, False)
     return to_publish
 
 
@@ -385,7 +396,7 @@ def _published(
                 extra={"event_id": str(event.event_id), "error_type": error_type or "nack"},
             )
         tracing.end_with(span, None if ok else bus.BusUnavailable("not acknowledged"))
-        pending.future.set_result((event, ok))
+        pending.answer(event, ok)
 
 
 class GroupCommitter:
@@ -437,8 +448,7 @@ class GroupCommitter:
                 self._commit(pending)
             except BaseException as exc:  # never leave a request waiting on a dead batch
                 for waiting in pending:
-                    if not waiting.future.done():
-                        waiting.future.set_exception(exc)
+                    waiting.fail(exc)
                 logger.exception("webhook_commit_failed")
             if stop:
                 connection.close()
@@ -458,7 +468,7 @@ class GroupCommitter:
                 # The connection is gone or going: answer 503 to all, reconnect next batch.
                 connection.close()
                 for pending in batch:
-                    pending.future.set_exception(exc)
+                    pending.fail(exc)
                 return
             except DatabaseError:
                 # Something in one delivery that Postgres refused: write the others alone,
@@ -584,8 +594,7 @@ class AsyncGroupCommitter:
                 await self._commit(pending)
             except Exception as exc:  # never leave a request waiting on a dead batch
                 for waiting in pending:
-                    if not waiting.future.done():
-                        waiting.future.set_exception(exc)
+                    waiting.fail(exc)
                 logger.exception("webhook_commit_failed")
             if None in batch:
                 return
@@ -609,7 +618,7 @@ class AsyncGroupCommitter:
         params = record_params(requests, provider=self._provider, subject=self._subject)
         db = await self._connection()
         async with db.cursor() as cursor:
-            await cursor.execute(_RECORD_SQL, params, prepare=True)
+            await cursor.execute(_RECORD_SQL, params, prepare=True, binary=True)
             return _outcomes(requests, await cursor.fetchall())
 
     async def _commit(self, batch: list[_Pending]) -> None:
@@ -625,7 +634,7 @@ class AsyncGroupCommitter:
                 # Raised as Django's error, the one the views answer 503 for.
                 await self._close_db()
                 for pending in batch:
-                    pending.future.set_exception(OperationalError(type(exc).__name__))
+                    pending.fail(OperationalError(type(exc).__name__))
                 return
             except psycopg.DatabaseError:
                 # Something in one delivery that Postgres refused: write the others alone,

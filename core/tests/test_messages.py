@@ -14,6 +14,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.utils import timezone
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from core import bus
@@ -27,7 +29,9 @@ from core.messages import (
     NormalizedMetricsMessage,
     PageEnvelope,
     RawWebhookEnvelope,
+    WebhookEnvelopeHead,
     WebhookNotification,
+    WebhookSignature,
     dead_letter_subject,
     job_status_subject,
     normalized_metrics_subject,
@@ -243,6 +247,46 @@ def test_models_round_trip_through_their_bytes() -> None:
             {"userId": "u", "provider": "oura", "dataType": "sleep", "change": "upsert",
              "days": [], "ids": [], "normalizerVersion": 1, "occurredAt": now, "score": 80}
         )  # fmt: skip
+
+
+# Any text webhook_verify lets through: strict UTF-8 has no lone surrogates, Postgres text
+# no NUL, and a notification's fields are not blank.
+_CHARACTERS = st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00")
+_TEXT = st.text(_CHARACTERS, min_size=1, max_size=30).filter(str.strip)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    notification=st.fixed_dictionaries({name: _TEXT for name in NOTIFICATION_MAX_LENGTHS})
+    .map(lambda fields: fields | {"event_type": "update"}),
+    received_at=st.datetimes(timezones=st.just(UTC)) | st.datetimes(
+        timezones=st.sampled_from([timezone.get_fixed_timezone(m) for m in (-330, 0, 60)])),
+    body=st.text(_CHARACTERS, max_size=80),
+    headers=st.dictionaries(st.sampled_from(["content-type", "user-agent", "x-oura-timestamp"]),
+                            _TEXT),
+    timestamp=st.from_regex(r"[0-9]{1,12}", fullmatch=True),
+    secret=st.sampled_from(["current", "previous"]),
+    form=st.sampled_from(["raw", "compact", "compact_ascii"]),
+)  # fmt: skip
+def test_the_request_paths_envelope_head_is_the_models_bytes(
+    notification: dict[str, str], received_at: datetime, body: str, headers: dict[str, str],
+    timestamp: str, secret: str, form: str,
+) -> None:  # fmt: skip
+    """WebhookEnvelopeHead.checked_bytes skips the model to save CPU; its bytes must still be
+    the model's, for any text the request path lets through."""
+    event_id, dedupe_key = uuid.uuid4(), "ab" * 32
+    model = WebhookEnvelopeHead(
+        envelope_version=1, event_id=event_id, provider="oura", kind="webhook",
+        received_at=received_at, dedupe_key=dedupe_key,
+        notification=WebhookNotification.model_validate(notification), body=body,
+        headers=headers, signature=WebhookSignature(
+            algorithm="hmac-sha256", timestamp=timestamp, secret=secret, form=form),
+    )  # fmt: skip
+    assert WebhookEnvelopeHead.checked_bytes(
+        event_id=event_id, received_at=received_at, dedupe_key=dedupe_key,
+        notification=notification | {"ignored": "x"}, body=body, headers=headers,
+        timestamp=timestamp, secret=secret, form=form,
+    ) == model.to_bytes()  # fmt: skip
 
 
 def test_subjects_refuse_tokens_that_are_nats_syntax() -> None:

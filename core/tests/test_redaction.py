@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from core.observability import (
     _CREDENTIAL_PATTERNS,
+    _PEOPLE_PATH,
     _PLAIN,
     _USER_IN_PATHS,
     RedactFilter,
@@ -44,23 +45,34 @@ def test_a_user_id_in_a_path_becomes_its_keyed_hash() -> None:
 
 # Plain text: random, and built from the words the patterns look for (so that a pattern
 # matching, say, a bare `access_token` or a run of digits is found, not left to chance).
+# Whatever holds _PEOPLE_PATH is not plain: the fast path sends it to the patterns.
 _WORDS = ["access_token", "refresh_token", "code", "state", "client_secret", "bearer",
           "Bearer", "user", "3D", "2F", "v1", "health", "oura", "0", "7", "a", "Z", "-", "_",
-          "."]  # fmt: skip
+          ".", "/", "/v1/", "/v1/healt", "h/", "/v1/health", "/v1/oura/"]  # fmt: skip
 PLAIN_TEXT = st.one_of(
     st.from_regex(_PLAIN, fullmatch=True),
     st.lists(st.sampled_from(_WORDS), max_size=12).map("".join),
-)
+).filter(lambda text: _PEOPLE_PATH not in text)
 
 
 @given(PLAIN_TEXT)
 def test_no_pattern_can_match_plain_text_so_the_fast_path_changes_nothing(text: str) -> None:
-    """redact() returns text of only `[A-Za-z0-9_.-]` untouched without running the
-    patterns: true only while every pattern needs some other character. A pattern added
-    later that could match such text fails here."""
+    """redact() returns text of only `[A-Za-z0-9_./-]` without `/v1/health/` untouched,
+    without running the patterns: true only while every pattern needs some other character
+    or that path. A pattern added later that could match such text fails here."""
     for pattern in (*_CREDENTIAL_PATTERNS, *_USER_IN_PATHS):
         assert pattern.search(text) is None, pattern.pattern
     assert redact(text) == text
+
+
+@pytest.mark.parametrize(
+    ("path", "person"),
+    [("/v1/health/person-42/oura/daily", "person-42"), ("x/v1/health/person-42", "person-42"),
+     ("/v1/health/p.4_2-", "p.4_2-")],
+)  # fmt: skip
+def test_a_path_naming_a_person_is_not_taken_for_plain_text(path: str, person: str) -> None:
+    assert _PLAIN.fullmatch(path)
+    assert person not in redact(path)
 
 
 @pytest.mark.parametrize("text", ["http_request", "webhook_accepted", "relay_batch", "a.b-c_9", ""])

@@ -148,3 +148,17 @@ def test_the_tracer_is_made_once_and_records_through_the_process_provider() -> N
         fresh.end()
     assert span.is_recording() == fresh.is_recording()
     assert type(span) is type(fresh)
+
+
+@pytest.mark.parametrize("flags", [TraceFlags.SAMPLED, TraceFlags.DEFAULT])
+def test_the_stored_traceparent_is_what_the_w3c_propagator_writes(flags: TraceFlags) -> None:
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    assert tracing.current_traceparent() == ""  # outside any span
+    parent = SpanContext(trace_id=0x0AF7651916CD43DD8448EB211C80319C,
+                         span_id=0x00F067AA0BA902B7, is_remote=True, trace_flags=flags)  # fmt: skip
+    with trace.use_span(NonRecordingSpan(parent)):
+        carrier: dict[str, str] = {}
+        TraceContextTextMapPropagator().inject(carrier)
+        assert tracing.current_traceparent() == carrier["traceparent"]
+        assert carrier["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
