@@ -36,6 +36,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import baggage, context, propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
@@ -258,7 +259,10 @@ def current_traceparent() -> str:
     """The W3C traceparent of the current span, to store beside work done later elsewhere;
     "" outside a span. Written as TraceContextTextMapPropagator writes it (a test holds the
     two equal), without the propagators' carrier and baggage: every webhook stores one."""
-    span_context = trace.get_current_span().get_span_context()
+    return _traceparent(trace.get_current_span().get_span_context())
+
+
+def _traceparent(span_context: trace.SpanContext) -> str:
     if not span_context.is_valid:
         return ""
     return (
@@ -367,6 +371,9 @@ def start_consume_span(
     )
 
 
+_BAGGAGE = W3CBaggagePropagator()
+
+
 def start_producer_span(
     *, subject: str, msg_id: str, parent: Context | None, operation: str = "publish"
 ) -> tuple[trace.Span, dict[str, str]]:
@@ -379,8 +386,16 @@ def start_producer_span(
         kind=SpanKind.PRODUCER,
         attributes=message_span_attributes(subject=subject, msg_id=msg_id),
     )
+    # The bus contract's W3C headers (core.messages.TRACE_HEADERS), written as the
+    # propagators write them (a test holds the two equal) without building a context for
+    # them: every webhook publishes one message.
     headers: dict[str, str] = {}
-    propagate.inject(headers, context=trace.set_span_in_context(span, parent))
+    span_context = span.get_span_context()
+    if span_context.is_valid:
+        headers["traceparent"] = _traceparent(span_context)
+        if span_context.trace_state:
+            headers["tracestate"] = span_context.trace_state.to_header()
+    _BAGGAGE.inject(headers, context=parent)
     return span, headers
 
 

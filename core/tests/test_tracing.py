@@ -162,3 +162,36 @@ def test_the_stored_traceparent_is_what_the_w3c_propagator_writes(flags: TraceFl
         TraceContextTextMapPropagator().inject(carrier)
         assert tracing.current_traceparent() == carrier["traceparent"]
         assert carrier["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
+
+
+def test_a_producer_spans_headers_are_what_the_propagators_write(
+    recorded: tuple[trace.Tracer, InMemorySpanExporter], monkeypatch
+) -> None:
+    """start_producer_span writes the W3C headers itself; they must be the propagators'."""
+    from opentelemetry import propagate
+    from opentelemetry.trace import TraceState
+
+    tracer, _ = recorded
+    monkeypatch.setattr(tracing, "tracer", lambda: tracer)
+    parent_context = SpanContext(trace_id=0x0AF7651916CD43DD8448EB211C80319C,
+                                 span_id=0x00F067AA0BA902B7, is_remote=True,
+                                 trace_flags=TraceFlags(TraceFlags.SAMPLED),
+                                 trace_state=TraceState([("vendor", "v1")]))  # fmt: skip
+    parent = tracing.person_baggage(
+        person_hash("person-42"), trace.set_span_in_context(NonRecordingSpan(parent_context))
+    )
+    span, headers = tracing.start_producer_span(
+        subject="health.raw.oura.webhook", msg_id="m-1", parent=parent
+    )
+    expected: dict[str, str] = {}
+    propagate.inject(expected, context=trace.set_span_in_context(span, parent))
+    span.end()
+    assert headers == expected
+    assert set(headers) == {"traceparent", "tracestate", "baggage"}
+    # Without a parent: a trace of its own, and no baggage to carry.
+    span, headers = tracing.start_producer_span(subject="s", msg_id="m-2", parent=Context())
+    expected = {}
+    propagate.inject(expected, context=trace.set_span_in_context(span, Context()))
+    span.end()
+    assert headers == expected
+    assert set(headers) == {"traceparent"}
