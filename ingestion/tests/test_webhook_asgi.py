@@ -155,6 +155,23 @@ def test_a_host_outside_allowed_hosts_is_djangos_400_and_stores_nothing(asgi: As
     assert RawEvent.objects.count() == 0
 
 
+def test_remembered_host_checks_are_bounded_and_follow_the_settings(asgi: AsgiClient) -> None:
+    """The loop remembers Django's Host verdict per header combination: a client inventing
+    Host headers cannot grow that memory, and a settings change is not answered from it."""
+    from ingestion import webhook_asgi
+
+    connect()
+    invented = [{"method": "POST", "path": URL, "body": b"{}",
+                 "headers": {"host": f"evil-{n}.example"}} for n in range(100)]  # fmt: skip
+    assert {answer.status_code for answer in asgi.at_once(invented)} == {400}
+    assert len(webhook_asgi._origins) <= webhook_asgi._MAX_ORIGINS
+    raw, headers = signed(notification())
+    assert _post(asgi, raw, {**headers, "host": "ours.example"}).status_code == 400
+    with override_settings(ALLOWED_HOSTS=["ours.example"]):
+        assert _post(asgi, raw, {**headers, "host": "ours.example"}).status_code == 202
+    assert RawEvent.objects.count() == 1
+
+
 def test_plain_http_is_redirected_when_https_is_required_and_https_is_served() -> None:
     connect()
     with override_settings(SECURE_SSL_REDIRECT=True, SECURE_HSTS_SECONDS=3600):
