@@ -164,15 +164,11 @@ def test_the_stored_traceparent_is_what_the_w3c_propagator_writes(flags: TraceFl
         assert carrier["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
 
 
-def test_a_producer_spans_headers_are_what_the_propagators_write(
-    recorded: tuple[trace.Tracer, InMemorySpanExporter], monkeypatch
-) -> None:
+def test_a_producer_spans_headers_are_what_the_propagators_write() -> None:
     """start_producer_span writes the W3C headers itself; they must be the propagators'."""
     from opentelemetry import propagate
     from opentelemetry.trace import TraceState
 
-    tracer, _ = recorded
-    monkeypatch.setattr(tracing, "tracer", lambda: tracer)
     parent_context = SpanContext(trace_id=0x0AF7651916CD43DD8448EB211C80319C,
                                  span_id=0x00F067AA0BA902B7, is_remote=True,
                                  trace_flags=TraceFlags(TraceFlags.SAMPLED),
