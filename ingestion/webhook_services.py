@@ -36,7 +36,6 @@ from core import bus, tracing
 from core.messages import (
     EVENT_TYPES,
     NOTIFICATION_MAX_LENGTHS,
-    WEBHOOK_ENVELOPE_VERSION,
     WebhookEnvelopeHead,
 )
 from core.messages import WEBHOOK_SUBJECT as WEBHOOK_SUBJECT  # re-exported for callers
@@ -62,7 +61,6 @@ logger = logging.getLogger(__name__)
 PROVIDER = "oura"
 # The subject, the envelope and the notification are the bus contract's (core/messages.py);
 # these names stay for the code and tests that import them from here.
-ENVELOPE_VERSION = WEBHOOK_ENVELOPE_VERSION
 NOTIFICATION_FIELDS = NOTIFICATION_MAX_LENGTHS
 # Headers worth keeping with the raw body. Everything else (cookies, forwarding headers,
 # anything a proxy adds) is dropped. The signature is an HMAC output, not a secret, and
