@@ -57,7 +57,7 @@ from bench.webhooks import (
     start_relay,
     wait_drained,
 )
-from health_project.serving import WEB_WORKERS
+from health_project.serving import BACKGROUND_NICE, WEB_WORKERS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -281,7 +281,7 @@ def measure_floor(
         _wait_http(port)
         secret = settings.OURA_CLIENT_SECRET
         run_load(port, signed_deliveries(1000, secret), 16, 5)  # warm every worker
-        relay = start_relay(env, workers=4, nice=10)
+        relay = start_relay(env, workers=4, nice=BACKGROUND_NICE)
         wait_drained(120)
         services = service_pids(devstack_root) | {"relay": [relay.pid]}
         result = run_load(

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.normalizer import percentile
-from health_project.serving import granian_args
+from health_project.serving import BACKGROUND_NICE, granian_args
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -1084,7 +1084,7 @@ def _run(plan: Plan, schedule: list[Fault], stack: Any, services: dict[str, str]
     children.add("web", [str(bin_dir / "granian"), *granian_args(host="127.0.0.1", port=port),
                          "--workers-kill-timeout", "5", "--respawn-failed-workers",
                          "--respawn-interval", "0.5", "--no-access-log"])  # fmt: skip
-    children.add("relay", [*manage, "run_relay", "--nice", "10"])
+    children.add("relay", [*manage, "run_relay", "--nice", str(BACKGROUND_NICE)])
     children.add("normalizer-1", [*manage, "run_consumer", "normalizer"])
     children.add("normalizer-2", [*manage, "run_consumer", "normalizer"])
     children.add("worker", [*manage, "run_worker", "--threads", "2"])

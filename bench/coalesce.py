@@ -59,7 +59,7 @@ from bench.normalizer import (
     percentile,
     setup_django,
 )
-from health_project.serving import granian_args
+from health_project.serving import BACKGROUND_NICE, granian_args
 
 # One user's morning sync: (webhook data_type, event_type, day offset from today, document).
 # Documents with the same tag are one document (a sleep created by the background analysis
@@ -492,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1, help="before/after pairs, interleaved")
     parser.add_argument("--consumers", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="granian workers")
-    parser.add_argument("--relay-nice", type=int, default=10)
+    parser.add_argument("--relay-nice", type=int, default=BACKGROUND_NICE)
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument("--skip", action="append", default=[], choices=["backlog", "live"])
     parser.add_argument("--devstack-root", type=Path)

@@ -78,6 +78,15 @@ def service_pids(root: Path | None) -> dict[str, list[int]]:
     return found
 
 
+def niceness(pid: int) -> int | None:
+    """A process's nice value (field 19 of /proc/PID/stat); None where it cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[16])
+
+
 def stop_processes(*procs: subprocess.Popen[bytes] | None, timeout: float = 20) -> None:
     """SIGTERM every started process at once, then SIGKILL (and reap) each one that has not
     exited `timeout` seconds after its turn came."""

@@ -47,7 +47,7 @@ from typing import Any
 from bench.backfill import consumer_backlog, setup_django
 from bench.common import cpu_seconds, machine_busy_seconds, service_pids
 from bench.normalizer import _free_port, _purge_oura_raw, _wait_http, percentile
-from health_project.serving import granian_args
+from health_project.serving import BACKGROUND_NICE, granian_args
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             [*manage, "run_worker", "--threads", str(args.worker_threads)], **quiet
         )
         processes["relay"] = subprocess.Popen(
-            [*manage, "run_relay", "--grace", "2", "--nice", "10"], **quiet
+            [*manage, "run_relay", "--grace", "2", "--nice", str(BACKGROUND_NICE)], **quiet
         )
         for n in range(args.consumers):
             processes[f"normalizer{n}"] = subprocess.Popen(

@@ -47,7 +47,7 @@ from bench.common import (
     service_pids,
     stop_processes,
 )
-from health_project.serving import granian_args
+from health_project.serving import BACKGROUND_NICE, granian_args
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -637,7 +637,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", action="append", default=[],
                         choices=["s3", "fetchack", "pages", "drain", "webhooks"])  # fmt: skip
     parser.add_argument("--drain-messages", type=int, default=1000)
-    parser.add_argument("--relay-nice", type=int, default=10, help="run_relay --nice N")
+    parser.add_argument(
+        "--relay-nice", type=int, default=BACKGROUND_NICE, help="run_relay --nice N"
+    )
     parser.add_argument(
         "--devstack-root", type=Path, help="Also report the CPU of that root's services."
     )

@@ -37,7 +37,12 @@ from types import FrameType
 from typing import Any
 
 from bench.common import machine_busy_seconds
-from health_project.serving import WEB_BLOCKING_THREADS, WEB_INTERFACE, WEB_WORKERS
+from health_project.serving import (
+    BACKGROUND_NICE,
+    WEB_BLOCKING_THREADS,
+    WEB_INTERFACE,
+    WEB_WORKERS,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_DIR = ROOT.parent / "shared" / "peers" / "open-wearables"
@@ -426,6 +431,8 @@ class Ours:
             text=True,
             stdin=subprocess.DEVNULL,
             start_new_session=action == "down",  # see Peer.down
+            # The embedded S3 at make run's niceness (devrun/__main__.py).
+            env={"DEVSTACK_S3_NICE": str(BACKGROUND_NICE), **os.environ},
         )
         if proc.returncode != 0:
             raise SystemExit(f"bench.peers: devstack {action} failed: {proc.stderr.strip()}")
@@ -576,8 +583,8 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [{k: v for k, v in run.items() if k != "detail"} for run in runs],
         "concurrency": args.concurrency,
         "ours": f"granian {WEB_INTERFACE} {WEB_WORKERS}x{WEB_BLOCKING_THREADS}, relay during "
-        "the load "
-        f"(nice 10), {args.seconds:g} s of load per run",
+        f"the load (nice {BACKGROUND_NICE}, the embedded S3 too), {args.seconds:g} s of load "
+        "per run",
         "peer": f"OW {peer.commit()}, one uvicorn process (fastapi run), "
         f"loadgen.py {args.n} deliveries + {args.warmup} warm-up per run",
         "ours_commit": subprocess.run(

@@ -5,8 +5,8 @@ Not a test. Same set-up as bench/webhooks.py (bench/README.md), in one run:
     python -m bench.tracing [--rounds 3] [--seconds 15]
 
 Each round starts the bench server (granian as `make run` serves it,
-`bench.webhooks:application`) and the relay (`--nice 10`) once per mode, and drives signed
-unique deliveries at concurrency 16:
+`bench.webhooks:application`) and the relay (niced as `make run` does) once per mode, and
+drives signed unique deliveries at concurrency 16:
 
 - `disabled`: `OTEL_SDK_DISABLED=true`: no provider and no instrumentation at all (what the
   instrumentation costs even when nothing is recorded);
@@ -36,7 +36,7 @@ from typing import Any
 
 from bench.common import stop_processes
 from bench.webhooks import _free_port, _wait_http, prepare_server_env, run_load, signed_deliveries
-from health_project.serving import WEB_BLOCKING_THREADS, WEB_WORKERS
+from health_project.serving import BACKGROUND_NICE, WEB_BLOCKING_THREADS, WEB_WORKERS
 
 ROOT = Path(__file__).resolve().parent.parent
 MEASURES = ("accepted_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_request")
@@ -81,7 +81,8 @@ def _measure(env: dict[str, str], args: argparse.Namespace, secret: str) -> dict
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     relay = subprocess.Popen(
-        [sys.executable, "manage.py", "run_relay", "--interval", "0.2", "--nice", "10"],
+        [sys.executable, "manage.py", "run_relay", "--interval", "0.2",
+         "--nice", str(BACKGROUND_NICE)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -137,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = {
         "machine": f"{os.cpu_count()} cores",
-        "server": f"granian asgi {args.workers}x{WEB_BLOCKING_THREADS}, relay nice 10",
+        "server": f"granian asgi {args.workers}x{WEB_BLOCKING_THREADS}, "
+        f"relay nice {BACKGROUND_NICE}",
         "concurrency": args.concurrency,
         "seconds_per_run": args.seconds,
         "sampler": "default: parentbased_traceidratio 0.1 (mode on); none recorded (mode off)",

@@ -40,11 +40,17 @@ from typing import Any
 from bench.common import (
     cpu_seconds,
     machine_busy_seconds,
+    niceness,
     s3_put_rate,
     service_pids,
     stop_processes,
 )
-from health_project.serving import WEB_BLOCKING_THREADS, WEB_INTERFACE, WEB_WORKERS
+from health_project.serving import (
+    BACKGROUND_NICE,
+    WEB_BLOCKING_THREADS,
+    WEB_INTERFACE,
+    WEB_WORKERS,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_USER = "bench-oura-user"
@@ -283,7 +289,7 @@ def measure(
     threads: int = WEB_BLOCKING_THREADS,
     relay_workers: int = 4,
     relay_after_load: bool = False,
-    relay_nice: int = 10,
+    relay_nice: int = BACKGROUND_NICE,
     devstack_root: Path | None = None,
     trivial: bool = True,
     drain_limit_s: float = 600,
@@ -345,6 +351,8 @@ def measure(
             )
         deliveries = signed_deliveries(int(seconds * 2500), secret)
         services = service_pids(devstack_root)
+        if "s3" in services:  # make run starts it at BACKGROUND_NICE (DEVSTACK_S3_NICE)
+            results["s3_nice"] = niceness(services["s3"][0])
         if relay is not None:
             services["relay"] = [relay.pid]
         results["webhook"] = run_load(
@@ -383,7 +391,10 @@ def main(argv: list[str] | None = None) -> int:
         "--relay-after-load", action="store_true", help="Start the relay only when load stops."
     )
     parser.add_argument(
-        "--relay-nice", type=int, default=10, help="run_relay --nice N (make run uses 10)."
+        "--relay-nice",
+        type=int,
+        default=BACKGROUND_NICE,
+        help=f"run_relay --nice N (make run uses {BACKGROUND_NICE}).",
     )
     parser.add_argument(
         "--devstack-root", type=Path, help="Also report the CPU of that root's services."

@@ -188,6 +188,10 @@ def init_observability(*, sentry_dsn: str, environment: str, traces_sample_rate:
     # it up saves a walk up the stack per record, a quarter of the webhook's access line
     # (the logging HOWTO's "Optimization" section names this switch).
     logging._srcfile = None
+    # Nor the thread, process or multiprocessing names and ids: the same section's switches.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     if sentry_dsn:
         import sentry_sdk
 

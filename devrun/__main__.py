@@ -30,7 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from devstack import ensure_running
+    from health_project.serving import BACKGROUND_NICE
 
+    # The embedded S3 serves mostly the relay, which yields to webhooks: so does the S3.
+    os.environ.setdefault("DEVSTACK_S3_NICE", str(BACKGROUND_NICE))
     embedded = ensure_running(only_missing_from=dict(os.environ))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "health_project.settings")
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -30,7 +30,7 @@ from devrun.oura import OuraTarget
 from devrun.supervisor import STOP_GRACE_S, Supervisor, stop_with_parent
 from devrun.watchdog import leftovers, reap
 from devstack.stack import DEFAULT_ROOT
-from health_project.serving import granian_args
+from health_project.serving import BACKGROUND_NICE, granian_args
 
 if TYPE_CHECKING:
     from oura_simulator import OuraSimulator, SimUser
@@ -300,7 +300,7 @@ def run(*, target: OuraTarget, embedded: list[str], with_demo: bool = True) -> i
             env,
         )  # fmt: skip
         # Archiving yields the CPU to webhooks on a shared machine (docs/phase-3/webhooks.md).
-        supervisor.start("relay", _manage("run_relay", "--nice", "10"), env)
+        supervisor.start("relay", _manage("run_relay", "--nice", str(BACKGROUND_NICE)), env)
         supervisor.start("normalizer", _manage("run_consumer", "normalizer"), env)
         supervisor.start("worker", _manage("run_worker"), env)
         supervisor.start("scheduler", _manage("run_scheduler"), env)

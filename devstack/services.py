@@ -603,6 +603,28 @@ jetstream {{
         return f"nats://127.0.0.1:{port}"
 
 
+def _niced(value: str) -> list[str]:
+    """The prefix that starts a command at niceness `value` (0-19); none for 0.
+
+    For DEVSTACK_S3_NICE, which `make run` sets (health_project/serving.py, BACKGROUND_NICE):
+    beside the web server the embedded S3 mostly serves the relay's archive PUTs, and those
+    should take only the CPU that webhooks leave idle, as the relay's own work does. A
+    remote S3 in production costs the web server's host nothing.
+    """
+    try:
+        nice = int(value)
+    except ValueError:
+        nice = -1
+    if not 0 <= nice <= 19:
+        raise ServiceError(f"DEVSTACK_S3_NICE must be a whole number from 0 to 19, not {value!r}")
+    if nice == 0:
+        return []
+    program = shutil.which("nice")  # POSIX's; niceness set before exec reaches every thread
+    if program is None:
+        raise ServiceError("DEVSTACK_S3_NICE needs the `nice` command on PATH")
+    return [program, "-n", str(nice)]
+
+
 class S3Service(EmbeddedService):
     """A moto S3 server. It keeps objects in memory: a restart starts with an empty store.
 
@@ -615,7 +637,8 @@ class S3Service(EmbeddedService):
 
     def launch(self, port: int, extra_port: int) -> int:
         return self.spawn(
-            [sys.executable, "-m", "gunicorn", "devstack.moto_app:app",
+            [*_niced(os.environ.get("DEVSTACK_S3_NICE") or "0"),
+             sys.executable, "-m", "gunicorn", "devstack.moto_app:app",
              "--chdir", str(Path(__file__).resolve().parent.parent),
              "--bind", f"127.0.0.1:{port}", "--workers", "1", "--worker-class", "gthread",
              "--threads", "8", "--keep-alive", "30", "--graceful-timeout", "5",

@@ -16,6 +16,14 @@ WEB_WORKERS = 2
 WEB_BLOCKING_THREADS = 8
 WEB_INTERFACE = "asgi"
 WEB_APPLICATION = "health_project.asgi:application"
+# Where background work shares the host with the web server (`make run`), the relay
+# (`run_relay --nice`) and the embedded S3 it archives to (DEVSTACK_S3_NICE) run at this
+# niceness, so that archiving takes the CPU webhooks leave idle. At 10, with the S3 at 0,
+# the two still took a fifth of the webhooks' throughput: a webhook waits on Postgres and
+# NATS between its bursts of CPU, and each time it wakes it found them running. Interleaved
+# on 2026-12-02 (bench/README.md, "Background work at niceness 19"), 19 for both accepted
+# 14-20 % more, the relay still archiving during the load.
+BACKGROUND_NICE = 19
 
 
 def granian_args(*, host: str, port: int, workers: int = WEB_WORKERS) -> list[str]:

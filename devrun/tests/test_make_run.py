@@ -28,6 +28,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.services import free_port, pid_alive
+from health_project.serving import BACKGROUND_NICE
 
 PROJECT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 150.0
@@ -36,6 +37,11 @@ STOP_TIMEOUT_S = 30.0
 CHILDREN = ("web", "relay", "normalizer", "worker", "scheduler")
 
 pytestmark = pytest.mark.services
+
+
+def _nice_of(pid: int) -> int:
+    # Field 19 of /proc/PID/stat is the nice value.
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
 def _descendants(pid: int) -> set[int]:
@@ -228,6 +234,10 @@ def test_make_run_starts_again_after_every_kind_of_stop(devstack_root: Path) -> 
     _ready(env)
     tree = run.tree()
     assert set(pids.values()) <= tree
+    # Archiving yields to webhooks: the relay and the embedded S3 it writes to are niced.
+    s3 = json.loads((devstack_root / "s3" / "state.json").read_text())["pid"]
+    assert _nice_of(pids["relay"]) == _nice_of(s3) == BACKGROUND_NICE
+    assert _nice_of(pids["web"]) == _nice_of(os.getpid())
     run.process.send_signal(signal.SIGINT)
     assert run.wait_exit() == 0
     _assert_all_gone(tree)

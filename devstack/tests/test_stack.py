@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -71,3 +73,63 @@ def test_cli_status_reports_each_service(nats_only: Stack) -> None:
     assert "nats      running" in result.stdout
     assert "postgres  stopped" in result.stdout
     assert result.returncode == 1
+
+
+def _nice_of(pid: int) -> int:
+    # Field 19 of /proc/PID/stat is the nice value.
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def _threads_nice(pid: int) -> set[int]:
+    return {_nice_of(int(task.name)) for task in Path(f"/proc/{pid}/task").iterdir()}
+
+
+def test_devstack_s3_nice_starts_the_embedded_s3_at_that_niceness(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # make run sets it (devrun/__main__.py): the S3 serves mostly the niced relay.
+    monkeypatch.setenv("DEVSTACK_S3_NICE", "13")
+    stack = Stack(tmp_path / "stack")
+    try:
+        env = stack.up(["s3"])
+        state = stack.services["s3"].read_state()
+        assert state is not None
+        # gunicorn's master and its worker (which answers), every thread of each
+        workers = subprocess.run(
+            ["pgrep", "-P", str(state.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        assert workers, "gunicorn started no worker"
+        for pid in [state.pid, *map(int, workers)]:
+            assert _threads_nice(pid) == {13}
+        with urllib.request.urlopen(f"{env['S3_ENDPOINT_URL']}/moto-api/", timeout=5) as r:
+            assert r.status == 200
+    finally:
+        stack.down()
+
+
+def test_the_embedded_s3_runs_at_normal_priority_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DEVSTACK_S3_NICE", raising=False)
+    stack = Stack(tmp_path / "stack")
+    try:
+        stack.up(["s3"])
+        state = stack.services["s3"].read_state()
+        assert state is not None
+        assert _nice_of(state.pid) == _nice_of(os.getpid())
+    finally:
+        stack.down()
+
+
+@pytest.mark.parametrize("value", ["-1", "20", "ten", "5.5"])
+def test_a_bad_devstack_s3_nice_is_refused_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("DEVSTACK_S3_NICE", value)
+    stack = Stack(tmp_path / "stack")
+    try:
+        with pytest.raises(ServiceError, match="DEVSTACK_S3_NICE must be a whole number"):
+            stack.up(["s3"])
+        assert stack.status()["s3"] is False
+    finally:
+        stack.down()
