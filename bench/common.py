@@ -79,12 +79,11 @@ def service_pids(root: Path | None) -> dict[str, list[int]]:
 
 
 def niceness(pid: int) -> int | None:
-    """A process's nice value (field 19 of /proc/PID/stat); None where it cannot be read."""
+    """A process's nice value; None where it cannot be read (gone, not ours to see)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return os.getpriority(os.PRIO_PROCESS, pid)
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[16])
 
 
 def stop_processes(*procs: subprocess.Popen[bytes] | None, timeout: float = 20) -> None:

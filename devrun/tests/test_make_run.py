@@ -9,6 +9,7 @@ be left, whatever stopped the supervisor.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -37,11 +38,6 @@ STOP_TIMEOUT_S = 30.0
 CHILDREN = ("web", "relay", "normalizer", "worker", "scheduler")
 
 pytestmark = pytest.mark.services
-
-
-def _nice_of(pid: int) -> int:
-    # Field 19 of /proc/PID/stat is the nice value.
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
 def _descendants(pid: int) -> set[int]:
@@ -236,8 +232,9 @@ def test_make_run_starts_again_after_every_kind_of_stop(devstack_root: Path) -> 
     assert set(pids.values()) <= tree
     # Archiving yields to webhooks: the relay and the embedded S3 it writes to are niced.
     s3 = json.loads((devstack_root / "s3" / "state.json").read_text())["pid"]
-    assert _nice_of(pids["relay"]) == _nice_of(s3) == BACKGROUND_NICE
-    assert _nice_of(pids["web"]) == _nice_of(os.getpid())
+    nice_of = functools.partial(os.getpriority, os.PRIO_PROCESS)
+    assert nice_of(pids["relay"]) == nice_of(s3) == BACKGROUND_NICE
+    assert nice_of(pids["web"]) == nice_of(os.getpid())
     run.process.send_signal(signal.SIGINT)
     assert run.wait_exit() == 0
     _assert_all_gone(tree)

@@ -75,13 +75,10 @@ def test_cli_status_reports_each_service(nats_only: Stack) -> None:
     assert result.returncode == 1
 
 
-def _nice_of(pid: int) -> int:
-    # Field 19 of /proc/PID/stat is the nice value.
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
-
-
 def _threads_nice(pid: int) -> set[int]:
-    return {_nice_of(int(task.name)) for task in Path(f"/proc/{pid}/task").iterdir()}
+    # On Linux a thread id names that one thread to getpriority (niceness is per thread).
+    tasks = Path(f"/proc/{pid}/task").iterdir()
+    return {os.getpriority(os.PRIO_PROCESS, int(task.name)) for task in tasks}
 
 
 def test_devstack_s3_nice_starts_the_embedded_s3_at_that_niceness(
@@ -116,7 +113,9 @@ def test_the_embedded_s3_runs_at_normal_priority_by_default(
         stack.up(["s3"])
         state = stack.services["s3"].read_state()
         assert state is not None
-        assert _nice_of(state.pid) == _nice_of(os.getpid())
+        assert os.getpriority(os.PRIO_PROCESS, state.pid) == os.getpriority(
+            os.PRIO_PROCESS, os.getpid()
+        )
     finally:
         stack.down()
 
